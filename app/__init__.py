@@ -1,0 +1,53 @@
+"""persona-events: Persona webhooks in, a trustworthy per-user verification record out."""
+
+from __future__ import annotations
+
+import sys
+
+from flask import Flask, jsonify
+from redis import Redis
+from werkzeug.exceptions import HTTPException
+
+from app import logs
+from app.config import Config, ConfigError, load_config
+from app.db import Database
+from app.queue import EventQueue, connect_redis
+
+
+def load_config_or_exit() -> Config:
+    """The process configuration; on a bad setting, one line on stderr and exit status 2."""
+    try:
+        return load_config()
+    except ConfigError as error:
+        print(f"persona-events: configuration error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _json_errors(app: Flask) -> None:
+    """Every error is JSON `{"error", "detail"}`, never an HTML page or a traceback."""
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        code = (error.name or "error").lower().replace(" ", "_")
+        return jsonify(error=code, detail=error.description), error.code
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception):
+        app.logger.exception("unhandled error")
+        return jsonify(error="internal_error", detail="unexpected error; see the server log"), 500
+
+
+def create_app(config: Config | None = None, redis: Redis | None = None) -> Flask:
+    config = config or load_config_or_exit()
+    logs.configure()
+    app = Flask(__name__)
+    app.config["PERSONA"] = config
+    app.extensions["event_queue"] = EventQueue(redis or connect_redis(config.redis_url), config)
+    app.extensions["database"] = Database(config.database_url)
+
+    from app import health, webhooks
+
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(health.bp)
+    _json_errors(app)
+    return app

@@ -1,0 +1,140 @@
+"""Configuration: one object, read once from the environment (DESIGN §6).
+
+`.env` is read in development (python-dotenv) without overriding variables already set.
+A missing or malformed setting raises `ConfigError`, whose message is one line naming it;
+the entry points print that line and exit instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+# Defaults, each with the reason it is what it is.
+# Persona documents no tolerance; 5 minutes absorbs clock skew and never rejects a retry,
+# because `t` is the send time of each attempt.
+DEFAULT_SIGNATURE_TOLERANCE = 300
+# Persona's payloads are tens of KB (the sandbox capture is 65 KB); 1 MiB leaves room and bounds memory.
+DEFAULT_MAX_WEBHOOK_BYTES = 1024 * 1024
+# SQLite embedded under var/ so a fresh clone runs without a database server.
+DEFAULT_DATABASE_URL = "sqlite:///var/persona-events.db"
+# One queue for webhook events; named so `rq info` reads clearly next to a host app's queues.
+DEFAULT_EVENTS_QUEUE = "persona-events"
+# Persona retries for about 51 h; the dedupe mark must outlive that window with margin (>= 7 days).
+DEFAULT_DEDUPE_TTL = 7 * 24 * 3600
+DEFAULT_PERSONA_API_URL = "https://api.withpersona.com"
+VERISOUL_FLAVORS = ("account", "lists")
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message is one line naming it."""
+
+
+@dataclass(frozen=True)
+class Config:
+    webhook_secrets: tuple[str, ...] = field(repr=False)
+    redis_url: str
+    database_url: str = DEFAULT_DATABASE_URL
+    signature_tolerance: int = DEFAULT_SIGNATURE_TOLERANCE
+    max_webhook_bytes: int = DEFAULT_MAX_WEBHOOK_BYTES
+    events_queue: str = DEFAULT_EVENTS_QUEUE
+    dedupe_ttl: int = DEFAULT_DEDUPE_TTL
+    persona_api_key: str | None = field(default=None, repr=False)
+    persona_api_url: str = DEFAULT_PERSONA_API_URL
+    verisoul_api_url: str | None = None
+    verisoul_api_key: str | None = field(default=None, repr=False)
+    verisoul_api_flavor: str = "account"
+    admin_api_token: str | None = field(default=None, repr=False)
+
+    @property
+    def queues(self) -> list[str]:
+        return [self.events_queue]
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{name} is required but not set")
+    return value
+
+
+def _optional(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a positive integer, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {raw!r}")
+    return value
+
+
+def _secrets(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = _required(env, "PERSONA_WEBHOOK_SECRETS")
+    secrets = tuple(s.strip() for s in raw.split(",") if s.strip())
+    if not secrets:
+        raise ConfigError("PERSONA_WEBHOOK_SECRETS must list at least one secret")
+    return secrets
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...], default: str | None = None) -> str | None:
+    value = _optional(env, name) or default
+    scheme, separator, _ = (value or "").partition("://")
+    if value is not None and (not separator or scheme.partition("+")[0] not in schemes):
+        raise ConfigError(f"{name} must be a URL starting with one of {', '.join(s + '://' for s in schemes)}")
+    return value
+
+
+def _flavor(env: Mapping[str, str]) -> str:
+    flavor = _optional(env, "VERISOUL_API_FLAVOR") or "account"
+    if flavor not in VERISOUL_FLAVORS:
+        raise ConfigError(f"VERISOUL_API_FLAVOR must be one of {', '.join(VERISOUL_FLAVORS)}, got {flavor!r}")
+    return flavor
+
+
+def _database_url(env: Mapping[str, str]) -> str:
+    return _url(env, "DATABASE_URL", ("sqlite", "postgresql", "postgres"), DEFAULT_DATABASE_URL)
+
+
+def _environ(read_dotenv: bool) -> Mapping[str, str]:
+    if read_dotenv:
+        from dotenv import load_dotenv
+
+        load_dotenv(override=False)
+    return os.environ
+
+
+def database_url(env: Mapping[str, str] | None = None) -> str:
+    """DATABASE_URL alone, for migrations, which need no other setting."""
+    return _database_url(_environ(True) if env is None else env)
+
+
+def load_config(env: Mapping[str, str] | None = None, *, read_dotenv: bool = True) -> Config:
+    """Build the Config from `env` (default: the process environment, after reading `.env`)."""
+    if env is None:
+        env = _environ(read_dotenv)
+    webhook_secrets = _secrets(env)  # checked first: DESIGN §6 order, and nothing works without it
+    redis_url = _url(env, "REDIS_URL", ("redis", "rediss", "unix"))
+    if redis_url is None:
+        raise ConfigError("REDIS_URL is required but not set")
+    return Config(
+        webhook_secrets=webhook_secrets,
+        redis_url=redis_url,
+        database_url=_database_url(env),
+        signature_tolerance=_positive_int(env, "PERSONA_SIGNATURE_TOLERANCE", DEFAULT_SIGNATURE_TOLERANCE),
+        max_webhook_bytes=_positive_int(env, "MAX_WEBHOOK_BYTES", DEFAULT_MAX_WEBHOOK_BYTES),
+        persona_api_key=_optional(env, "PERSONA_API_KEY"),
+        persona_api_url=_url(env, "PERSONA_API_URL", ("http", "https"), DEFAULT_PERSONA_API_URL),
+        verisoul_api_url=_url(env, "VERISOUL_API_URL", ("http", "https")),
+        verisoul_api_key=_optional(env, "VERISOUL_API_KEY"),
+        verisoul_api_flavor=_flavor(env),
+        admin_api_token=_optional(env, "ADMIN_API_TOKEN"),
+    )

@@ -1,0 +1,135 @@
+"""`POST /webhooks/persona`: verify, validate, minimise, queue, answer.
+
+Events are untrusted until verified. The checks run in a fixed order so that nothing an
+unauthenticated sender controls is parsed: size cap, signature on the raw bytes, then JSON and the
+envelope. A 2xx is sent only once the event is durably queued (or was already): Persona retries
+anything else, so a 503 while Redis is down loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import datetime, timezone
+
+from flask import Blueprint, current_app, jsonify, request
+from marshmallow import ValidationError
+from redis.exceptions import RedisError
+
+from app import signature
+from app.events import body_sha256, iso_millis, is_queued_name, minimise, normalise_keys
+from app.schemas import first_error, load_envelope
+
+bp = Blueprint("webhooks", __name__)
+log = logging.getLogger(__name__)
+
+# Persona retries on its own schedule; the header is for anyone else posting here.
+RETRY_AFTER_SECONDS = 30
+_READ_CHUNK = 64 * 1024
+
+
+class Rejection(Exception):
+    """A request answered with an error; `fields` add to the request's log line."""
+
+    def __init__(self, status: int, code: str, detail: str, **fields):
+        super().__init__(detail)
+        self.status, self.code, self.detail, self.fields = status, code, detail, fields
+
+
+def _read_capped(limit: int) -> bytes:
+    """The raw body, refusing by Content-Length first and stopping a chunked body at the cap."""
+    if request.content_length is not None and request.content_length > limit:
+        raise Rejection(413, "payload_too_large", f"body is over {limit} bytes")
+    chunks, size = [], 0
+    while chunk := request.stream.read(min(_READ_CHUNK, limit + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise Rejection(413, "payload_too_large", f"body is over {limit} bytes")
+    return b"".join(chunks)
+
+
+def _verify(body: bytes) -> None:
+    config = current_app.config["PERSONA"]
+    try:
+        signature.verify(
+            body,
+            request.headers.get("Persona-Signature"),
+            config.webhook_secrets,
+            time.time(),
+            config.signature_tolerance,
+        )
+    except signature.SignatureError as error:
+        raise Rejection(401, "invalid_signature", error.detail, reason=error.reason) from None
+
+
+def _is_json(mimetype: str) -> bool:
+    return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
+
+
+def _parse(body: bytes) -> dict:
+    """JSON → normalised keys → a validated envelope."""
+    if not _is_json(request.mimetype):
+        raise Rejection(415, "unsupported_media_type", "Content-Type must be application/json")
+    try:
+        # Strictly UTF-8 (RFC 8259 §8.1): json.loads(bytes) would also take UTF-16 and UTF-32.
+        text = body.decode("utf-8-sig")  # a leading BOM is tolerated, as RFC 8259 allows
+        document = json.loads(text)
+        if "\\u" in text:
+            # A `\ud800`-style escape decodes to a lone surrogate, which cannot be queued or stored as UTF-8.
+            json.dumps(document, ensure_ascii=False).encode("utf-8")
+        document = normalise_keys(document)
+    except (ValueError, RecursionError):  # UnicodeError and JSONDecodeError are ValueErrors
+        raise Rejection(400, "invalid_json", "body is not valid UTF-8 JSON") from None
+    try:
+        return load_envelope(document)
+    except ValidationError as error:
+        raise Rejection(400, "invalid_envelope", first_error(error.messages)) from None
+
+
+def _queue(envelope: dict, body: bytes) -> str:
+    event = minimise(envelope, body_sha256(body))
+    event["received_at"] = iso_millis(datetime.now(timezone.utc))
+    try:
+        queued = current_app.extensions["event_queue"].enqueue_once(event)
+    except RedisError as error:
+        detail = "the event queue is unavailable; retry later"
+        raise Rejection(503, "queue_unavailable", detail, reason=type(error).__name__) from None
+    return "queued" if queued else "duplicate"
+
+
+def _handle(fields: dict) -> tuple[int, dict]:
+    body = _read_capped(current_app.config["PERSONA"].max_webhook_bytes)
+    _verify(body)
+    envelope = _parse(body)
+    event_id = envelope["data"]["id"]
+    name = envelope["data"]["attributes"]["name"]
+    fields.update(event_id=event_id, event_name=name)
+    status = _queue(envelope, body) if is_queued_name(name) else "ignored"
+    return 200, {"status": status, "event_id": event_id}
+
+
+def _attempts_made() -> int | None:
+    """Persona's retry counter, logged only when it is a plain number (the header is sender-controlled)."""
+    value = request.headers.get("Persona-Webhook-Attempts-Made", "")
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 6 else None
+
+
+@bp.post("/webhooks/persona")
+def receive():
+    started = time.perf_counter()
+    fields: dict = {"attempts_made": _attempts_made()}
+    try:
+        status, payload = _handle(fields)
+        fields["outcome"] = payload["status"]
+    except Rejection as rejection:
+        status, payload = rejection.status, {"error": rejection.code, "detail": rejection.detail}
+        fields.update(outcome=rejection.code, **rejection.fields)
+    fields.update(status=status, duration_ms=round((time.perf_counter() - started) * 1000, 3))
+    log.info("webhook", extra=fields)
+    response = jsonify(payload)
+    response.status_code = status
+    if status == 503:
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response

@@ -1,0 +1,1 @@
+"""Development and test tooling: the dev stack, embedded Redis, sample events, benchmarks."""

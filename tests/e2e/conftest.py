@@ -1,0 +1,87 @@
+"""The service as operators run it: the Procfile's web and worker commands as real processes."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from scripts.embedded_redis import free_port
+from tests.integration.conftest import (  # noqa: F401  (fixtures)
+    postgres_url,
+    real_database_url,
+    real_redis,
+    redis_server_url,
+)
+from tests.payloads import SECRET
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def procfile_command(kind: str) -> list[str]:
+    """The Procfile line for `kind`, with its program taken from this virtualenv."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == kind:
+            argv = shlex.split(command)
+            return [str(BIN / argv[0]), *argv[1:]]
+    raise LookupError(f"no {kind}: line in Procfile")
+
+
+class Stack:
+    """gunicorn and N rq workers on a test Redis and database, stopped at the end of the test."""
+
+    def __init__(self, redis_url: str, database_url: str, log_dir: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "PERSONA_WEBHOOK_SECRETS": SECRET,
+            "REDIS_URL": redis_url,
+            "DATABASE_URL": database_url,
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+        }
+        self.log_dir = log_dir
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self, kind: str) -> subprocess.Popen:
+        log = open(self.log_dir / f"{kind}-{len(self.processes)}.log", "wb")
+        process = subprocess.Popen(procfile_command(kind), cwd=ROOT, env=self.env, stdout=log, stderr=log)
+        self.processes.append(process)
+        return process
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.url}/readyz", timeout=1).ok:
+                    return
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise TimeoutError(f"web process not ready; logs in {self.log_dir}")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture
+def stack(redis_server_url, real_redis, real_database_url, tmp_path):
+    stack = Stack(redis_server_url, real_database_url, tmp_path)
+    yield stack
+    stack.stop()

@@ -1,0 +1,49 @@
+"""Recording events in the `events` table, exactly once per event id."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import insert
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from app.models import Event
+
+RECORDED = "recorded"
+DUPLICATE = "duplicate"
+
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+def parse_time(value: str) -> datetime:
+    """Persona's ISO-8601 (`...Z`) to an aware UTC datetime."""
+    return datetime.fromisoformat(value).astimezone(timezone.utc)
+
+
+def event_row(event: dict, processed_at: datetime, outcome: str) -> dict:
+    return {
+        "event_id": event["event_id"],
+        "name": event["name"],
+        "object_type": event["object_type"],
+        "object_id": event["object_id"],
+        "occurred_at": parse_time(event["created_at"]),
+        "received_at": parse_time(event["received_at"]),
+        "processed_at": processed_at,
+        "outcome": outcome,
+        "payload": event,
+        "body_sha256": event["body_sha256"],
+    }
+
+
+def record_event(session: Session, event: dict, processed_at: datetime, outcome: str = RECORDED) -> bool:
+    """Insert the event unless its id is already recorded; True when inserted by this call.
+
+    `ON CONFLICT DO NOTHING` rather than check-then-insert: two workers racing on one event id
+    (a redelivery picked up while the first run is still in flight) cannot both insert."""
+    dialect = session.get_bind().dialect.name
+    statement = _INSERTS.get(dialect, insert)(Event).values(event_row(event, processed_at, outcome))
+    if dialect in _INSERTS:
+        statement = statement.on_conflict_do_nothing(index_elements=["event_id"])
+    # RETURNING, not rowcount: psycopg 3 reports -1 for INSERT .. ON CONFLICT through SQLAlchemy 2.1.
+    return session.execute(statement.returning(Event.id)).first() is not None
