@@ -45,9 +45,10 @@ def create_app(config: Config | None = None, redis: Redis | None = None) -> Flas
     app.extensions["event_queue"] = EventQueue(redis or connect_redis(config.redis_url), config)
     app.extensions["database"] = Database(config.database_url)
 
-    from app import health, webhooks
+    from app import health, users, webhooks
 
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(users.bp)
     app.register_blueprint(health.bp)
     _json_errors(app)
     return app

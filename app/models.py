@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # BIGINT on PostgreSQL; plain INTEGER on SQLite, where only INTEGER PRIMARY KEY autoincrements.
@@ -33,3 +33,64 @@ class Event(Base):
     payload: Mapped[dict] = mapped_column(JSON)
     body_sha256: Mapped[str] = mapped_column(String(64))
     replay_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class User(Base):
+    """A person of the host application, keyed by its reference id (or a Persona account id until one is linked)."""
+
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("reference_id", name="uq_users_reference_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    reference_id: Mapped[str] = mapped_column(String(255))
+    persona_account_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Inquiry(Base):
+    """An inquiry's newest snapshot. A row may be a placeholder (no status yet) created by a verification event."""
+
+    __tablename__ = "inquiries"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    reference_id: Mapped[str | None] = mapped_column(String(255))
+    account_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    template_id: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str | None] = mapped_column(String(32))
+    inquiry_created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    snapshot_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    snapshot_rank: Mapped[int | None] = mapped_column(Integer)
+    snapshot_event_id: Mapped[str | None] = mapped_column(String(255))
+
+
+class Verification(Base):
+    """A verification's newest snapshot: type, status and its checks' names and statuses."""
+
+    __tablename__ = "verifications"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    inquiry_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    type: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(32))
+    checks: Mapped[dict] = mapped_column(JSON)
+    snapshot_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    snapshot_rank: Mapped[int] = mapped_column(Integer)
+    snapshot_event_id: Mapped[str] = mapped_column(String(255))
+
+
+class History(Base):
+    """One row per processed event: what it found, what it left, and why."""
+
+    __tablename__ = "history"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    inquiry_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    object_id: Mapped[str] = mapped_column(String(255))
+    event_id: Mapped[str] = mapped_column(String(255))
+    from_status: Mapped[str | None] = mapped_column(String(32))
+    to_status: Mapped[str | None] = mapped_column(String(32))
+    outcome: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -7,11 +7,14 @@ from datetime import datetime, timezone
 from functools import lru_cache
 
 from rq import get_current_job
+from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app.config import load_config
 from app.db import Database
-from workers.event_log import DUPLICATE, RECORDED, record_event
+from app.models import Event
+from workers.event_log import DUPLICATE, record_event
+from workers.records import apply_event
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +47,25 @@ def _fail_permanently(event_id: object, error: Exception) -> PermanentJobError:
     return PermanentJobError(reason)
 
 
+def _process(session, event: dict) -> str:
+    """Log the event, then apply it to the user record, in the caller's transaction."""
+    if not record_event(session, event, datetime.now(timezone.utc)):
+        return DUPLICATE
+    outcome = apply_event(session, event)
+    session.execute(update(Event).where(Event.event_id == event["event_id"]).values(outcome=outcome))
+    return outcome
+
+
 def process_event(event: dict) -> str:
-    """Record a queued event once; returns `recorded`, or `duplicate` when its id is already in the log."""
+    """Apply a queued event once: `applied`, `unexpected`, `stale` or `ignored`; `duplicate` if already logged."""
     try:
         with database().transaction() as session:
-            inserted = record_event(session, event, datetime.now(timezone.utc))
+            outcome = _process(session, event)
     except DBAPIError as error:
         if is_transient(error):
             raise  # RQ's Retry, set at enqueue, backs off and runs the job again
         raise _fail_permanently(event.get("event_id"), error) from error
     except (KeyError, TypeError, ValueError) as error:
         raise _fail_permanently(event.get("event_id") if isinstance(event, dict) else None, error) from error
-    outcome = RECORDED if inserted else DUPLICATE
     log.info("event processed", extra={"event_id": event["event_id"], "event_name": event["name"], "outcome": outcome})
     return outcome

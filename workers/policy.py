@@ -1,0 +1,106 @@
+"""The decision policy (DESIGN §5). Pure: a user's inquiries and a clock in, a decision out.
+
+Nothing here is a counter: strikes, the block and the decision are recomputed from the inquiries'
+current statuses every time, so a retried or replayed event can never count twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from workers.state_machine import NEGATIVE_STATUSES
+
+# status of the latest inquiry → (decision, next_action); "none" means the user has no inquiry.
+DECISIONS = {
+    "none": ("verify", "create_inquiry"),
+    "created": ("resume", "resume_inquiry"),
+    "pending": ("resume", "resume_inquiry"),
+    "expired": ("verify", "create_inquiry"),
+    "completed": ("allow", "none"),
+    "approved": ("allow", "none"),
+    "needs_review": ("review", "wait"),
+    "failed": ("deny", "none"),
+    "declined": ("deny", "none"),
+}
+# Block length by strike count; from PERMANENT_AT strikes on the block never ends.
+BLOCK_DAYS = {1: 7, 2: 30}
+PERMANENT_AT = 3
+
+
+@dataclass(frozen=True)
+class InquiryFacts:
+    """What the policy needs of one inquiry."""
+
+    id: str
+    status: str
+    created_at: str  # the inquiry's own created-at (ISO-8601 UTC), which makes it the latest or not
+    status_since: str  # event time at which it entered `status`
+
+
+@dataclass(frozen=True)
+class Block:
+    since: datetime
+    until: datetime | None  # None: permanent
+
+    @property
+    def permanent(self) -> bool:
+        return self.until is None
+
+    def in_force(self, now: datetime) -> bool:
+        return self.until is None or now < self.until
+
+
+@dataclass(frozen=True)
+class Policy:
+    decisions: dict = field(default_factory=lambda: dict(DECISIONS))
+    block_days: dict = field(default_factory=lambda: dict(BLOCK_DAYS))
+    permanent_at: int = PERMANENT_AT
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: str
+    inquiry_id: str | None
+    decision: str
+    next_action: str
+    strikes: int
+    block: Block | None
+
+    def blocked(self, now: datetime) -> bool:
+        return self.block is not None and self.block.in_force(now)
+
+
+def _parse(moment: str) -> datetime:
+    return datetime.fromisoformat(moment).astimezone(timezone.utc)
+
+
+def latest(inquiries: list[InquiryFacts]) -> InquiryFacts | None:
+    """The user's latest inquiry, by the inquiry's created-at (ties by id, for a stable answer)."""
+    return max(inquiries, key=lambda inquiry: (inquiry.created_at, inquiry.id), default=None)
+
+
+def block_for(inquiries: list[InquiryFacts], policy: Policy = Policy()) -> Block | None:
+    """Strikes are inquiries currently failed or declined; the block runs from the latest of those decisions."""
+    negative = [inquiry for inquiry in inquiries if inquiry.status in NEGATIVE_STATUSES]
+    if not negative:
+        return None
+    since = _parse(max(inquiry.status_since for inquiry in negative))
+    if len(negative) >= policy.permanent_at:
+        return Block(since, None)
+    return Block(since, since + timedelta(days=policy.block_days[len(negative)]))
+
+
+def decide(
+    inquiries: list[InquiryFacts], now: datetime, duplicate_account: bool = False, policy: Policy = Policy()
+) -> Decision:
+    newest = latest(inquiries)
+    status = newest.status if newest else "none"
+    strikes = sum(1 for inquiry in inquiries if inquiry.status in NEGATIVE_STATUSES)
+    block = block_for(inquiries, policy)
+    decision, next_action = policy.decisions[status]
+    if block is not None and block.in_force(now):
+        decision, next_action = "deny", "none"
+    elif decision == "allow" and duplicate_account:
+        decision, next_action = "review", "wait"
+    return Decision(status, newest.id if newest else None, decision, next_action, strikes, block)
