@@ -57,6 +57,11 @@ class Policy:
     block_days: dict = field(default_factory=lambda: dict(BLOCK_DAYS))
     permanent_at: int = PERMANENT_AT
 
+    def __post_init__(self):
+        missing = [n for n in range(1, self.permanent_at) if n not in self.block_days]
+        if self.permanent_at < 1 or missing:
+            raise ValueError(f"block_days needs a length for every strike count below permanent_at, missing {missing}")
+
 
 @dataclass(frozen=True)
 class Decision:
