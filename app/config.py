@@ -34,8 +34,9 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class Config:
     webhook_secrets: tuple[str, ...] = field(repr=False)
-    redis_url: str
-    database_url: str = DEFAULT_DATABASE_URL
+    # URLs may carry passwords: kept out of repr() like the secrets.
+    redis_url: str = field(repr=False)
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
     signature_tolerance: int = DEFAULT_SIGNATURE_TOLERANCE
     max_webhook_bytes: int = DEFAULT_MAX_WEBHOOK_BYTES
     events_queue: str = DEFAULT_EVENTS_QUEUE

@@ -80,8 +80,10 @@ def _parse(body: bytes) -> dict:
             # A `\ud800`-style escape decodes to a lone surrogate, which cannot be queued or stored as UTF-8.
             json.dumps(document, ensure_ascii=False).encode("utf-8")
         document = normalise_keys(document)
-    except (ValueError, RecursionError):  # UnicodeError and JSONDecodeError are ValueErrors
+    except ValueError:  # UnicodeError and JSONDecodeError are ValueErrors
         raise Rejection(400, "invalid_json", "body is not valid UTF-8 JSON") from None
+    except RecursionError:
+        raise Rejection(400, "invalid_json", "body JSON is nested too deeply") from None
     try:
         return load_envelope(document)
     except ValidationError as error:

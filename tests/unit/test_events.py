@@ -1,0 +1,322 @@
+"""Key normalisation and minimisation (app/events.py), against every fixture in every key casing."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from app.events import (
+    body_sha256,
+    is_queued_name,
+    iso_millis,
+    minimise,
+    normalise_keys,
+    snake_key,
+    verification_kind,
+)
+from app.schemas import load_envelope
+from tests.payloads import CASINGS, FIXTURE_NAMES, encode, envelope, load_fixture, personal_values, recase
+
+
+@pytest.mark.parametrize("key", ["reference-id", "reference_id", "referenceId"])
+def test_snake_key_on_every_casing(key):
+    assert snake_key(key) == "reference_id"
+
+
+@pytest.mark.parametrize(
+    "key, expected",
+    [
+        ("marked-for-review-at", "marked_for_review_at"),
+        ("markedForReviewAt", "marked_for_review_at"),
+        ("inquiryTemplate", "inquiry_template"),
+        ("created-at-ts", "created_at_ts"),
+        ("addressStreet1", "address_street1"),
+        ("id", "id"),
+        ("data", "data"),
+    ],
+)
+def test_snake_key_examples(key, expected):
+    assert snake_key(key) == expected
+
+
+def test_normalise_keys_recases_keys_at_every_depth_and_leaves_values_alone():
+    document = {
+        "data": {
+            "attributes": {
+                "name": "inquiry.marked-for-review",
+                "createdAt": "2024-07-08T14:29:24.297Z",
+                "payload": {"data": {"type": "verification/government-id", "attributes": {"status": "needs_review"}}},
+                "list-of-things": [{"innerKey": "Mixed-Case_Value"}, "referenceId", 3, None, True],
+            }
+        }
+    }
+    assert normalise_keys(document) == {
+        "data": {
+            "attributes": {
+                "name": "inquiry.marked-for-review",
+                "created_at": "2024-07-08T14:29:24.297Z",
+                "payload": {"data": {"type": "verification/government-id", "attributes": {"status": "needs_review"}}},
+                "list_of_things": [{"inner_key": "Mixed-Case_Value"}, "referenceId", 3, None, True],
+            }
+        }
+    }
+
+
+@pytest.mark.parametrize("value", [None, 1, 2.5, "referenceId", True, []])
+def test_normalise_keys_passes_scalars_through(value):
+    assert normalise_keys(value) == value
+
+
+@pytest.mark.parametrize(
+    "name, queued",
+    [
+        ("inquiry.approved", True),
+        ("inquiry.marked-for-review", True),
+        ("inquiry.something-new", True),
+        ("verification.passed", True),
+        ("verification.requires-retry", True),
+        ("account.created", False),
+        ("report/watchlist.matched", False),
+        ("case.created", False),
+        ("inquiry", False),
+        ("inquiry-session.started", False),
+        ("verificationx.passed", False),
+        ("Inquiry.approved", False),
+        ("", False),
+    ],
+)
+def test_is_queued_name(name, queued):
+    assert is_queued_name(name) is queued
+
+
+@pytest.mark.parametrize(
+    "object_type, kind",
+    [
+        ("verification/government-id", "government-id"),
+        ("verification/selfie", "selfie"),
+        ("verification/database", "database"),
+        ("inquiry", None),
+        ("verification", None),
+        ("verification/", None),
+        ("document/government-id", None),
+    ],
+)
+def test_verification_kind(object_type, kind):
+    assert verification_kind(object_type) == kind
+
+
+@pytest.mark.parametrize(
+    "moment, text",
+    [
+        (datetime(2024, 7, 8, 14, 29, 24, 297000, tzinfo=timezone.utc), "2024-07-08T14:29:24.297Z"),
+        (datetime(2024, 7, 8, 16, 29, 24, 297999, tzinfo=timezone(timedelta(hours=2))), "2024-07-08T14:29:24.297Z"),
+        (datetime(2024, 7, 8, 14, 29, 24, tzinfo=timezone.utc), "2024-07-08T14:29:24.000Z"),
+    ],
+)
+def test_iso_millis_is_utc_with_milliseconds(moment, text):
+    assert iso_millis(moment) == text
+
+
+def test_body_sha256():
+    assert body_sha256(b"abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+# --- minimisation of the fixtures ---------------------------------------------------------------------
+
+EXPECTED = {
+    "sandbox_inquiry_approved.json": {
+        "event_id": "evt_pSXHZmSpjEBpstmv4xwKR9m1Q3yX",
+        "name": "inquiry.approved",
+        "created_at": "2024-07-08T14:29:24.297Z",
+        "object_type": "inquiry",
+        "object_id": "inq_AGa6mNLe7BfgZBopxR86A7WRdmUr",
+        "status": "approved",
+        "reference_id": "user_1",
+        "account_id": "act_wU2yVJZ7gCTQiDHnKQksWSMUy8fv",
+        "account_reference_id": "referenceId1",
+        "template_id": "itmpl_nTqLfn7VChH2RxrAmL8AGVZovQEP",
+        "inquiry_id": None,
+        "verification_type": None,
+        "checks": [],
+        "timestamps": {
+            "created_at": "2024-07-08T14:28:41.000Z",
+            "started_at": "2024-07-08T14:29:00.000Z",
+            "completed_at": "2024-07-08T14:29:21.000Z",
+            "decisioned_at": "2024-07-08T14:29:24.000Z",
+            "updated_at": "2024-07-08T14:29:24.000Z",
+        },
+    },
+    "docs_inquiry_completed.json": {
+        "event_id": "evt_o9byQRbjygu76Jbtea9wuJ1boP7a",
+        "name": "inquiry.completed",
+        "created_at": "2023-03-30T19:07:41.732Z",
+        "object_type": "inquiry",
+        "object_id": "inq_zEx4jL84ShbUyuwX6AzPSqt6",
+        "status": "completed",
+        "reference_id": "abc-123",
+        "account_id": "act_n2uq9eKMboaCQzu9ALWYcVdN",
+        "account_reference_id": None,  # `included` holds no account
+        "template_id": "itmpl_p8ANAJy9iqadm2buF2xcVgqH",  # `template` is null; `inquiry-template` is used
+        "inquiry_id": None,
+        "verification_type": None,
+        "checks": [],
+        "timestamps": {
+            "created_at": "2023-03-29T19:06:45.000Z",
+            "started_at": "2023-03-30T19:07:01.000Z",
+            "completed_at": "2023-03-30T19:07:41.000Z",
+            "updated_at": "2023-03-30T19:07:41.000Z",
+        },
+    },
+    "docs_verification_passed.json": {
+        "event_id": "evt_Qk3xR8mV2pLw9ZtYh7NcD4sF1aB6",
+        "name": "verification.passed",
+        "created_at": "2024-03-20T21:22:31.412Z",
+        "object_type": "verification/government-id",
+        "object_id": "ver_sRmjdy6qBFmLd52Rs3wQugNRERnR",
+        "status": "passed",
+        "reference_id": None,
+        "account_id": None,
+        "account_reference_id": None,
+        "template_id": "itmpl_nTqLfn7VChH2RxrAmL8AGVZovQEP",
+        "inquiry_id": "inq_AGa6mNLe7BfgZBopxR86A7WRdmUr",
+        "verification_type": "government-id",
+        "checks": [
+            {"name": "id_expired_detection", "status": "passed"},
+            {"name": "id_portrait_detection", "status": "passed"},
+            {"name": "id_tamper_detection", "status": "passed"},
+            {"name": "id_aamva_database_lookup", "status": "not_applicable"},
+        ],
+        "timestamps": {
+            "created_at": "2024-03-20T21:22:25.000Z",
+            "submitted_at": "2024-03-20T21:22:25.000Z",
+            "completed_at": "2024-03-20T21:22:31.000Z",
+        },
+    },
+    "docs_inquiry_approved_overview.json": {
+        "event_id": "evt_XGuYWp7WuDzNxie5z16s7sGJ",
+        "name": "inquiry.approved",
+        "created_at": "2019-09-09T22:46:27.598Z",
+        "object_type": "inquiry",
+        "object_id": "inq_2CVZ4HyVg7qaboXz2PUHknAn",
+        "status": "approved",
+        "reference_id": None,
+        "account_id": None,
+        "account_reference_id": None,
+        "template_id": "blu_biqYXr3aNfHuLeXUdJUNFNET",  # legacy `template` relationship
+        "inquiry_id": None,
+        "verification_type": None,
+        "checks": [],
+        "timestamps": {"created_at": "2019-09-09T22:40:56.000Z", "completed_at": "2019-09-09T22:44:51.000Z"},
+    },
+}
+
+
+def minimised(name: str, casing: str) -> dict:
+    body = encode(recase(load_fixture(name), casing))
+    return minimise(load_envelope(normalise_keys(json.loads(body))), body_sha256(body))
+
+
+def test_expectations_cover_every_fixture():
+    assert set(EXPECTED) == set(FIXTURE_NAMES)
+
+
+@pytest.mark.parametrize("casing", CASINGS)
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_minimised_fixture(name, casing):
+    event = minimised(name, casing)
+    body = encode(recase(load_fixture(name), casing))
+    assert event == {**EXPECTED[name], "body_sha256": body_sha256(body)}
+
+
+@pytest.mark.parametrize("casing", ["snake", "camel"])
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_minimised_event_is_the_same_in_every_casing(name, casing):
+    kebab, other = minimised(name, "kebab"), minimised(name, casing)
+    assert kebab.pop("body_sha256") != other.pop("body_sha256")  # the bytes differ...
+    assert other == kebab  # ...the event does not
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_personal_values_are_found_in_the_fixture(name):
+    """The leak check below is only as good as the values it looks for."""
+    values = personal_values(load_fixture(name))
+    assert values and all(value in json.dumps(load_fixture(name)) for value in values)
+
+
+def test_personal_values_include_the_obvious_ones():
+    sandbox = personal_values(load_fixture("sandbox_inquiry_approved.json"))
+    assert {"ALEXANDER J", "1977-07-17", "I1234562", "87.157.115.169", "600 CALIFORNIA STREET"} <= sandbox
+    assert "https://files.withpersona.com/selfie_photo.jpg?access_token=RETRACTED" in sandbox
+    assert {"jane@doe.com", "127.0.0.1", "37.7688"} <= personal_values(load_fixture("docs_inquiry_completed.json"))
+
+
+@pytest.mark.parametrize("casing", CASINGS)
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_minimised_event_holds_no_personal_value(name, casing):
+    text = json.dumps(minimised(name, casing))
+    assert [value for value in personal_values(load_fixture(name)) if value in text] == []
+
+
+# --- minimisation edge cases --------------------------------------------------------------------------
+
+
+def minimise_doc(document: dict) -> dict:
+    return minimise(load_envelope(normalise_keys(document)), "hash")
+
+
+def test_new_attributes_are_dropped_not_copied():
+    doc = envelope(attributes={"status": "approved", "brand-new-personal-thing": "secret value", "name-first": "X"})
+    assert "secret value" not in json.dumps(minimise_doc(doc))
+
+
+def test_checks_keep_name_and_status_only_and_skip_unusable_entries():
+    checks = [
+        {"name": "id_a", "status": "failed", "reasons": ["mismatch"], "metadata": {"name-first": "JANE"}},
+        {"name": "id_b"},
+        {"status": "passed"},
+        "not-a-check",
+        {"name": "", "status": "passed"},
+    ]
+    event = minimise_doc(envelope(object_type="verification/selfie", attributes={"status": "failed", "checks": checks}))
+    assert event["checks"] == [{"name": "id_a", "status": "failed"}, {"name": "id_b", "status": "unknown"}]
+
+
+@pytest.mark.parametrize("checks", [None, "passed", {"name": "id_a"}])
+def test_checks_that_are_not_a_list_are_ignored(checks):
+    assert minimise_doc(envelope(attributes={"checks": checks}))["checks"] == []
+
+
+def test_account_reference_id_only_from_the_matching_included_account():
+    doc = envelope()
+    payload = doc["data"]["attributes"]["payload"]
+    payload["data"]["relationships"] = {"account": {"data": {"type": "account", "id": "act_1"}}}
+    payload["included"] = [
+        {"type": "account", "id": "act_other", "attributes": {"reference-id": "wrong"}},
+        {"type": "inquiry-session", "id": "act_1", "attributes": {"reference-id": "wrong too"}},
+        {"type": "account", "id": "act_1", "attributes": {"reference-id": "u_42"}},
+    ]
+    event = minimise_doc(doc)
+    assert (event["account_id"], event["account_reference_id"]) == ("act_1", "u_42")
+
+
+@pytest.mark.parametrize(
+    "relationships",
+    [{}, {"account": None}, {"account": {"data": None}}, {"account": {"data": []}}, {"account": {"data": {"id": 7}}}],
+)
+def test_missing_or_odd_relationships_give_none(relationships):
+    doc = envelope()
+    doc["data"]["attributes"]["payload"]["data"]["relationships"] = relationships
+    assert minimise_doc(doc)["account_id"] is None
+
+
+def test_non_string_attribute_values_are_not_copied():
+    attributes = {"status": {"nested": "x"}, "reference-id": 12, "created-at": ["2024"], "completed-at": ""}
+    event = minimise_doc(envelope(attributes=attributes))
+    assert (event["status"], event["reference_id"], event["timestamps"]) == (None, None, {})
+
+
+def test_minimised_event_is_json_safe():
+    event = minimise_doc(load_fixture("sandbox_inquiry_approved.json"))
+    assert json.loads(json.dumps(event)) == event
