@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -55,6 +56,9 @@ class Database:
     def __init__(self, url: str):
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # A forked child (RQ's scheduler, a gunicorn worker) must not use or close the parent's
+        # connections: it drops its copy of the pool without closing them (SQLAlchemy's fork recipe).
+        os.register_at_fork(after_in_child=lambda: self.engine.dispose(close=False))
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -72,6 +72,17 @@ def _stop(processes: list[subprocess.Popen]) -> None:
             process.kill()
 
 
+def procfile_command(kind: str) -> list[str]:
+    """The Procfile's command for `kind`, its program taken from this virtualenv, so the dev stack
+    and the end-to-end tests run exactly what production runs."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == kind:
+            program, *arguments = shlex.split(command)
+            return [str(Path(sys.executable).parent / program), *arguments]
+    raise LookupError(f"no {kind}: line in Procfile")
+
+
 def _banner(port: int) -> None:
     webhook_url = f"http://127.0.0.1:{port}/webhooks/persona"
     send = f".venv/bin/python -m scripts.send_sample_event --url {webhook_url}"
@@ -101,10 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         migrate(config.database_url)
         print(f"persona-events: database migrated ({config.database_url.split('@')[-1]})")
         env.update(HOST="127.0.0.1", PORT=str(args.port))
-        bin_dir = Path(sys.executable).parent
-        web = [str(bin_dir / "gunicorn"), "--config", "gunicorn.conf.py", "app:create_app()"]
-        worker = [str(bin_dir / "rq"), "worker", "--with-scheduler", "--config", "workers.rq_settings"]
-        for command in (web, worker):
+        for command in (procfile_command("web"), procfile_command("worker")):
             print(f"persona-events: starting {shlex.join(command)}")
             # Own sessions: Ctrl-C reaches only this supervisor, which stops them in order (web, worker, Redis).
             processes.append(subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True))

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from scripts.devstack import procfile_command
 from scripts.embedded_redis import free_port
 from tests.integration.conftest import (  # noqa: F401  (fixtures)
     postgres_url,
@@ -23,17 +22,6 @@ from tests.integration.conftest import (  # noqa: F401  (fixtures)
 from tests.payloads import SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-
-
-def procfile_command(kind: str) -> list[str]:
-    """The Procfile line for `kind`, with its program taken from this virtualenv."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        name, _, command = line.partition(":")
-        if name.strip() == kind:
-            argv = shlex.split(command)
-            return [str(BIN / argv[0]), *argv[1:]]
-    raise LookupError(f"no {kind}: line in Procfile")
 
 
 class Stack:
@@ -81,7 +69,7 @@ class Stack:
 
 
 @pytest.fixture
-def stack(redis_server_url, real_redis, real_database_url, tmp_path):
+def stack(redis_server_url, real_redis, real_database_url, tmp_path):  # noqa: F811 (imported fixtures)
     stack = Stack(redis_server_url, real_database_url, tmp_path)
     yield stack
     stack.stop()

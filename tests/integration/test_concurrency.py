@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from sqlalchemy import func, select
 from app.db import Database
 from app.models import Event, History, Inquiry, User
 from app.queue import EventQueue
+from scripts.devstack import procfile_command
 
 pytestmark = pytest.mark.integration
 
@@ -54,9 +54,8 @@ def _events(rng: random.Random) -> list[dict]:
 
 
 def _run_workers(count: int, env: dict, log_dir: Path) -> None:
-    """`rq worker --burst` processes, started together; each exits when the queue is empty."""
-    rq = str(Path(sys.executable).parent / "rq")
-    command = [rq, "worker", "--burst", "--config", "workers.rq_settings"]
+    """The Procfile's worker with --burst, `count` of them at once; each exits when the queue is empty."""
+    command = [*procfile_command("worker"), "--burst"]
     logs = [open(log_dir / f"worker-{n}.log", "wb") for n in range(count)]
     workers = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log) for log in logs]
     for worker in workers:
