@@ -24,8 +24,9 @@ from app.db import migrate
 from scripts.embedded_redis import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
-# Used only when neither the environment nor .env sets a secret, so a fresh clone runs as is.
+# Used only when neither the environment nor .env sets them, so a fresh clone runs as is.
 DEV_WEBHOOK_SECRET = "wbhsec_development_only"
+DEV_ADMIN_API_TOKEN = "development-only-admin-token"
 
 
 def _environment() -> dict[str, str]:
@@ -34,6 +35,9 @@ def _environment() -> dict[str, str]:
     if not env.get("PERSONA_WEBHOOK_SECRETS"):
         env["PERSONA_WEBHOOK_SECRETS"] = DEV_WEBHOOK_SECRET
         print(f"persona-events: PERSONA_WEBHOOK_SECRETS not set; using the development secret {DEV_WEBHOOK_SECRET}")
+    if not env.get("ADMIN_API_TOKEN"):
+        env["ADMIN_API_TOKEN"] = DEV_ADMIN_API_TOKEN
+        print(f"persona-events: ADMIN_API_TOKEN not set; using the development token {DEV_ADMIN_API_TOKEN}")
     return env
 
 
@@ -83,14 +87,16 @@ def procfile_command(kind: str) -> list[str]:
     raise LookupError(f"no {kind}: line in Procfile")
 
 
-def _banner(port: int) -> None:
+def _banner(port: int, admin_token: str) -> None:
     webhook_url = f"http://127.0.0.1:{port}/webhooks/persona"
     send = f".venv/bin/python -m scripts.send_sample_event --url {webhook_url}"
+    record = f"curl -H 'Authorization: Bearer {admin_token}' http://127.0.0.1:{port}/users/user_sample_1"
     print(
         f"\npersona-events is running.\n"
-        f"  webhook URL:        {webhook_url}\n"
+        f"  webhook URL:         {webhook_url}\n"
         f"  post a sample event: {send}\n"
         f"  list stored events:  .venv/bin/python -m scripts.show_events\n"
+        f"  read the user:       {record}\n"
         f"Ctrl-C stops everything.\n",
         flush=True,
     )
@@ -117,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             # Own sessions: Ctrl-C reaches only this supervisor, which stops them in order (web, worker, Redis).
             processes.append(subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True))
         _wait_for(f"http://127.0.0.1:{args.port}/readyz", processes)
-        _banner(args.port)
+        _banner(args.port, env["ADMIN_API_TOKEN"])
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
         while all(process.poll() is None for process in processes):
             time.sleep(0.5)
