@@ -1,0 +1,236 @@
+"""The user record end to end: gunicorn and two RQ workers, as the Procfile runs them, turn a generated,
+duplicated and shuffled stream of signed Persona events for 200 users into records that match, for
+every user, the record computed independently from the same events (tests/e2e/stream.py)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+
+import pytest
+import requests
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+from sqlalchemy import func, select
+
+from app.db import Database
+from app.models import Event, User
+from tests.e2e.stream import Stream, deliveries, expected_records, generate
+from tests.payloads import headers
+
+pytestmark = pytest.mark.e2e
+
+SEED = int(os.environ.get("E2E_USERS_SEED", "20261101"))
+USERS = 200
+QUEUE = "persona-events"
+TOKEN = "e2e-admin-token-7f3a9c"
+DRAIN_TIMEOUT = 240  # seconds
+POST_THREADS = 4
+# Generator coverage: each of these must occur for at least this many users, or the test proves little.
+REQUIRED_TAGS = {
+    "no_reference": 5,
+    "inquiry_without_reference": 3,
+    "reversal": 10,
+    "verification": 20,
+    "block:1-strike-in-force": 3,
+    "block:2-strike-in-force": 2,
+    "block:permanent": 3,
+    "block:expired": 20,
+    "block-overrides-status": 2,
+    "status:approved": 10,
+    "status:declined": 10,
+    "status:failed": 5,
+    "status:expired": 3,
+    "status:pending": 3,
+    "status:needs_review": 2,
+}
+
+
+def _post_all(url: str, posts: list[tuple[str, bytes]]) -> list[tuple[str, int, dict | str]]:
+    """POST every body over real HTTP from a few threads; (event id, status code, answer) for each."""
+    local = threading.local()
+
+    def post(item: tuple[str, bytes]):
+        event_id, body = item
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+        answer = session.post(f"{url}/webhooks/persona", data=body, headers=headers(body), timeout=10)
+        try:
+            return event_id, answer.status_code, answer.json()
+        except ValueError:
+            return event_id, answer.status_code, answer.text
+
+    with ThreadPoolExecutor(POST_THREADS) as pool:
+        return list(pool.map(post, posts))
+
+
+def _wait_for_drain(stack, redis, database_url: str, expected_events: int) -> None:
+    """Until the queue is empty, no job is running and every distinct event is in the events table."""
+    database = Database(database_url)
+    started = StartedJobRegistry(QUEUE, connection=redis)
+    failed = FailedJobRegistry(QUEUE, connection=redis)
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    state = {}
+    try:
+        while time.monotonic() < deadline:
+            with database.sessions() as session:
+                stored = session.scalar(select(func.count()).select_from(Event))
+            state = {
+                "queued": redis.llen(f"rq:queue:{QUEUE}"),
+                "started": started.count,
+                "failed": failed.count,
+                "events_stored": stored,
+                "events_expected": expected_events,
+            }
+            if state["failed"]:
+                pytest.fail(f"jobs failed: {_failed_jobs(redis)}; {state}; logs in {stack.log_dir}")
+            dead = [
+                f"{p.args[0].rsplit('/', 1)[-1]} pid {p.pid} exit {p.returncode}"
+                for p in stack.processes
+                if p.poll() is not None
+            ]
+            assert not dead, f"a process of the stack exited: {dead}; logs in {stack.log_dir}; {state}"
+            if state["queued"] == 0 and state["started"] == 0 and stored == expected_events:
+                return
+            time.sleep(0.25)
+    finally:
+        database.dispose()
+    pytest.fail(f"queue did not drain within {DRAIN_TIMEOUT} s: {state}; logs in {stack.log_dir}")
+
+
+def _failed_jobs(redis) -> list[str]:
+    """The first few failed jobs with the last line of their traceback."""
+    from rq.job import Job
+
+    reasons = []
+    for job_id in FailedJobRegistry(QUEUE, connection=redis).get_job_ids()[:5]:
+        try:
+            result = Job.fetch(job_id, connection=redis).latest_result()
+            text = (result.exc_string if result else "") or "?"
+        except Exception as error:  # a diagnostic must not hide the failure it describes
+            text = f"(could not read the job: {error!r})"
+        reasons.append(f"{job_id}: {text.strip().splitlines()[-1]}")
+    return reasons
+
+
+def _actual(record: dict) -> dict:
+    """The parts of a GET /users answer the test compares, in the expected record's shape."""
+    return {
+        "reference_id": record.get("reference_id"),
+        "persona_account_id": record.get("persona_account_id"),
+        "status": record.get("status"),
+        "inquiry_id": record.get("inquiry_id"),
+        "decision": record.get("decision"),
+        "next_action": record.get("next_action"),
+        "strikes": record.get("strikes"),
+        "inquiries": {i["id"]: i["status"] for i in record.get("inquiries", [])},
+        "templates": {i["id"]: i.get("template_id") for i in record.get("inquiries", [])},
+        "verifications": {
+            v["id"]: {
+                "inquiry_id": v.get("inquiry_id"),
+                "type": v.get("type"),
+                "status": v["status"],
+                "checks": v.get("checks"),
+            }
+            for v in record.get("verifications", [])
+        },
+        "event_ids": {h["event_id"] for h in record.get("history", [])},
+    }
+
+
+def _diff(key: str, expected: dict, answer: requests.Response) -> list[str]:
+    if answer.status_code != 200:
+        return [f"{key}: GET answered {answer.status_code} {answer.text[:200]}"]
+    record = answer.json()
+    actual = _actual(record)
+    diffs = [
+        f"{key}.{name}: expected {expected[name]!r}, got {actual[name]!r}"
+        for name in actual
+        if name != "event_ids" and actual[name] != expected[name]
+    ]
+    history_ids = [h["event_id"] for h in record.get("history", [])]
+    repeated = sorted(event_id for event_id, n in Counter(history_ids).items() if n > 1)
+    missing, extra = expected["event_ids"] - actual["event_ids"], actual["event_ids"] - expected["event_ids"]
+    if missing or extra or repeated:
+        diffs.append(
+            f"{key}.history: {len(history_ids)} rows for {len(expected['event_ids'])} events; "
+            f"missing {sorted(missing)[:5]}, extra {sorted(extra)[:5]}, repeated {repeated[:5]}"
+        )
+    return diffs
+
+
+def _check_coverage(stream: Stream) -> None:
+    counts = Counter(tag for tags in stream.tags.values() for tag in tags)
+    short = {tag: counts[tag] for tag, least in REQUIRED_TAGS.items() if counts[tag] < least}
+    assert not short, f"the generated stream lacks cases the test needs: {short}"
+
+
+def test_two_workers_turn_a_shuffled_duplicated_stream_into_the_expected_user_records(
+    stack, real_database_url, real_redis
+):
+    clock = time.monotonic()
+    stream = generate(SEED, USERS, datetime.now(timezone.utc))
+    assert len(stream.users) == USERS == len(set(stream.users))
+    _check_coverage(stream)
+    posts = deliveries(stream, SEED)
+
+    stack.env["ADMIN_API_TOKEN"] = TOKEN
+    stack.start("web")
+    stack.start("worker")
+    stack.start("worker")
+    stack.wait_ready()
+
+    ready = time.monotonic()
+    answers = _post_all(stack.url, posts)
+    posted = time.monotonic()
+    refused = [(e, code, body) for e, code, body in answers if code != 200 or not isinstance(body, dict)]
+    assert not refused, f"{len(refused)} deliveries refused, e.g. {refused[:3]}"
+    odd = [
+        (e, body)
+        for e, _, body in answers
+        if body.get("status") not in ("queued", "duplicate") or body.get("event_id") != e
+    ]
+    assert not odd, f"{len(odd)} unexpected answers, e.g. {odd[:3]}"
+    queued = Counter(e for e, _, body in answers if body["status"] == "queued")
+    assert set(queued) == stream.event_ids and max(queued.values()) == 1, "each event id must be queued exactly once"
+
+    _wait_for_drain(stack, real_redis, real_database_url, len(stream.event_ids))
+    drained = time.monotonic()
+    assert FailedJobRegistry(QUEUE, connection=real_redis).count == 0, _failed_jobs(real_redis)
+
+    with requests.Session() as http:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        assert http.get(f"{stack.url}/users/{stream.users[0]}", timeout=10).status_code == 401
+        wrong = http.get(f"{stack.url}/users/{stream.users[0]}", headers={"Authorization": "Bearer nope"}, timeout=10)
+        assert wrong.status_code == 401
+        assert http.get(f"{stack.url}/users/user_does_not_exist", headers=auth, timeout=10).status_code == 404
+
+        now = datetime.now(timezone.utc)
+        expected = expected_records(stream.facts, now)
+        assert sorted(expected) == sorted(stream.users)
+        mismatches: dict[str, list[str]] = {}
+        for key in stream.users:
+            diffs = _diff(key, expected[key], http.get(f"{stack.url}/users/{key}", headers=auth, timeout=10))
+            if diffs:
+                mismatches[key] = diffs
+
+    print(
+        f"{len(posts)} posts of {len(stream.event_ids)} events for {USERS} users: start {ready - clock:.1f} s, "
+        f"post {posted - ready:.1f} s, drain {drained - posted:.1f} s more, compare {time.monotonic() - drained:.1f} s"
+    )
+    database = Database(real_database_url)
+    with database.sessions() as session:
+        user_keys = set(session.scalars(select(User.reference_id)))
+    database.dispose()
+    leftover = sorted(user_keys - set(stream.users))
+
+    shown = [line for key in list(mismatches)[:6] for line in mismatches[key][:4]]
+    assert not mismatches, (
+        f"{len(mismatches)} of {USERS} users differ from the expected record "
+        f"(seed {SEED}, now {now.isoformat()}):\n  " + "\n  ".join(shown)
+    )
+    assert not leftover, f"users left behind that should have been merged: {leftover[:10]}"
