@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # BIGINT on PostgreSQL; plain INTEGER on SQLite, where only INTEGER PRIMARY KEY autoincrements.
@@ -45,6 +45,15 @@ class User(Base):
     reference_id: Mapped[str] = mapped_column(String(255))
     persona_account_id: Mapped[str | None] = mapped_column(String(255), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # What Verisoul last confirmed; the desired state is derived from the inquiries (workers/sync_plan.py).
+    verisoul_enrolled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    verisoul_blocked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    verisoul_blocked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    verisoul_permanent_block: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    verisoul_duplicate_account: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    verisoul_synced: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    verisoul_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    verisoul_error: Mapped[str | None] = mapped_column(String(500))
 
 
 class Inquiry(Base):

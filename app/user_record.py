@@ -7,27 +7,22 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import History, Inquiry, User, Verification
-from workers.policy import InquiryFacts, decide
-from workers.records import to_iso
+from app.models import History, User, Verification
+from workers.policy import decide
+from workers.records import facts_of, inquiries_of, to_iso
 
 
-def _facts(inquiry: Inquiry) -> InquiryFacts:
-    created = inquiry.inquiry_created_at or inquiry.snapshot_at
-    since = inquiry.status_since or inquiry.snapshot_at
-    return InquiryFacts(inquiry.id, inquiry.status, to_iso(created), to_iso(since))
-
-
-def _verisoul_defaults(user: User) -> dict:
-    """Verisoul's last known state; nothing is synced yet."""
+def _verisoul(user: User) -> dict:
+    """What Verisoul last confirmed; `synced` is false while it differs from what it should say."""
+    until = user.verisoul_blocked_until
     return {
         "account_id": user.reference_id,
-        "enrolled": False,
-        "blocked": False,
-        "blocked_until": None,
-        "permanent_block": False,
-        "duplicate_account": False,
-        "synced": False,
+        "enrolled": user.verisoul_enrolled,
+        "blocked": user.verisoul_blocked,
+        "blocked_until": to_iso(until) if until and user.verisoul_blocked else None,
+        "permanent_block": user.verisoul_permanent_block,
+        "duplicate_account": user.verisoul_duplicate_account,
+        "synced": user.verisoul_synced,
     }
 
 
@@ -35,11 +30,9 @@ def load_user_record(session: Session, reference_id: str, now: datetime) -> dict
     user = session.scalar(select(User).where(User.reference_id == reference_id))
     if user is None:
         return None
-    inquiries = session.scalars(
-        select(Inquiry).where(Inquiry.user_id == user.id, Inquiry.status.is_not(None)).order_by(Inquiry.id)
-    ).all()
-    facts = [_facts(inquiry) for inquiry in inquiries]
-    decision = decide(facts, now)
+    inquiries = inquiries_of(session, user)
+    facts = {inquiry.id: facts_of(inquiry) for inquiry in inquiries}
+    decision = decide(list(facts.values()), now, duplicate_account=user.verisoul_duplicate_account)
     verifications = session.scalars(
         select(Verification).where(Verification.inquiry_id.in_([i.id for i in inquiries])).order_by(Verification.id)
     ).all()
@@ -54,10 +47,10 @@ def load_user_record(session: Session, reference_id: str, now: datetime) -> dict
         "decision": decision.decision,
         "next_action": decision.next_action,
         "strikes": decision.strikes,
-        "verisoul": _verisoul_defaults(user),
+        "verisoul": _verisoul(user),
         "inquiries": [
             {"id": i.id, "status": i.status, "template_id": i.template_id, "updated_at": to_iso(i.snapshot_at)}
-            for i in sorted(inquiries, key=lambda i: (_facts(i).created_at, i.id))
+            for i in sorted(inquiries, key=lambda i: (facts[i.id].created_at, i.id))
         ],
         "verifications": [
             {"id": v.id, "inquiry_id": v.inquiry_id, "type": v.type, "status": v.status, "checks": v.checks}

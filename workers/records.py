@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from app.events import iso_millis
 from app.models import Event, History, Inquiry, User, Verification
 from workers.event_log import parse_time
+from workers.policy import InquiryFacts
 from workers.state_machine import (
     IGNORED,
     Snapshot,
@@ -203,3 +204,18 @@ def _add_history(session: Session, user: User | None, inquiry_id: str | None, ev
             at=parse_time(event["created_at"]),
         )
     )
+
+
+def inquiries_of(session: Session, user: User) -> list[Inquiry]:
+    """The user's inquiries that have a status (placeholders excluded)."""
+    return list(
+        session.scalars(
+            select(Inquiry).where(Inquiry.user_id == user.id, Inquiry.status.is_not(None)).order_by(Inquiry.id)
+        )
+    )
+
+
+def facts_of(inquiry: Inquiry) -> InquiryFacts:
+    created = inquiry.inquiry_created_at or inquiry.snapshot_at
+    since = inquiry.status_since or inquiry.snapshot_at
+    return InquiryFacts(inquiry.id, inquiry.status, to_iso(created), to_iso(since))
