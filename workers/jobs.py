@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 
-from rq import get_current_job
+from redis import Redis
+from rq import Queue, get_current_job
 from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app.config import load_config
 from app.db import Database
 from app.models import Event
+from app.queue import connect_redis
 from workers.event_log import DUPLICATE, record_event
+from workers.rate_limit import VERISOUL_PER_MINUTE, RateLimiter
 from workers.records import apply_event
+from workers.sync import SWEEP_EVERY, SWEEP_VERISOUL, Syncer, mark_sync, request_sync
+from workers.verisoul import VerisoulError, VerisoulUnavailable, make_client
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +30,32 @@ class PermanentJobError(Exception):
 
 @lru_cache(maxsize=1)
 def database() -> Database:
-    """One engine per process: RQ forks a work horse per job, so each horse builds its own."""
+    """One engine per worker process, built before the first job (workers/rq_settings.py)."""
     return Database(load_config().database_url)
+
+
+@lru_cache(maxsize=1)
+def redis() -> Redis:
+    return connect_redis(load_config().redis_url)
+
+
+def queue() -> Queue:
+    return Queue(load_config().events_queue, connection=redis())
+
+
+def now() -> datetime:
+    """The worker's clock; tests replace it to reach a block's expiry without waiting."""
+    return datetime.now(timezone.utc)
+
+
+@lru_cache(maxsize=1)
+def syncer() -> Syncer:
+    config = load_config()
+    client = None
+    if config.verisoul_api_url:
+        limiter = RateLimiter(redis(), "verisoul", VERISOUL_PER_MINUTE)
+        client = make_client(config.verisoul_api_url, config.verisoul_api_key or "", config.verisoul_api_flavor, limiter.acquire)
+    return Syncer(database(), client, redis(), queue(), clock=lambda: now())
 
 
 def is_transient(error: DBAPIError) -> bool:
@@ -47,25 +76,61 @@ def _fail_permanently(event_id: object, error: Exception) -> PermanentJobError:
     return PermanentJobError(reason)
 
 
-def _process(session, event: dict) -> str:
-    """Log the event, then apply it to the user record, in the caller's transaction."""
-    if not record_event(session, event, datetime.now(timezone.utc)):
-        return DUPLICATE
-    outcome = apply_event(session, event)
+def _process(session, event: dict) -> tuple[str, str | None]:
+    """Log the event, apply it to the user record and derive Verisoul's desired state, in the caller's
+    transaction; returns the outcome and the user whose Verisoul state must change, if any."""
+    if not record_event(session, event, now()):
+        return DUPLICATE, None
+    outcome, user = apply_event(session, event)
     session.execute(update(Event).where(Event.event_id == event["event_id"]).values(outcome=outcome))
-    return outcome
+    if user is not None and mark_sync(session, user, now()):
+        return outcome, user.reference_id
+    return outcome, None
 
 
 def process_event(event: dict) -> str:
     """Apply a queued event once: `applied`, `unexpected`, `stale` or `ignored`; `duplicate` if already logged."""
     try:
         with database().transaction() as session:
-            outcome = _process(session, event)
+            outcome, to_sync = _process(session, event)
     except DBAPIError as error:
         if is_transient(error):
             raise  # RQ's Retry, set at enqueue, backs off and runs the job again
         raise _fail_permanently(event.get("event_id"), error) from error
     except (KeyError, TypeError, ValueError) as error:
         raise _fail_permanently(event.get("event_id") if isinstance(event, dict) else None, error) from error
+    if to_sync:
+        # After the commit, so the sync reads this event's effect; if Redis fails here, the sweep
+        # finds the record unsynced and queues the sync later.
+        request_sync(redis(), queue(), to_sync)
     log.info("event processed", extra={"event_id": event["event_id"], "event_name": event["name"], "outcome": outcome})
     return outcome
+
+
+def sync_verisoul(reference_id: str) -> str:
+    """Converge Verisoul to the user's desired state; calls only what differs (workers/sync.py)."""
+    try:
+        result = syncer().sync(reference_id)
+    except VerisoulError as error:
+        raise PermanentJobError(f"user {reference_id}: {error}") from error
+    except VerisoulUnavailable as error:
+        raise PermanentJobError(f"user {reference_id}: {error}; the sweep retries it") from error
+    log.info("verisoul synced", extra={"outcome": result})
+    return result
+
+
+def sweep_verisoul() -> int:
+    """Queue syncs for expired blocks whose unblock job was lost and for failed syncs; then plan the next sweep."""
+    queued = syncer().sweep()
+    schedule_sweep(queue(), delay=SWEEP_EVERY)
+    log.info("verisoul sweep", extra={"outcome": f"{queued} syncs queued"})
+    return queued
+
+
+def schedule_sweep(target: Queue, delay: timedelta = timedelta(0)) -> None:
+    """One sweep per time slot, whoever schedules it (every worker does at start)."""
+    at = now() + delay
+    slot = int(at.timestamp() // SWEEP_EVERY.total_seconds())
+    job_id = f"sweep-verisoul-{slot}"
+    if target.fetch_job(job_id) is None:
+        target.enqueue_at(at, SWEEP_VERISOUL, job_id=job_id, result_ttl=3600)

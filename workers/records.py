@@ -50,15 +50,15 @@ def kind_of(event: dict) -> str | None:
     return None
 
 
-def apply_event(session: Session, event: dict) -> str:
-    """Update the record for a newly logged event; returns the outcome for the log and history."""
+def apply_event(session: Session, event: dict) -> tuple[str, User | None]:
+    """Update the record for a newly logged event: the outcome for the log and history, and the user."""
     kind = kind_of(event)
     if kind == "inquiry":
         return apply_inquiry_event(session, event)
     if kind == "verification":
         return apply_verification_event(session, event)
     _add_history(session, None, None, event, Verdict(IGNORED, None, None))
-    return IGNORED
+    return IGNORED, None
 
 
 def _incoming(event: dict) -> Snapshot:
@@ -108,7 +108,7 @@ def _inquiry_snapshots(session: Session, inquiry_id: str) -> list[Snapshot]:
     return [_incoming(payload) for payload in payloads]
 
 
-def apply_inquiry_event(session: Session, event: dict) -> str:
+def apply_inquiry_event(session: Session, event: dict) -> tuple[str, User | None]:
     inquiry = _locked_inquiry(session, event["object_id"])
     verdict = judge_inquiry(_stored_snapshot(inquiry), _incoming(event))
     _fill_ids(inquiry, event)
@@ -120,10 +120,10 @@ def apply_inquiry_event(session: Session, event: dict) -> str:
         inquiry.status_since = parse_time(since) if since else None
     user = resolve_user(session, inquiry)
     _add_history(session, user, inquiry.id, event, verdict)
-    return verdict.outcome
+    return verdict.outcome, user
 
 
-def apply_verification_event(session: Session, event: dict) -> str:
+def apply_verification_event(session: Session, event: dict) -> tuple[str, User | None]:
     inquiry_id = event.get("inquiry_id")
     inquiry = _locked_inquiry(session, inquiry_id) if inquiry_id else None
     lock(session, f"verification:{event['object_id']}")
@@ -139,7 +139,7 @@ def apply_verification_event(session: Session, event: dict) -> str:
         _keep_snapshot(row, _incoming(event))
     user = session.get(User, inquiry.user_id) if inquiry is not None and inquiry.user_id else None
     _add_history(session, user, inquiry_id, event, verdict)
-    return verdict.outcome
+    return verdict.outcome, user
 
 
 def _user(session: Session, key: str) -> User | None:

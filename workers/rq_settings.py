@@ -14,9 +14,11 @@ configure()
 # horse per job: the engine, its connection pool and SQLAlchemy's statement cache then live across
 # jobs (about 5x the events per second of a fork per job, measured with scripts/bench_worker.py).
 # Jobs are short database transactions with no native code that could take the process down.
-from workers.jobs import database  # noqa: E402
+from workers.jobs import database, queue, schedule_sweep  # noqa: E402
 
 database()
+# The Verisoul sweep reschedules itself; scheduling it here restarts the chain after any outage.
+schedule_sweep(queue())
 
 REDIS_URL = _config.redis_url
 QUEUES = _config.queues

@@ -1,0 +1,45 @@
+"""A request budget shared by every worker process: at most N requests in any 60-second span.
+
+A sliding log in a Redis sorted set, checked and updated by one Lua script, so two workers never
+both take the last slot, and a burst at a window boundary cannot double the rate as a fixed window would.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from redis import Redis
+
+# Verisoul allows 300 requests a minute per key; stay a little under it to absorb clock skew.
+VERISOUL_PER_MINUTE = 290
+WINDOW_MS = 60_000
+
+TAKE_SLOT = """
+-- KEYS[1] the log; ARGV: now (ms), window (ms), limit, a unique member. Returns 0, or ms to wait.
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
+    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return 0
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return math.max(1, tonumber(oldest[2]) + tonumber(ARGV[2]) - tonumber(ARGV[1]))
+"""
+
+
+class RateLimiter:
+    def __init__(self, connection: Redis, name: str, limit: int, clock=time.time, sleep=time.sleep):
+        self.key = f"persona-events:rate:{name}"
+        self.limit = limit
+        self.clock = clock
+        self.sleep = sleep
+        self._take = connection.register_script(TAKE_SLOT)
+
+    def acquire(self) -> None:
+        """Take a slot, waiting until the oldest request in the span is a minute old when none is free."""
+        while True:
+            wait_ms = self._take(keys=[self.key], args=[int(self.clock() * 1000), WINDOW_MS, self.limit, uuid.uuid4().hex])
+            if not wait_ms:
+                return
+            self.sleep(int(wait_ms) / 1000)

@@ -1,0 +1,201 @@
+"""Converging Verisoul to each user's desired state (DESIGN §1, step 8).
+
+A sync re-reads the desired state (derived from the inquiries) and what Verisoul last confirmed,
+makes only the calls still missing, and records each confirmed call at once, so a sync that dies
+half-way, runs twice or runs late repeats nothing. Syncs of one user never overlap (a Redis lock),
+and a burst of events for one user leaves one sync pending (a Redis mark the sync clears as it starts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+from redis import Redis
+from rq import Queue
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from app.db import Database
+from app.models import User
+from workers.records import facts_of, inquiries_of
+from workers.sync_plan import BLOCK, ENROLL, UNBLOCK, Known, Target, plan, target_for
+from workers.verisoul import VerisoulClient, VerisoulError, VerisoulUnavailable
+
+SYNC_VERISOUL = "workers.jobs.sync_verisoul"
+SWEEP_VERISOUL = "workers.jobs.sweep_verisoul"
+PENDING_PREFIX = "persona-events:sync-pending:"
+LOCK_PREFIX = "persona-events:sync-lock:"
+# A pending mark outlives any realistic queue backlog, yet cannot wedge a user's syncs forever.
+PENDING_TTL = 3600
+# Longer than a sync can take with every retry (5 attempts × 4 calls × the read timeout).
+LOCK_TTL = 300
+# Lost scheduled unblocks and failed syncs are caught this often.
+SWEEP_EVERY = timedelta(minutes=10)
+UNAVAILABLE = "unavailable: "
+NOT_CONFIGURED = "Verisoul not configured: VERISOUL_API_URL is unset"
+
+
+def known_of(user: User) -> Known:
+    return Known(user.verisoul_enrolled, user.verisoul_blocked, user.verisoul_duplicate_account)
+
+
+def needs_sync(user: User, target: Target, now: datetime) -> bool:
+    """Calls are missing, or the block Verisoul holds should now end at another time."""
+    if plan(target, known_of(user), now):
+        return True
+    return user.verisoul_blocked and (
+        user.verisoul_permanent_block != target.permanent or _utc(user.verisoul_blocked_until) != target.blocked_until
+    )
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands timestamps back without their zone; they are UTC."""
+    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
+
+
+def mark_sync(session: Session, user: User, now: datetime) -> bool:
+    """In the event's transaction: the record is synced exactly when Verisoul already says what it
+    should; True when a sync is needed."""
+    needed = needs_sync(user, target_for([facts_of(inquiry) for inquiry in inquiries_of(session, user)]), now)
+    user.verisoul_synced = not needed
+    return needed
+
+
+def request_sync(connection: Redis, queue: Queue, reference_id: str) -> bool:
+    """Queue a sync for the user unless one is already pending; True when queued now."""
+    if not connection.set(PENDING_PREFIX + reference_id, 1, nx=True, ex=PENDING_TTL):
+        return False
+    queue.enqueue_call(
+        SYNC_VERISOUL,
+        args=(reference_id,),
+        description=f"sync_verisoul {reference_id}",
+        result_ttl=3600,
+        failure_ttl=30 * 24 * 3600,
+    )
+    return True
+
+
+def schedule_unblock(queue: Queue, reference_id: str, at: datetime) -> None:
+    """A sync at the block's expiry; one job per (user, expiry), however often the block is confirmed."""
+    key = hashlib.sha256(f"{reference_id}|{at.isoformat()}".encode()).hexdigest()[:32]
+    job_id = f"unblock-{key}"
+    if queue.fetch_job(job_id) is None:
+        queue.enqueue_at(at, SYNC_VERISOUL, reference_id, job_id=job_id, result_ttl=3600)
+
+
+@dataclass
+class Syncer:
+    """Everything one sync needs; built by the job entry point, replaced by fakes in tests."""
+
+    database: Database
+    client: VerisoulClient | None
+    connection: Redis
+    queue: Queue
+    clock: Callable[[], datetime]
+
+    def sync(self, reference_id: str) -> str:
+        self.connection.delete(PENDING_PREFIX + reference_id)  # later events queue another sync
+        lock = self.connection.lock(LOCK_PREFIX + reference_id, timeout=LOCK_TTL, blocking_timeout=LOCK_TTL)
+        if not lock.acquire():
+            raise VerisoulUnavailable(f"another sync of {reference_id} is still running")
+        try:
+            return self._sync(reference_id)
+        finally:
+            lock.release()
+
+    def _sync(self, reference_id: str) -> str:
+        state = self._read(reference_id)
+        if state is None:
+            return "no_user"  # merged into a reference id since; that user has its own sync
+        target, known, inquiry_id = state
+        if self.client is None:
+            self._record(reference_id, verisoul_synced=False, verisoul_error=NOT_CONFIGURED)
+            return "skipped"
+        now = self.clock()
+        done = []
+        try:
+            for step in plan(target, known, now):
+                done.append(self._call(step, reference_id, inquiry_id, target))
+        except VerisoulUnavailable as error:
+            self._record(reference_id, verisoul_synced=False, verisoul_error=UNAVAILABLE + str(error))
+            raise
+        except VerisoulError as error:
+            self._record(reference_id, verisoul_synced=False, verisoul_error=str(error))
+            raise
+        self._confirm_block(reference_id, target, now)
+        return ",".join(done) or "in_sync"
+
+    def _read(self, reference_id: str) -> tuple[Target, Known, str | None] | None:
+        with self.database.sessions() as session:
+            user = session.scalar(select(User).where(User.reference_id == reference_id))
+            if user is None:
+                return None
+            inquiries = inquiries_of(session, user)
+            verified = [i for i in inquiries if i.status in ("approved", "completed")]
+            inquiry_id = max(verified, key=lambda i: facts_of(i).created_at).id if verified else None
+            return target_for([facts_of(i) for i in inquiries]), known_of(user), inquiry_id
+
+    def _call(self, step: str, reference_id: str, inquiry_id: str | None, target: Target) -> str:
+        if step == UNBLOCK:
+            self.client.unblock(reference_id)
+            self._record(reference_id, verisoul_blocked=False, verisoul_blocked_until=None, verisoul_permanent_block=False)
+        elif step == ENROLL:
+            return self._enroll(reference_id, inquiry_id)
+        elif step == BLOCK:
+            self.client.block(reference_id)
+            self._record(
+                reference_id,
+                verisoul_blocked=True,
+                verisoul_blocked_until=target.blocked_until,
+                verisoul_permanent_block=target.permanent,
+            )
+        return step
+
+    def _enroll(self, reference_id: str, inquiry_id: str | None) -> str:
+        """One person, one account: an account linked to others is not enrolled and goes to review."""
+        account = self.client.get_account(reference_id)
+        if account.linked_accounts > 0:
+            self._record(reference_id, verisoul_duplicate_account=True)
+            return "duplicate_account"
+        if not account.enrolled:
+            self.client.enroll(reference_id, inquiry_id)
+        self._record(reference_id, verisoul_enrolled=True)
+        return ENROLL
+
+    def _confirm_block(self, reference_id: str, target: Target, now: datetime) -> None:
+        """Everything Verisoul should say is said: record the block's end and schedule the unblock."""
+        blocked = target.blocked(now)
+        fields = {"verisoul_synced": True, "verisoul_error": None, "verisoul_synced_at": now}
+        if blocked:
+            fields.update(verisoul_blocked_until=target.blocked_until, verisoul_permanent_block=target.permanent)
+        self._record(reference_id, **fields)
+        if blocked and target.blocked_until is not None:
+            schedule_unblock(self.queue, reference_id, target.blocked_until)
+
+    def _record(self, reference_id: str, **fields) -> None:
+        with self.database.transaction() as session:
+            user = session.scalar(select(User).where(User.reference_id == reference_id))
+            if user is not None:
+                for name, value in fields.items():
+                    setattr(user, name, value)
+
+    def sweep(self) -> int:
+        """Queue syncs for expired blocks and for unsynced users whose sync was lost or hit an outage."""
+        if self.client is None:
+            return 0
+        now = self.clock()
+        with self.database.sessions() as session:
+            expired = (
+                User.verisoul_blocked.is_(True),
+                User.verisoul_permanent_block.is_(False),
+                User.verisoul_blocked_until <= now,
+            )
+            unsynced = (
+                User.verisoul_synced.is_(False),
+                or_(User.verisoul_error.is_(None), User.verisoul_error.like(UNAVAILABLE + "%")),
+            )
+            keys = session.scalars(select(User.reference_id).where(or_(and_(*expired), and_(*unsynced)))).all()
+        return sum(request_sync(self.connection, self.queue, key) for key in keys)
