@@ -24,6 +24,8 @@ DEFAULT_EVENTS_QUEUE = "persona-events"
 # Persona retries for about 51 h; the dedupe mark must outlive that window with margin (>= 7 days).
 DEFAULT_DEDUPE_TTL = 7 * 24 * 3600
 DEFAULT_PERSONA_API_URL = "https://api.withpersona.com"
+# Verisoul allows 300 requests a minute per key; stay a little under it to absorb clock skew.
+DEFAULT_VERISOUL_RATE_LIMIT = 290
 VERISOUL_FLAVORS = ("account", "lists")
 
 
@@ -46,6 +48,7 @@ class Config:
     verisoul_api_url: str | None = None
     verisoul_api_key: str | None = field(default=None, repr=False)
     verisoul_api_flavor: str = "account"
+    verisoul_rate_limit: int = DEFAULT_VERISOUL_RATE_LIMIT
     admin_api_token: str | None = field(default=None, repr=False)
 
     @property
@@ -137,5 +140,6 @@ def load_config(env: Mapping[str, str] | None = None, *, read_dotenv: bool = Tru
         verisoul_api_url=_url(env, "VERISOUL_API_URL", ("http", "https")),
         verisoul_api_key=_optional(env, "VERISOUL_API_KEY"),
         verisoul_api_flavor=_flavor(env),
+        verisoul_rate_limit=_positive_int(env, "VERISOUL_RATE_LIMIT", DEFAULT_VERISOUL_RATE_LIMIT),
         admin_api_token=_optional(env, "ADMIN_API_TOKEN"),
     )

@@ -21,7 +21,8 @@ from dotenv import load_dotenv
 
 from app.config import ConfigError, load_config
 from app.db import migrate
-from scripts.embedded_redis import EmbeddedRedis
+from scripts.embedded_redis import EmbeddedRedis, free_port
+from scripts.fake_verisoul import DEFAULT_API_KEY as FAKE_API_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 # Used only when neither the environment nor .env sets them, so a fresh clone runs as is.
@@ -49,6 +50,23 @@ def _start_redis(env: dict[str, str]) -> EmbeddedRedis | None:
     env["REDIS_URL"] = embedded.url
     print(f"persona-events: started embedded Redis at {embedded.url} (append-only file in var/redis)")
     return embedded
+
+
+def _start_fake_verisoul(env: dict[str, str]) -> subprocess.Popen | None:
+    """No Verisoul configured: run the fake one (scripts/fake_verisoul.py) and point the worker at it."""
+    if env.get("VERISOUL_API_URL"):
+        print(f"persona-events: using VERISOUL_API_URL {env['VERISOUL_API_URL']}")
+        return None
+    port = free_port()
+    command = [sys.executable, "-m", "scripts.fake_verisoul", "--port", str(port)]
+    (ROOT / "var").mkdir(exist_ok=True)
+    log = open(ROOT / "var" / "fake-verisoul.log", "ab")
+    fake = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    _wait_for(f"{url}/_control/config", [fake])
+    env.update(VERISOUL_API_URL=url, VERISOUL_API_KEY=FAKE_API_KEY, VERISOUL_API_FLAVOR="account")
+    print(f"persona-events: VERISOUL_API_URL not set; started the fake Verisoul at {url} (calls: {url}/_control/calls)")
+    return fake
 
 
 def _wait_for(url: str, processes: list[subprocess.Popen], timeout: float = 30.0) -> None:
@@ -115,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as error:
             print(f"persona-events: configuration error: {error}", file=sys.stderr)
             return 2
+        fake = _start_fake_verisoul(env)
         migrate(config.database_url)
         print(f"persona-events: database migrated ({config.database_url.split('@')[-1]})")
         env.update(HOST="127.0.0.1", PORT=str(args.port))
@@ -122,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"persona-events: starting {shlex.join(command)}")
             # Own sessions: Ctrl-C reaches only this supervisor, which stops them in order (web, worker, Redis).
             processes.append(subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True))
+        if fake is not None:
+            processes.append(fake)  # stopped after the worker, which may be mid-sync
         _wait_for(f"http://127.0.0.1:{args.port}/readyz", processes)
         _banner(args.port, env["ADMIN_API_TOKEN"])
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))

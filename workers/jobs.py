@@ -16,7 +16,7 @@ from app.db import Database
 from app.models import Event
 from app.queue import connect_redis
 from workers.event_log import DUPLICATE, record_event
-from workers.rate_limit import VERISOUL_PER_MINUTE, RateLimiter
+from workers.rate_limit import RateLimiter
 from workers.records import apply_event
 from workers.sync import SWEEP_EVERY, SWEEP_VERISOUL, Syncer, mark_sync, request_sync
 from workers.verisoul import VerisoulError, VerisoulUnavailable, make_client
@@ -53,7 +53,7 @@ def syncer() -> Syncer:
     config = load_config()
     client = None
     if config.verisoul_api_url:
-        limiter = RateLimiter(redis(), "verisoul", VERISOUL_PER_MINUTE)
+        limiter = RateLimiter(redis(), "verisoul", config.verisoul_rate_limit)
         client = make_client(config.verisoul_api_url, config.verisoul_api_key or "", config.verisoul_api_flavor, limiter.acquire)
     return Syncer(database(), client, redis(), queue(), clock=lambda: now())
 

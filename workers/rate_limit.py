@@ -11,8 +11,6 @@ import uuid
 
 from redis import Redis
 
-# Verisoul allows 300 requests a minute per key; stay a little under it to absorb clock skew.
-VERISOUL_PER_MINUTE = 290
 WINDOW_MS = 60_000
 
 TAKE_SLOT = """
