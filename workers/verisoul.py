@@ -114,6 +114,12 @@ class AccountApi:
         return self.transport.call("POST", f"/unblock/{_path(account_id)}")
 
 
+def _names_block_list(entry) -> bool:
+    """A `lists` entry is the list's name, or an object carrying it."""
+    name = entry.get("name") if isinstance(entry, dict) else entry
+    return isinstance(name, str) and name.lower() == "block"
+
+
 class ListsApi:
     """The current platform's lists API (api.*.verisoul.ai); "enrolled" is recorded in account metadata."""
 
@@ -126,7 +132,7 @@ class ListsApi:
         lists = body.get("lists") or []
         return Account(
             enrolled=bool((account.get("metadata") or {}).get("persona_verified")),
-            blocked=any("block" in str(entry).lower() for entry in lists),
+            blocked=any(_names_block_list(entry) for entry in lists),
             linked_accounts=int(body.get("accounts_linked") or 0),
         )
 
