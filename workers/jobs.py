@@ -9,7 +9,7 @@ from functools import lru_cache
 from redis import Redis
 from rq import Queue, get_current_job
 from sqlalchemy import update
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from app.config import load_config
 from app.db import Database
@@ -59,8 +59,9 @@ def syncer() -> Syncer:
 
 
 def is_transient(error: DBAPIError) -> bool:
-    """Lost connections, a restarting server, lock timeouts, serialisation failures: worth a retry."""
-    return isinstance(error, OperationalError) or error.connection_invalidated
+    """Lost connections, a restarting server, lock timeouts, serialisation failures, and integrity
+    errors (a concurrent writer won a race; the transaction rolled back whole): worth a retry."""
+    return isinstance(error, (OperationalError, IntegrityError)) or error.connection_invalidated
 
 
 def _stop_retrying() -> None:

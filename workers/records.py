@@ -137,9 +137,21 @@ def apply_verification_event(session: Session, event: dict) -> tuple[str, User |
         row.type = event["verification_type"]
         row.checks = {check["name"]: check["status"] for check in event.get("checks", [])}
         _keep_snapshot(row, _incoming(event))
-    user = session.get(User, inquiry.user_id) if inquiry is not None and inquiry.user_id else None
+    user = _locked_owner(session, inquiry) if inquiry is not None else None
     _add_history(session, user, inquiry_id, event, verdict)
     return verdict.outcome, user
+
+
+def _locked_owner(session: Session, inquiry: Inquiry) -> User | None:
+    """The inquiry's user, locked like any other user key. A merge may have moved the inquiry to its
+    reference id while we waited for the lock, so the inquiry is read again once the lock is held."""
+    if inquiry.user_id is None:
+        return None
+    owner = session.get(User, inquiry.user_id)
+    if owner is not None:
+        lock(session, f"user:{owner.reference_id}")
+    session.refresh(inquiry)
+    return session.get(User, inquiry.user_id, populate_existing=True) if inquiry.user_id else None
 
 
 def _user(session: Session, key: str) -> User | None:

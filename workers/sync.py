@@ -36,6 +36,7 @@ LOCK_TTL = 300
 SWEEP_EVERY = timedelta(minutes=10)
 UNAVAILABLE = "unavailable: "
 NOT_CONFIGURED = "Verisoul not configured: VERISOUL_API_URL is unset"
+NO_REFERENCE_ID = "not synced: no reference id yet (Verisoul accounts are keyed by the host's user id)"
 
 
 def known_of(user: User) -> Known:
@@ -56,9 +57,18 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
 
 
+def is_provisional(user: User) -> bool:
+    """Kept under a Persona account id until an event links it to the host application's user id."""
+    return user.reference_id == user.persona_account_id
+
+
 def mark_sync(session: Session, user: User, now: datetime) -> bool:
     """In the event's transaction: the record is synced exactly when Verisoul already says what it
-    should; True when a sync is needed."""
+    should; True when a sync is needed. A provisional record is never synced: Verisoul accounts are
+    keyed by the host application's user id, and the record may yet merge into one."""
+    if is_provisional(user):
+        user.verisoul_synced, user.verisoul_error = False, NO_REFERENCE_ID
+        return False
     needed = needs_sync(user, target_for([facts_of(inquiry) for inquiry in inquiries_of(session, user)]), now)
     user.verisoul_synced = not needed
     return needed

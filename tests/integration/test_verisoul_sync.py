@@ -182,3 +182,12 @@ def test_without_verisoul_the_sync_is_skipped_and_the_record_says_so(worker_env,
     user = record("user_8")
     assert (user["decision"], user["verisoul"]["synced"], user["verisoul"]["enrolled"]) == ("allow", False, False)
     _clear_caches()
+
+
+def test_a_record_without_reference_id_is_synced_only_once_linked(verisoul, clock, record, real_config, real_redis):
+    deliver(real_config, real_redis, inquiry_event("inq_9", "approved", at(clock["now"] - DAY), account_id="act_9"))
+    assert verisoul.writes("act_9") == []
+    assert record("act_9")["verisoul"]["synced"] is False
+    deliver(real_config, real_redis, inquiry_event("inq_9", "approved", at(clock["now"]), "user_9", "act_9"))
+    assert (verisoul.writes("act_9"), verisoul.writes("user_9")) == ([], ["enroll"])
+    assert record("user_9")["verisoul"]["synced"] is True
