@@ -80,11 +80,12 @@ def _fail_permanently(event_id: object, error: Exception) -> PermanentJobError:
 def _process(session, event: dict) -> tuple[str, str | None]:
     """Log the event, apply it to the user record and derive Verisoul's desired state, in the caller's
     transaction; returns the outcome and the user whose Verisoul state must change, if any."""
-    if not record_event(session, event, now()):
+    processed_at = now()
+    if not record_event(session, event, processed_at):
         return DUPLICATE, None
     outcome, user = apply_event(session, event)
     session.execute(update(Event).where(Event.event_id == event["event_id"]).values(outcome=outcome))
-    if user is not None and mark_sync(session, user, now()):
+    if user is not None and mark_sync(session, user, processed_at):
         return outcome, user.reference_id
     return outcome, None
 

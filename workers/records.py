@@ -29,9 +29,14 @@ from workers.state_machine import (
 )
 
 
+def as_utc(moment: datetime | None) -> datetime | None:
+    """Stored timestamps as aware UTC; SQLite hands them back without a zone (they are UTC)."""
+    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
+
+
 def to_iso(moment: datetime) -> str:
-    """Stored timestamps back to the snapshot form; SQLite hands them back without a zone (they are UTC)."""
-    return iso_millis(moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))
+    """Stored timestamps back to the snapshot form."""
+    return iso_millis(as_utc(moment))
 
 
 def lock(session: Session, *names: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Callable
 
 from redis import Redis
@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 
 from app.db import Database
 from app.models import User
-from workers.records import facts_of, inquiries_of
-from workers.sync_plan import BLOCK, ENROLL, UNBLOCK, Known, Target, plan, target_for
+from workers.records import as_utc, facts_of, inquiries_of
+from workers.sync_plan import BLOCK, ENROLL, UNBLOCK, VERIFIED_STATUSES, Known, Target, plan, target_for
 from workers.verisoul import VerisoulClient, VerisoulError, VerisoulUnavailable
 
 SYNC_VERISOUL = "workers.jobs.sync_verisoul"
@@ -48,13 +48,8 @@ def needs_sync(user: User, target: Target, now: datetime) -> bool:
     if plan(target, known_of(user), now):
         return True
     return user.verisoul_blocked and (
-        user.verisoul_permanent_block != target.permanent or _utc(user.verisoul_blocked_until) != target.blocked_until
+        user.verisoul_permanent_block != target.permanent or as_utc(user.verisoul_blocked_until) != target.blocked_until
     )
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    """SQLite hands timestamps back without their zone; they are UTC."""
-    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
 
 
 def is_provisional(user: User) -> bool:
@@ -143,10 +138,10 @@ class Syncer:
             user = session.scalar(select(User).where(User.reference_id == reference_id))
             if user is None:
                 return None
-            inquiries = inquiries_of(session, user)
-            verified = [i for i in inquiries if i.status in ("approved", "completed")]
-            inquiry_id = max(verified, key=lambda i: facts_of(i).created_at).id if verified else None
-            return target_for([facts_of(i) for i in inquiries]), known_of(user), inquiry_id
+            facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
+            verified = [fact for fact in facts if fact.status in VERIFIED_STATUSES]
+            inquiry_id = max(verified, key=lambda fact: fact.created_at).id if verified else None
+            return target_for(facts), known_of(user), inquiry_id
 
     def _call(self, step: str, reference_id: str, inquiry_id: str | None, target: Target) -> str:
         if step == UNBLOCK:
