@@ -1,0 +1,352 @@
+"""A fake Persona API for development and tests: the events and inquiries endpoints, in memory.
+
+It fakes the read-only part of Persona's API that ../shared/PERSONA.md describes (client base URL
+``http://host:port``):
+
+- ``GET /api/v1/events``: the stored events, newest first, ordered by (created-at desc, id desc);
+  ``page[size]`` (default 10, 1..100) and ``page[after]=<event id>`` (the events after that one in this order);
+  answers ``{"data": [...], "links": {"prev": null, "next": "/api/v1/events?page[after]=<last id>&page[size]=N"}}``,
+  ``next`` null on the last page;
+- ``GET /api/v1/events/<event_id>``: ``{"data": event}``;
+- ``GET /api/v1/inquiries/<inquiry_id>``: the stored inquiry document ``{"data": inquiry, "included": [...]}``.
+
+Stored documents are answered exactly as they were stored, in whatever key casing they came in. Every API
+request needs ``Authorization: Bearer <api_key>`` (401 otherwise); its ``Persona-Version`` header is recorded,
+not checked. Errors have Persona's JSON:API shape ``{"errors": [{"title": "...", "detail": "..."}]}``: 400 for
+a bad ``page[size]`` or an unknown ``page[after]``, 404 ``Record not found``. The switches, set at start
+(CLI flags) or via ``POST /_control/config``:
+
+- ``api_key`` (default "fake-persona-key");
+- ``fail_next``: status codes answered to the next API requests, one each, in order;
+- ``fail_rate_500``, ``fail_rate_429``: probability (0..1) that a request fails with that status, drawn from
+  ``random.Random(seed)``;
+- ``reset_seconds`` (default 1): the ``ratelimit-reset`` header of every 429; null sends none;
+- ``seed``: seeds the failure draws (setting it reseeds).
+
+Requests are checked in the order api key → ``fail_next`` → ``fail_rate_500`` → ``fail_rate_429`` → the
+request itself. The fake has no rate limit of its own.
+
+Control API, no api key: ``POST /_control/reset`` (forget events, inquiries and calls; restore the starting
+switches), ``POST /_control/events`` with a JSON list of event documents ``{"data": event}`` exactly as Persona
+sends them in webhooks (any key casing; each needs an ``id`` and an ISO-8601 ``created-at``; an event with a
+stored id replaces it), ``POST /_control/inquiries`` with a list of documents ``{"data": inquiry, "included": [...]}``,
+``GET``/``POST /_control/config``, ``GET /_control/calls`` (method, path, query, status and persona_version of
+every API request, in order of answer).
+
+Run: ``python -m scripts.fake_persona --port 8091`` (``--port 0`` picks a free port; the ready line shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import threading
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime
+from http import HTTPStatus
+from urllib.parse import urlencode
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.serving import make_server
+
+DEFAULT_API_KEY = "fake-persona-key"
+DEFAULT_PAGE_SIZE = 10
+MAX_PAGE_SIZE = 100
+NOT_FOUND = "Record not found"
+CREATED_AT_KEYS = ("created-at", "created_at", "createdAt")
+
+
+@dataclass
+class FakeConfig:
+    """The switches; see the module docstring."""
+
+    api_key: str = DEFAULT_API_KEY
+    fail_next: list[int] = field(default_factory=list)
+    fail_rate_500: float = 0.0
+    fail_rate_429: float = 0.0
+    reset_seconds: float | None = 1
+    seed: int | None = None
+
+
+class FakeState:
+    """Everything the fake remembers, behind one lock."""
+
+    def __init__(self, config: FakeConfig | None = None):
+        self.lock = threading.Lock()
+        self.initial = config or FakeConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        self.config = replace(self.initial, fail_next=list(self.initial.fail_next))
+        self.rng = random.Random(self.config.seed)
+        self.events: dict[str, dict] = {}  # id → the resource, as stored
+        self.inquiries: dict[str, dict] = {}  # id → the whole document
+        self.calls: list[dict] = []
+
+    def newest_first(self) -> list[dict]:
+        return sorted(self.events.values(), key=lambda event: (_created_at(event), event["id"]), reverse=True)
+
+
+def _created_at(resource: dict) -> datetime | None:
+    attributes = resource.get("attributes") if isinstance(resource.get("attributes"), dict) else {}
+    value = next((attributes[key] for key in CREATED_AT_KEYS if key in attributes), None)
+    try:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return moment if moment is not None and moment.utcoffset() is not None else None
+
+
+def _error(status: int, title: str | None = None, detail: str | None = None) -> tuple[int, dict]:
+    error = {"title": title or _phrase(status)}
+    if detail:
+        error["detail"] = detail
+    return status, {"errors": [error]}
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+# --- the gate every API request passes first ---
+
+
+def _gate(state: FakeState) -> tuple[int, dict] | None:
+    if request.headers.get("Authorization") != f"Bearer {state.config.api_key}":
+        return _error(401, "Unauthorized", "Must be authenticated with a valid API key")
+    config = state.config
+    if config.fail_next:
+        return _error(config.fail_next.pop(0))
+    for status, rate in ((500, config.fail_rate_500), (429, config.fail_rate_429)):
+        if rate and state.rng.random() < rate:
+            return _error(status)
+    return None
+
+
+# --- API handlers: (state, **view args) → (status, body) ---
+
+
+def _page_size() -> int | None:
+    raw = request.args.get("page[size]", str(DEFAULT_PAGE_SIZE))
+    size = int(raw) if raw.isascii() and raw.isdigit() else None
+    return size if size is not None and 1 <= size <= MAX_PAGE_SIZE else None
+
+
+def _list_events(state: FakeState) -> tuple[int, dict]:
+    size = _page_size()
+    if size is None:
+        return _error(400, "Bad Request", f"page[size] must be an integer from 1 to {MAX_PAGE_SIZE}")
+    ordered = state.newest_first()
+    after = request.args.get("page[after]")
+    if after is not None:
+        ids = [event["id"] for event in ordered]
+        if after not in ids:
+            return _error(400, "Bad Request", "page[after] is not the id of a listed event")
+        ordered = ordered[ids.index(after) + 1 :]
+    page = ordered[:size]
+    more = len(ordered) > size
+    query = urlencode({"page[after]": page[-1]["id"], "page[size]": size}, safe="[]") if more else None
+    next_link = f"/api/v1/events?{query}" if query else None
+    return 200, {"data": page, "links": {"prev": None, "next": next_link}}
+
+
+def _get_event(state: FakeState, event_id: str) -> tuple[int, dict]:
+    event = state.events.get(event_id)
+    return (200, {"data": event}) if event is not None else _error(404, NOT_FOUND)
+
+
+def _get_inquiry(state: FakeState, inquiry_id: str) -> tuple[int, dict]:
+    document = state.inquiries.get(inquiry_id)
+    return (200, document) if document is not None else _error(404, NOT_FOUND)
+
+
+API_ROUTES = [
+    ("/api/v1/events", "list_events", _list_events),
+    ("/api/v1/events/<event_id>", "get_event", _get_event),
+    ("/api/v1/inquiries/<inquiry_id>", "get_inquiry", _get_inquiry),
+]
+
+
+def _make_view(state: FakeState, handler):
+    def view(**args):
+        with state.lock:
+            status, body = _gate(state) or handler(state, **args)
+            state.calls.append({
+                "method": request.method,
+                "path": request.path,
+                "query": request.args.to_dict(),
+                "status": status,
+                "persona_version": request.headers.get("Persona-Version"),
+            })  # fmt: skip
+            reset_seconds = state.config.reset_seconds
+        return _reply(status, body, reset_seconds)
+
+    return view
+
+
+def _reply(status: int, body, reset_seconds: float | None = None):
+    response = jsonify(body)
+    response.status_code = status
+    if status == 429 and reset_seconds is not None:
+        response.headers["ratelimit-reset"] = str(reset_seconds)
+    return response
+
+
+# --- control API ---
+
+
+def _documents_problem(documents, needs_created_at: bool) -> str | None:
+    if not isinstance(documents, list):
+        return "body must be a JSON list of documents"
+    for index, document in enumerate(documents):
+        data = document.get("data") if isinstance(document, dict) else None
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"]:
+            return f"document {index}: data must be an object with a non-empty string id"
+        if needs_created_at and _created_at(data) is None:
+            return f"document {index}: data.attributes needs an ISO-8601 created-at with a time zone"
+    return None
+
+
+def _store_events(state: FakeState, documents) -> str | None:
+    problem = _documents_problem(documents, needs_created_at=True)
+    if problem is None:
+        state.events.update((document["data"]["id"], document["data"]) for document in documents)
+    return problem
+
+
+def _store_inquiries(state: FakeState, documents) -> str | None:
+    problem = _documents_problem(documents, needs_created_at=False)
+    if problem is None:
+        state.inquiries.update((document["data"]["id"], document) for document in documents)
+    return problem
+
+
+def _apply_config(state: FakeState, changes) -> str | None:
+    """Validate and apply a /_control/config body; return a problem, or None once applied."""
+    known = {f.name for f in fields(FakeConfig)}
+    if not isinstance(changes, dict) or not changes or set(changes) - known:
+        return f"body must be an object with some of: {sorted(known)}"
+    merged = replace(state.config, **changes)
+    problem = _config_problem(merged)
+    if problem:
+        return problem
+    merged.fail_next = list(merged.fail_next)
+    state.config = merged
+    if "seed" in changes:
+        state.rng = random.Random(merged.seed)
+    return None
+
+
+def _config_problem(config: FakeConfig) -> str | None:
+    def is_number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    checks = [
+        (isinstance(config.api_key, str) and config.api_key != "", "api_key must be a non-empty string"),
+        (isinstance(config.fail_next, list)
+         and all(isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599 for s in config.fail_next),
+         "fail_next must be a list of HTTP status codes"),
+        (all(is_number(r) and 0 <= r <= 1 for r in (config.fail_rate_500, config.fail_rate_429)),
+         "fail rates must be numbers from 0 to 1"),
+        (config.reset_seconds is None or (is_number(config.reset_seconds) and config.reset_seconds >= 0),
+         "reset_seconds must be a number >= 0 or null"),
+        (config.seed is None or (isinstance(config.seed, int) and not isinstance(config.seed, bool)),
+         "seed must be an integer or null"),
+    ]  # fmt: skip
+    return next((message for ok, message in checks if not ok), None)
+
+
+def _control_answer(problem: str | None, body):
+    return _reply(*_error(400, "Bad Request", problem)) if problem else _reply(200, body)
+
+
+def _register_control(app: Flask, state: FakeState) -> None:
+    @app.post("/_control/reset")
+    def control_reset():
+        with state.lock:
+            state.reset()
+        return jsonify({"success": True})
+
+    @app.post("/_control/events")
+    def control_events():
+        documents = request.get_json(silent=True)
+        with state.lock:
+            problem = _store_events(state, documents)
+            count = len(state.events)
+        return _control_answer(problem, {"stored": count})
+
+    @app.post("/_control/inquiries")
+    def control_inquiries():
+        documents = request.get_json(silent=True)
+        with state.lock:
+            problem = _store_inquiries(state, documents)
+            count = len(state.inquiries)
+        return _control_answer(problem, {"stored": count})
+
+    @app.get("/_control/config")
+    def control_config():
+        with state.lock:
+            return jsonify(asdict(state.config))
+
+    @app.post("/_control/config")
+    def control_set_config():
+        with state.lock:
+            problem = _apply_config(state, request.get_json(silent=True))
+            config = asdict(state.config)
+        return _control_answer(problem, config)
+
+    @app.get("/_control/calls")
+    def control_calls():
+        with state.lock:
+            return jsonify(list(state.calls))
+
+
+def create_fake_app(state: FakeState | None = None) -> Flask:
+    state = state or FakeState()
+    app = Flask(__name__)
+    for rule, endpoint, handler in API_ROUTES:
+        app.add_url_rule(rule, endpoint=endpoint, view_func=_make_view(state, handler), methods=["GET"])
+    _register_control(app, state)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        return _reply(*_error(exc.code or 500, exc.name))
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8091, help="0 picks a free port")
+    parser.add_argument("--api-key", default=DEFAULT_API_KEY)
+    parser.add_argument("--fail-rate-500", type=float, default=0.0)
+    parser.add_argument("--fail-rate-429", type=float, default=0.0)
+    parser.add_argument("--reset-seconds", type=float, default=1, help="ratelimit-reset of every 429")
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv)
+    config = FakeConfig(
+        api_key=args.api_key,
+        fail_rate_500=args.fail_rate_500,
+        fail_rate_429=args.fail_rate_429,
+        reset_seconds=args.reset_seconds,
+        seed=args.seed,
+    )
+    problem = _config_problem(config)
+    if problem:
+        parser.error(problem)
+    server = make_server(args.host, args.port, create_fake_app(FakeState(config)), threaded=True)
+    print(f"fake Persona listening on http://{args.host}:{server.server_port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
