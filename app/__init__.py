@@ -45,10 +45,11 @@ def create_app(config: Config | None = None, redis: Redis | None = None) -> Flas
     app.extensions["event_queue"] = EventQueue(redis or connect_redis(config.redis_url), config)
     app.extensions["database"] = Database(config.database_url)
 
-    from app import health, users, webhooks
+    from app import health, metrics, users, webhooks
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(users.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     _json_errors(app)
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Mapping
 
 # Defaults, each with the reason it is what it is.
@@ -27,6 +28,10 @@ DEFAULT_PERSONA_API_URL = "https://api.withpersona.com"
 # Verisoul allows 300 requests a minute per key; stay a little under it to absorb clock skew.
 DEFAULT_VERISOUL_RATE_LIMIT = 290
 VERISOUL_FLAVORS = ("account", "lists")
+# Persona expires an unfinished inquiry 24 h after creation unless its template says otherwise.
+DEFAULT_INQUIRY_EXPIRY_HOURS = 24
+# Webhooks for an expiry can take a while (Persona retries for ~51 h); an hour past the window, ask.
+DEFAULT_RECONCILE_GRACE_MINUTES = 60
 
 
 class ConfigError(Exception):
@@ -50,10 +55,17 @@ class Config:
     verisoul_api_flavor: str = "account"
     verisoul_rate_limit: int = DEFAULT_VERISOUL_RATE_LIMIT
     admin_api_token: str | None = field(default=None, repr=False)
+    inquiry_expiry_hours: int = DEFAULT_INQUIRY_EXPIRY_HOURS
+    reconcile_grace_minutes: int = DEFAULT_RECONCILE_GRACE_MINUTES
 
     @property
     def queues(self) -> list[str]:
         return [self.events_queue]
+
+    @property
+    def reconcile_after(self) -> timedelta:
+        """How long an inquiry may stay created or pending before reconciliation asks Persona about it."""
+        return timedelta(hours=self.inquiry_expiry_hours, minutes=self.reconcile_grace_minutes)
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
@@ -142,4 +154,20 @@ def load_config(env: Mapping[str, str] | None = None, *, read_dotenv: bool = Tru
         verisoul_api_flavor=_flavor(env),
         verisoul_rate_limit=_positive_int(env, "VERISOUL_RATE_LIMIT", DEFAULT_VERISOUL_RATE_LIMIT),
         admin_api_token=_optional(env, "ADMIN_API_TOKEN"),
+        inquiry_expiry_hours=_positive_int(env, "PERSONA_INQUIRY_EXPIRY_HOURS", DEFAULT_INQUIRY_EXPIRY_HOURS),
+        reconcile_grace_minutes=_positive_int(env, "RECONCILE_GRACE_MINUTES", DEFAULT_RECONCILE_GRACE_MINUTES),
     )
+
+
+def share_metrics_dir(env=os.environ) -> str:
+    """PROMETHEUS_MULTIPROC_DIR (default `var/metrics`), created; returns it.
+
+    Every process on the host, gunicorn's workers and the rq workers alike, writes its metrics to its
+    own files in this directory, and `/metrics` on any web worker sums them all, so a scrape counts
+    every process whichever worker answers it. prometheus_client picks multiprocess mode when it is
+    first imported, so this must run before anything imports it (gunicorn.conf.py, workers/rq_settings.py);
+    this module never imports prometheus_client for that reason.
+    """
+    path = env.setdefault("PROMETHEUS_MULTIPROC_DIR", "var/metrics")
+    os.makedirs(path, exist_ok=True)
+    return path

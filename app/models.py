@@ -32,7 +32,11 @@ class Event(Base):
     outcome: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict] = mapped_column(JSON)
     body_sha256: Mapped[str] = mapped_column(String(64))
+    # The inquiry the event is about (itself, or a verification's inquiry): the unit a replay rebuilds.
+    inquiry_id: Mapped[str | None] = mapped_column(String(255), index=True)
     replay_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    replayed_by: Mapped[str | None] = mapped_column(String(500))
 
 
 class User(Base):
@@ -72,6 +76,8 @@ class Inquiry(Base):
     snapshot_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     snapshot_rank: Mapped[int | None] = mapped_column(Integer)
     snapshot_event_id: Mapped[str | None] = mapped_column(String(255))
+    # When reconciliation last fetched it from Persona, so a long-open inquiry is asked about once a window.
+    checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Verification(Base):

@@ -17,7 +17,7 @@ from flask import Blueprint, current_app, jsonify, request
 from marshmallow import ValidationError
 from redis.exceptions import RedisError
 
-from app import signature
+from app import metrics, signature
 from app.events import body_sha256, iso_millis, is_queued_name, minimise, normalise_keys
 from app.schemas import first_error, load_envelope
 
@@ -128,8 +128,13 @@ def receive():
     except Rejection as rejection:
         status, payload = rejection.status, {"error": rejection.code, "detail": rejection.detail}
         fields.update(outcome=rejection.code, **rejection.fields)
-    fields.update(status=status, duration_ms=round((time.perf_counter() - started) * 1000, 3))
+    elapsed = time.perf_counter() - started
+    fields.update(status=status, duration_ms=round(elapsed * 1000, 3))
     log.info("webhook", extra=fields)
+    metrics.WEBHOOKS.labels(fields["outcome"]).inc()
+    if status == 401:
+        metrics.SIGNATURE_FAILURES.labels(fields["reason"]).inc()
+    metrics.WEBHOOK_DURATION.observe(elapsed)
     response = jsonify(payload)
     response.status_code = status
     if status == 503:

@@ -19,7 +19,7 @@ from pathlib import Path
 import requests
 from dotenv import load_dotenv
 
-from app.config import ConfigError, load_config
+from app.config import ConfigError, load_config, share_metrics_dir
 from app.db import migrate
 from scripts.embedded_redis import EmbeddedRedis, free_port
 from scripts.fake_verisoul import DEFAULT_API_KEY as FAKE_API_KEY
@@ -67,6 +67,13 @@ def _start_fake_verisoul(env: dict[str, str]) -> subprocess.Popen | None:
     env.update(VERISOUL_API_URL=url, VERISOUL_API_KEY=FAKE_API_KEY, VERISOUL_API_FLAVOR="account")
     print(f"persona-events: VERISOUL_API_URL not set; started the fake Verisoul at {url} (calls: {url}/_control/calls)")
     return fake
+
+
+def _fresh_metrics_dir(env: dict[str, str]) -> None:
+    """PROMETHEUS_MULTIPROC_DIR for web and worker (var/metrics), emptied: a new stack counts from zero."""
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(ROOT / "var" / "metrics"))
+    for stale in Path(share_metrics_dir(env)).glob("*.db"):
+        stale.unlink()
 
 
 def _wait_for(url: str, processes: list[subprocess.Popen], timeout: float = 30.0) -> None:
@@ -137,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         migrate(config.database_url)
         print(f"persona-events: database migrated ({config.database_url.split('@')[-1]})")
         env.update(HOST="127.0.0.1", PORT=str(args.port))
+        _fresh_metrics_dir(env)
         for command in (procfile_command("web"), procfile_command("worker")):
             print(f"persona-events: starting {shlex.join(command)}")
             # Own sessions: Ctrl-C reaches only this supervisor, which stops them in order (web, worker, Redis).

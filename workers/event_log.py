@@ -21,12 +21,18 @@ def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value).astimezone(timezone.utc)
 
 
+def inquiry_of(event: dict) -> str | None:
+    """The inquiry an event is about: its own object, or the inquiry a verification belongs to."""
+    return event["object_id"] if event["object_type"] == "inquiry" else event.get("inquiry_id")
+
+
 def event_row(event: dict, processed_at: datetime, outcome: str) -> dict:
     return {
         "event_id": event["event_id"],
         "name": event["name"],
         "object_type": event["object_type"],
         "object_id": event["object_id"],
+        "inquiry_id": inquiry_of(event),
         "occurred_at": parse_time(event["created_at"]),
         "received_at": parse_time(event["received_at"]),
         "processed_at": processed_at,

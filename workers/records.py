@@ -10,6 +10,7 @@ On SQLite every write transaction begins IMMEDIATE (app/db.py) and so already ru
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import select, text, update
@@ -55,18 +56,33 @@ def kind_of(event: dict) -> str | None:
     return None
 
 
-def apply_event(session: Session, event: dict) -> tuple[str, User | None]:
-    """Update the record for a newly logged event: the outcome for the log and history, and the user."""
+@dataclass(frozen=True)
+class Applied:
+    """What applying one event did: to which kind of object, the verdict, and the user it concerns."""
+
+    kind: str | None
+    verdict: Verdict
+    user: User | None
+
+    @property
+    def outcome(self) -> str:
+        return self.verdict.outcome
+
+
+def apply_event(session: Session, event: dict) -> Applied:
+    """Update the record for a logged event: the verdict for the log and history, and the user."""
     kind = kind_of(event)
     if kind == "inquiry":
-        return apply_inquiry_event(session, event)
+        return Applied(kind, *apply_inquiry_event(session, event))
     if kind == "verification":
-        return apply_verification_event(session, event)
-    _add_history(session, None, None, event, Verdict(IGNORED, None, None))
-    return IGNORED, None
+        return Applied(kind, *apply_verification_event(session, event))
+    verdict = Verdict(IGNORED, None, None)
+    _add_history(session, None, None, event, verdict)
+    return Applied(None, verdict, None)
 
 
-def _incoming(event: dict) -> Snapshot:
+def snapshot_of(event: dict) -> Snapshot:
+    """The event's place in its object's order: created-at, status rank, event id."""
     return Snapshot.of(event["created_at"], event.get("status") or "", event["event_id"])
 
 
@@ -110,30 +126,30 @@ def _inquiry_snapshots(session: Session, inquiry_id: str) -> list[Snapshot]:
     payloads = session.scalars(
         select(Event.payload).where(Event.object_id == inquiry_id, Event.object_type == "inquiry")
     )
-    return [_incoming(payload) for payload in payloads]
+    return [snapshot_of(payload) for payload in payloads]
 
 
-def apply_inquiry_event(session: Session, event: dict) -> tuple[str, User | None]:
+def apply_inquiry_event(session: Session, event: dict) -> tuple[Verdict, User | None]:
     inquiry = _locked_inquiry(session, event["object_id"])
-    verdict = judge_inquiry(_stored_snapshot(inquiry), _incoming(event))
+    verdict = judge_inquiry(_stored_snapshot(inquiry), snapshot_of(event))
     _fill_ids(inquiry, event)
     if verdict.changes_state:
-        _keep_snapshot(inquiry, _incoming(event))
+        _keep_snapshot(inquiry, snapshot_of(event))
     if inquiry.status is not None:
         session.flush()
         since = status_since(_inquiry_snapshots(session, inquiry.id))
         inquiry.status_since = parse_time(since) if since else None
     user = resolve_user(session, inquiry)
     _add_history(session, user, inquiry.id, event, verdict)
-    return verdict.outcome, user
+    return verdict, user
 
 
-def apply_verification_event(session: Session, event: dict) -> tuple[str, User | None]:
+def apply_verification_event(session: Session, event: dict) -> tuple[Verdict, User | None]:
     inquiry_id = event.get("inquiry_id")
     inquiry = _locked_inquiry(session, inquiry_id) if inquiry_id else None
     lock(session, f"verification:{event['object_id']}")
     row = session.get(Verification, event["object_id"])
-    verdict = judge_verification(_stored_snapshot(row) if row else None, _incoming(event))
+    verdict = judge_verification(_stored_snapshot(row) if row else None, snapshot_of(event))
     if verdict.changes_state:
         if row is None:
             row = Verification(id=event["object_id"])
@@ -141,10 +157,10 @@ def apply_verification_event(session: Session, event: dict) -> tuple[str, User |
         row.inquiry_id = row.inquiry_id or inquiry_id
         row.type = event["verification_type"]
         row.checks = {check["name"]: check["status"] for check in event.get("checks", [])}
-        _keep_snapshot(row, _incoming(event))
+        _keep_snapshot(row, snapshot_of(event))
     user = _locked_owner(session, inquiry) if inquiry is not None else None
     _add_history(session, user, inquiry_id, event, verdict)
-    return verdict.outcome, user
+    return verdict, user
 
 
 def _locked_owner(session: Session, inquiry: Inquiry) -> User | None:

@@ -17,6 +17,8 @@ from urllib.parse import quote
 
 import requests
 
+from app.metrics import count_verisoul_call
+
 # (connect, read) seconds: a slow Verisoul must not hold a worker for long.
 TIMEOUTS = (3.05, 10)
 # 5 attempts over ~8 s (0.5, 1, 2, 4 s, each with up to 50% jitter), then the job fails and the sweep retries later.
@@ -70,8 +72,10 @@ class Transport:
             try:
                 response = self.session.request(method, self.base_url + path, json=body, timeout=TIMEOUTS)
             except requests.RequestException as error:
+                count_verisoul_call(method, None)
                 problem = type(error).__name__
                 continue
+            count_verisoul_call(method, response.status_code)
             if response.status_code in RETRY_STATUSES:
                 problem = f"HTTP {response.status_code}"
                 continue

@@ -29,15 +29,11 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 import requests
@@ -60,11 +56,11 @@ from tests.e2e.stream import (
     user_keys,
 )
 from tests.e2e.test_user_records_e2e import _post_all
+from tests.e2e.conftest import FakeServer
 from tests.payloads import SECRET
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 SEED = int(os.environ.get("E2E_USERS_SEED", "20261101"))
 USERS = 200
 QUEUE = "persona-events"
@@ -93,52 +89,12 @@ LINK_FIELD = {"account": "numAccounts", "lists": "accounts_linked"}
 # The fake Verisoul, as a process
 
 
-class FakeVerisoul:
-    """`python -m scripts.fake_verisoul` on a free port, its output in a log file."""
-
-    READY = re.compile(rb"fake Verisoul listening on (http://\S+)")
-
-    def __init__(self, log_path: Path, seed: int):
-        self.log_path = log_path
-        self.log = open(log_path, "wb")
-        command = [
-            sys.executable, "-m", "scripts.fake_verisoul", "--port", "0",
-            "--fail-rate-500", str(FAIL_RATE_500), "--fail-rate-429", str(FAIL_RATE_429), "--seed", str(seed),
-        ]  # fmt: skip
-        self.process = subprocess.Popen(command, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-        self.url = self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 20) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.READY.search(self.log_path.read_bytes())
-            if found:
-                return found.group(1).decode()
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"the fake Verisoul did not start: {self.log_path.read_text(errors='replace')[-2000:]}")
-
-    def control(self, method: str, path: str, **kwargs):
-        answer = requests.request(method, f"{self.url}/_control/{path}", timeout=10, **kwargs)
-        answer.raise_for_status()
-        return answer.json()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
-
-
 @pytest.fixture
 def fake_verisoul(tmp_path):
-    fake = FakeVerisoul(tmp_path / "fake-verisoul.log", SEED)
+    fake = FakeServer(
+        "scripts.fake_verisoul", "Verisoul", tmp_path / "fake-verisoul.log",
+        "--fail-rate-500", str(FAIL_RATE_500), "--fail-rate-429", str(FAIL_RATE_429), "--seed", str(SEED),
+    )  # fmt: skip
     yield fake
     fake.stop()
 
@@ -444,7 +400,7 @@ def _expiry_problems(url: str, expected: dict[str, Expected], new_writes: dict, 
     return problems
 
 
-def _run_expiries(stack, monkeypatch, redis, database: Database, fake: FakeVerisoul, later: datetime) -> int:
+def _run_expiries(stack, monkeypatch, redis, database: Database, fake: FakeServer, later: datetime) -> int:
     """Stop the worker processes; in this process, with `workers.jobs.now` at `later`, run every scheduled
     unblock, the first of them failing five times in a row, so that the sweep must retry it. Returns the
     sweeps run."""

@@ -1,0 +1,293 @@
+"""`replay-event`: re-run stored, failed or re-fetched events, and reconcile with Persona (README, "Operating").
+
+    replay-event EVT_ID...                   re-process logged events
+    replay-event --user REF                  every logged event of one user
+    replay-event --since T [--until T]       logged events created (by Persona) in a time range
+    replay-event --from-persona EVT_ID...    fetch events we never received from Persona's API, then process them
+    replay-event --from-persona --since T    the same for every event Persona created in a time range
+    replay-event --failed [--function F] [--error TEXT]   requeue jobs from RQ's failed registry
+    replay-event --reconcile                 ask Persona about inquiries whose webhooks may have been lost
+
+`--dry-run` shows what would change, per user, without writing anything; `--json` prints one JSON document.
+Exit status: 0 all done, 1 some events, jobs or inquiries failed (one line each on stderr), 2 usage or
+configuration error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from datetime import datetime, timezone
+
+import click
+from redis.exceptions import RedisError
+from rq import Queue
+
+from app import load_config_or_exit
+from app.config import Config
+from app.db import Database
+from app.events import is_queued_name
+from app.queue import connect_redis
+from workers import jobs
+from workers.failed_jobs import failed_jobs, requeue
+from workers.persona import (
+    InvalidEvent,
+    PersonaClient,
+    PersonaError,
+    PersonaNotFound,
+    PersonaUnavailable,
+    event_from_document,
+    make_persona_client,
+)
+from workers.reconcile import reconcile
+from workers.replay import EventResult, Replayer, Report, events_between, events_of_user, plan_units, stored_events
+from workers.sync import request_sync
+
+PROGRAM = "replay-event"
+OK, SOME_FAILED, USAGE = 0, 1, 2
+FLAGS = {"json_output": "--json", "error_text": "--error"}
+
+
+class Moment(click.ParamType):
+    """An ISO 8601 date or time; without a zone it is UTC."""
+
+    name = "TIME"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, datetime):
+            return value
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 time such as 2024-07-08 or 2024-07-08T14:29:24Z", param, ctx)
+        return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+class Output:
+    """Where results go: one line per problem on stderr, and a summary or a JSON document on stdout."""
+
+    def __init__(self, as_json: bool):
+        self.as_json = as_json
+        self.problems: list[str] = []
+
+    def problem(self, subject: str, reason: str) -> None:
+        self.problems.append(f"{subject}: {reason}")
+        click.echo(f"{PROGRAM}: {subject}: {reason}", err=True)
+
+    def line(self, text: str) -> None:
+        if not self.as_json:
+            click.echo(text)
+
+    def document(self, document: dict) -> None:
+        if self.as_json:
+            click.echo(json.dumps(document, indent=2, default=str))
+
+    def exit(self) -> None:
+        sys.exit(SOME_FAILED if self.problems else OK)
+
+
+def _describe(params: dict) -> str:
+    """The command as it was given, recorded on every replayed event."""
+    parts = [PROGRAM]
+    for name, value in params.items():
+        if name == "event_ids":
+            parts.extend(value)
+        elif value is True:
+            parts.append(FLAGS.get(name, "--" + name.replace("_", "-")))
+        elif value not in (None, False, ()):
+            shown = value.isoformat() if isinstance(value, datetime) else str(value)
+            parts.extend([FLAGS.get(name, "--" + name.replace("_", "-")), shown])
+    return " ".join(parts)
+
+
+def _check_usage(params: dict) -> None:
+    ranged = params["since"] is not None or params["until"] is not None
+    selectors = [bool(params["event_ids"]), params["user"] is not None, ranged, params["failed"], params["reconcile"]]
+    if sum(selectors) != 1:
+        raise click.UsageError("give exactly one of: EVENT_ID..., --user, --since/--until, --failed, --reconcile")
+    if params["from_persona"] and not (params["event_ids"] or ranged):
+        raise click.UsageError("--from-persona goes with EVENT_IDs or --since/--until")
+    if (params["function"] or params["error_text"]) and not params["failed"]:
+        raise click.UsageError("--function and --error go with --failed")
+    if params["since"] and params["until"] and params["until"] < params["since"]:
+        raise click.UsageError("--until is before --since")
+
+
+def _persona(config: Config) -> PersonaClient:
+    client = make_persona_client(config)
+    if client is None:
+        click.echo(f"{PROGRAM}: configuration error: PERSONA_API_KEY is required to ask Persona's API", err=True)
+        sys.exit(USAGE)
+    return client
+
+
+def _sync_requester(config: Config):
+    """After each committed user, queue its Verisoul sync; if Redis is down the sweep queues it later."""
+    connection = connect_redis(config.redis_url)
+    queue = Queue(config.events_queue, connection=connection)
+
+    def request(reference_id: str) -> None:
+        try:
+            request_sync(connection, queue, reference_id)
+        except RedisError as error:
+            click.echo(f"{PROGRAM}: {reference_id}: sync not queued ({type(error).__name__}); the sweep will", err=True)
+
+    return request
+
+
+def _fetch(client: PersonaClient, params: dict, output: Output) -> tuple[list[dict], list[EventResult]]:
+    """Events from Persona's API, minimised like webhooks; other event kinds are reported as ignored."""
+    received_at = jobs.now()
+    documents = []
+    try:
+        if params["event_ids"]:
+            for event_id in params["event_ids"]:
+                try:
+                    documents.append(client.get_event(event_id))
+                except PersonaNotFound:
+                    output.problem(event_id, "not found at Persona (it keeps events for 30 days)")
+        else:
+            documents.extend(client.list_events(params["since"], params["until"]))
+    except (PersonaError, PersonaUnavailable) as error:
+        output.problem("persona", f"{type(error).__name__}: {error}")
+        output.exit()
+    events, skipped = [], []
+    for document in documents:
+        try:
+            event = event_from_document(document, received_at)
+        except InvalidEvent as error:
+            output.problem(str((document.get("data") or {}).get("id", "an event")), f"not a valid event: {error}")
+            continue
+        if is_queued_name(event["name"]):
+            events.append(event)
+        else:
+            skipped.append(EventResult(event["event_id"], outcome="ignored"))
+    return events, skipped
+
+
+def _select_stored(database: Database, params: dict, output: Output):
+    with database.sessions() as session:
+        if params["event_ids"]:
+            rows, missing = stored_events(session, params["event_ids"])
+            for event_id in missing:
+                output.problem(event_id, "not stored (fetch it with --from-persona)")
+        elif params["user"] is not None:
+            rows = events_of_user(session, params["user"])
+            if rows is None:
+                output.problem(params["user"], "no such user")
+                rows = []
+        else:
+            rows = events_between(session, params["since"], params["until"])
+        return plan_units(session, rows, [])
+
+
+def _plan(database: Database, config: Config, params: dict, output: Output):
+    if not params["from_persona"]:
+        return _select_stored(database, params, output), []
+    events, skipped = _fetch(_persona(config), params, output)
+    with database.sessions() as session:
+        return plan_units(session, [], events), skipped
+
+
+def _run(replayer: Replayer, units, as_json: bool) -> Report:
+    if as_json or not sys.stderr.isatty() or len(units) < 2:
+        return replayer.run(units)
+    with click.progressbar(length=len(units), label="replaying", file=sys.stderr) as bar:
+        return replayer.run(units, progress=lambda unit: bar.update(1))
+
+
+def _change_text(changes: dict) -> str:
+    return ", ".join(f"{name} {before} → {after}" for name, (before, after) in sorted(changes.items()))
+
+
+def _report(report: Report, output: Output, dry_run: bool, extra: dict | None = None) -> None:
+    for result in report.failed:
+        output.problem(result.event_id, result.error)
+    changed = {ref: change for ref, change in report.users.items() if change.changed}
+    for ref, change in sorted(changed.items()):
+        output.line(f"{ref}: {_change_text(change.changed)}")
+    verb = "would change" if dry_run else "changed"
+    output.line(
+        f"{'dry run, nothing written: ' if dry_run else ''}{len(report.events)} events of {len(report.users)} users; "
+        f"{len(changed)} users {verb}; {len(report.failed)} events failed; {len(report.to_sync)} Verisoul syncs queued"
+    )
+    output.document(
+        {
+            "dry_run": dry_run,
+            "events": [asdict(result) for result in report.events],
+            "users": [
+                {"reference_id": ref, "changes": {k: list(v) for k, v in change.changed.items()}, "before": change.before, "after": change.after}
+                for ref, change in sorted(report.users.items())
+            ],
+            "syncs_queued": report.to_sync,
+            "failed": len(output.problems),
+            **(extra or {}),
+        }
+    )
+
+
+def _requeue_failed(config: Config, params: dict, output: Output) -> None:
+    queue = Queue(config.events_queue, connection=connect_redis(config.redis_url))
+    jobs_found = failed_jobs(queue, params["function"], params["error_text"])
+    listed = []
+    for job in jobs_found:
+        if not params["dry_run"]:
+            try:
+                requeue(queue, job.job_id)
+            except Exception as error:  # RQ raises its own InvalidJobOperation, or a RedisError
+                output.problem(job.job_id, f"not requeued: {type(error).__name__}: {error}")
+                continue
+        listed.append(job)
+        output.line(f"{'would requeue' if params['dry_run'] else 'requeued'} {job.job_id} {job.description}: {job.error}")
+    output.line(f"{len(listed)} failed jobs {'would be ' if params['dry_run'] else ''}requeued")
+    output.document({"dry_run": params["dry_run"], "jobs": [asdict(job) for job in listed], "failed": len(output.problems)})
+
+
+def _reconcile(database: Database, config: Config, replayer: Replayer, output: Output) -> None:
+    queue = Queue(config.events_queue, connection=connect_redis(config.redis_url))
+    try:
+        queue.connection.ping()
+    except RedisError:
+        queue = None  # failed jobs cannot be listed; the other candidates still can
+    result = reconcile(database, _persona(config), replayer, queue, config.reconcile_after)
+    for inquiry_id, reason in sorted(result.errors.items()):
+        output.problem(inquiry_id, f"not fetched: {reason}")
+    output.line(f"{len(result.checked)} inquiries fetched from Persona")
+    _report(result.report, output, replayer.dry_run, {"checked": result.checked, "not_fetched": result.errors})
+
+
+@click.command(name=PROGRAM, help=__doc__.split("\n\n")[0])
+@click.argument("event_ids", nargs=-1)
+@click.option("--user", metavar="REF", help="Every logged event of the user with this reference id.")
+@click.option("--since", type=Moment(), help="Events Persona created at or after this time.")
+@click.option("--until", type=Moment(), help="Events Persona created at or before this time.")
+@click.option("--from-persona", is_flag=True, help="Fetch the events from Persona's API (for events never received).")
+@click.option("--failed", is_flag=True, help="Requeue jobs from RQ's failed registry.")
+@click.option("--function", metavar="NAME", help="With --failed: only jobs of this function (e.g. process_event).")
+@click.option("--error", "error_text", metavar="TEXT", help="With --failed: only jobs whose error contains TEXT.")
+@click.option("--reconcile", is_flag=True, help="Ask Persona about inquiries whose webhooks may have been lost.")
+@click.option("--dry-run", is_flag=True, help="Show what would change, per user, and write nothing.")
+@click.option("--json", "json_output", is_flag=True, help="Print one JSON document instead of text.")
+def main(**params) -> None:
+    _check_usage(params)
+    config = load_config_or_exit()
+    output = Output(params["json_output"])
+    if params["failed"]:
+        _requeue_failed(config, params, output)
+        output.exit()
+    database = Database(config.database_url)
+    requester = None if params["dry_run"] else _sync_requester(config)
+    replayer = Replayer(database, jobs.now, _describe(params), params["dry_run"], requester)
+    if params["reconcile"]:
+        _reconcile(database, config, replayer, output)
+        output.exit()
+    units, skipped = _plan(database, config, params, output)
+    report = _run(replayer, units, params["json_output"])
+    report.events.extend(skipped)
+    _report(report, output, params["dry_run"])
+    output.exit()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""RQ's failed-job registry, for `replay-event --failed`: find jobs by function or error, and requeue them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rq import Queue
+from rq.job import Job
+from rq.registry import FailedJobRegistry
+
+
+@dataclass(frozen=True)
+class FailedJob:
+    job_id: str
+    function: str
+    description: str
+    error: str  # the last line of the exception, e.g. `PermanentJobError: event evt_1: KeyError: 'name'`
+
+
+def _last_line(text: str | None) -> str:
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def failed_jobs(queue: Queue, function: str | None = None, error_text: str | None = None) -> list[FailedJob]:
+    """Failed jobs, oldest failure first; `function` matches the job's function name or its last part
+    (`process_event` or `workers.jobs.process_event`), `error_text` any part of its exception text."""
+    registry = FailedJobRegistry(queue=queue)
+    found = []
+    for job in Job.fetch_many(registry.get_job_ids(), connection=queue.connection):
+        if job is None:
+            continue
+        name = job.func_name or ""
+        if function and function not in (name, name.rpartition(".")[2]):
+            continue
+        result = job.latest_result()
+        text = result.exc_string if result is not None and result.exc_string else ""
+        if error_text and error_text not in text:
+            continue
+        found.append(FailedJob(job.id, name, job.description or "", _last_line(text)))
+    return found
+
+
+def requeue(queue: Queue, job_id: str) -> None:
+    """Back on its queue, with RQ's retry count and failure forgotten."""
+    FailedJobRegistry(queue=queue).requeue(job_id)

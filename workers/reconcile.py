@@ -1,0 +1,160 @@
+"""Reconciliation: ask Persona about inquiries whose webhooks may never have come.
+
+Candidates are inquiries still `created` or `pending` past Persona's expiry window plus a grace period
+(Persona would have expired or finished them by now), inquiries whose `process_event` job failed for good,
+and inquiries of users whose Verisoul sync failed. Each is fetched (`GET /api/v1/inquiries/{id}`) and
+turned into an `inquiry.reconciled` event through the webhook's own normalisation and minimisation. The
+event's time is the inquiry's own timestamp for its current status, so it sorts among the webhook events
+as the matching webhook would, and its id is derived from (inquiry, status, that time): reconciling the
+same state twice logs it once. The snapshot is then applied by the replay machinery; when it changes the
+record its outcome is `reconciled`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from rq import Queue
+from rq.job import Job
+from rq.registry import FailedJobRegistry
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from app.db import Database
+from app.events import iso_millis, normalise_keys
+from app.models import Inquiry, User
+from app.queue import PROCESS_EVENT
+from workers.event_log import inquiry_of, parse_time
+from workers.persona import InvalidEvent, PersonaClient, PersonaError, PersonaUnavailable, event_from_document
+from workers.replay import RECONCILED_NAME, Replayer, Report, plan_units
+from workers.sync import NO_REFERENCE_ID, NOT_CONFIGURED
+
+OPEN_STATUSES = ("created", "pending")
+# The attribute that says when an inquiry entered each status; `updated-at` when it is missing.
+STATUS_TIMES = {
+    "created": "created_at",
+    "pending": "started_at",
+    "completed": "completed_at",
+    "failed": "failed_at",
+    "expired": "expired_at",
+    "needs_review": "marked_for_review_at",
+    "approved": "decisioned_at",
+    "declined": "decisioned_at",
+}
+# Persona allows 300 requests a minute; one run stays well inside that, the next run takes the rest.
+BATCH = 200
+
+
+@dataclass
+class Reconciliation:
+    report: Report = field(default_factory=Report)
+    checked: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)  # inquiry id → why it could not be fetched
+
+
+def due_inquiries(session: Session, now: datetime, window: timedelta, limit: int = BATCH) -> list[str]:
+    """Open inquiries whose status is older than the window, not asked about within the window."""
+    cutoff = now - window
+    query = (
+        select(Inquiry.id)
+        .where(
+            Inquiry.status.in_(OPEN_STATUSES),
+            Inquiry.status_since < cutoff,
+            or_(Inquiry.checked_at.is_(None), Inquiry.checked_at < cutoff),
+        )
+        .order_by(Inquiry.status_since, Inquiry.id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def failed_sync_inquiries(session: Session, limit: int = BATCH) -> list[str]:
+    """The latest inquiry of each user whose Verisoul sync failed (not merely unconfigured or unkeyed)."""
+    users = select(User.id).where(
+        User.verisoul_synced.is_(False),
+        User.verisoul_error.is_not(None),
+        User.verisoul_error.not_in([NO_REFERENCE_ID, NOT_CONFIGURED]),
+    )
+    rows = session.execute(
+        select(Inquiry.user_id, Inquiry.id, Inquiry.inquiry_created_at)
+        .where(Inquiry.user_id.in_(users), Inquiry.status.is_not(None))
+        .order_by(Inquiry.user_id, Inquiry.inquiry_created_at, Inquiry.id)
+    ).all()
+    latest = {row.user_id: row.id for row in rows}  # ordered, so the last one per user wins
+    return sorted(latest.values())[:limit]
+
+
+def failed_event_inquiries(queue: Queue, limit: int = BATCH) -> list[str]:
+    """Inquiries of `process_event` jobs in the failed registry: their event never reached the record."""
+    registry = FailedJobRegistry(queue=queue)
+    found: set[str] = set()
+    for job in Job.fetch_many(registry.get_job_ids(), connection=queue.connection):
+        if job is None or job.func_name != PROCESS_EVENT or not job.args or not isinstance(job.args[0], dict):
+            continue
+        try:
+            inquiry_id = inquiry_of(job.args[0])
+        except KeyError:
+            continue
+        if inquiry_id:
+            found.add(inquiry_id)
+    return sorted(found)[:limit]
+
+
+def _status_time(document: dict, fetched_at: datetime) -> str:
+    attributes = normalise_keys(document.get("data", {})).get("attributes") or {}
+    name = STATUS_TIMES.get(attributes.get("status"), "updated_at")
+    moment = attributes.get(name) or attributes.get("updated_at")
+    try:
+        return iso_millis(parse_time(moment)) if isinstance(moment, str) else iso_millis(fetched_at)
+    except ValueError:
+        return iso_millis(fetched_at)
+
+
+def snapshot_event(document: dict, fetched_at: datetime) -> dict:
+    """An inquiry fetched from Persona as a minimised `inquiry.reconciled` event."""
+    inquiry = document.get("data") if isinstance(document.get("data"), dict) else {}
+    status = (inquiry.get("attributes") or {}).get("status")
+    at = _status_time(document, fetched_at)
+    envelope = {
+        "data": {
+            "type": "event",
+            "id": f"rec_{inquiry.get('id')}_{status}_{at}",
+            "attributes": {"name": RECONCILED_NAME, "created-at": at, "payload": document},
+        }
+    }
+    return event_from_document(envelope, fetched_at)
+
+
+def fetch_snapshots(client: PersonaClient, inquiry_ids: list[str], fetched_at: datetime) -> tuple[list[dict], dict]:
+    events, errors = [], {}
+    for inquiry_id in inquiry_ids:
+        try:
+            events.append(snapshot_event(client.get_inquiry(inquiry_id), fetched_at))
+        except (PersonaError, PersonaUnavailable, InvalidEvent) as error:
+            errors[inquiry_id] = f"{type(error).__name__}: {error}"
+    return events, errors
+
+
+def candidates(database: Database, queue: Queue | None, now: datetime, window: timedelta) -> list[str]:
+    with database.sessions() as session:
+        found = set(due_inquiries(session, now, window)) | set(failed_sync_inquiries(session))
+    if queue is not None:
+        found |= set(failed_event_inquiries(queue))
+    return sorted(found)[:BATCH]
+
+
+def reconcile(
+    database: Database, client: PersonaClient, replayer: Replayer, queue: Queue | None, window: timedelta
+) -> Reconciliation:
+    """Fetch every candidate inquiry, apply the snapshots, and remember when each was asked about."""
+    now = replayer.clock()
+    inquiry_ids = candidates(database, queue, now, window)
+    events, errors = fetch_snapshots(client, inquiry_ids, now)
+    with database.sessions() as session:
+        units = plan_units(session, [], events)
+    result = Reconciliation(replayer.run(units), [e["object_id"] for e in events], errors)
+    if not replayer.dry_run and result.checked:
+        with database.transaction() as session:
+            session.execute(update(Inquiry).where(Inquiry.id.in_(result.checked)).values(checked_at=now))
+    return result
