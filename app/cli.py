@@ -59,9 +59,9 @@ class Moment(click.ParamType):
             return value
         try:
             moment = datetime.fromisoformat(value)
-        except ValueError:
+            return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+        except (ValueError, OverflowError):  # OverflowError: a time whose UTC falls outside year 1..9999
             self.fail(f"{value!r} is not an ISO 8601 time such as 2024-07-08 or 2024-07-08T14:29:24Z", param, ctx)
-        return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
 class Output:
@@ -101,7 +101,20 @@ def _describe(params: dict) -> str:
     return " ".join(parts)
 
 
+def _check_text(params: dict) -> None:
+    """Arguments that are not valid UTF-8 reach Python as lone surrogates, which no database takes."""
+    for name, value in params.items():
+        for text in value if isinstance(value, tuple) else (value,):
+            if isinstance(text, str):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    shown = "EVENT_ID" if name == "event_ids" else FLAGS.get(name, "--" + name.replace("_", "-"))
+                    raise click.UsageError(f"{shown}: {text.encode('utf-8', 'replace').decode()!r} is not valid UTF-8")
+
+
 def _check_usage(params: dict) -> None:
+    _check_text(params)
     ranged = params["since"] is not None or params["until"] is not None
     selectors = [bool(params["event_ids"]), params["user"] is not None, ranged, params["failed"], params["reconcile"]]
     if sum(selectors) != 1:
@@ -229,7 +242,11 @@ def _report(report: Report, output: Output, dry_run: bool, extra: dict | None = 
 
 def _requeue_failed(config: Config, params: dict, output: Output) -> None:
     queue = Queue(config.events_queue, connection=connect_redis(config.redis_url))
-    jobs_found = failed_jobs(queue, params["function"], params["error_text"])
+    try:
+        jobs_found = failed_jobs(queue, params["function"], params["error_text"])
+    except RedisError as error:
+        output.problem("redis", f"the failed registry is unreadable: {type(error).__name__}")
+        output.exit()
     listed = []
     for job in jobs_found:
         if not params["dry_run"]:

@@ -6,8 +6,8 @@ and inquiries of users whose Verisoul sync failed. Each is fetched (`GET /api/v1
 turned into an `inquiry.reconciled` event through the webhook's own normalisation and minimisation. The
 event's time is the inquiry's own timestamp for its current status, so it sorts among the webhook events
 as the matching webhook would, and its id is derived from (inquiry, status, that time): reconciling the
-same state twice logs it once. The snapshot is then applied by the replay machinery; when it changes the
-record its outcome is `reconciled`.
+same state twice logs it once. A snapshot whose status the record already has is not applied; any other is
+applied by the replay machinery, and when it becomes the inquiry's state its outcome is `reconciled`.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ STATUS_TIMES = {
     "approved": "decisioned_at",
     "declined": "decisioned_at",
 }
+END_OF_SECOND = timedelta(milliseconds=999)
 # Persona allows 300 requests a minute; one run stays well inside that, the next run takes the rest.
 BATCH = 200
 
@@ -102,13 +103,17 @@ def failed_event_inquiries(queue: Queue, limit: int = BATCH) -> list[str]:
 
 
 def _status_time(document: dict, fetched_at: datetime) -> str:
+    """When the inquiry entered its status. Persona's attribute times are whole seconds while event times
+    have milliseconds, so a whole-second time is taken at the end of its second: a webhook of the same
+    second (a `completed` just before a decline) then sorts before the snapshot, as it happened before it."""
     attributes = normalise_keys(document.get("data", {})).get("attributes") or {}
     name = STATUS_TIMES.get(attributes.get("status"), "updated_at")
     moment = attributes.get(name) or attributes.get("updated_at")
     try:
-        return iso_millis(parse_time(moment)) if isinstance(moment, str) else iso_millis(fetched_at)
-    except ValueError:
-        return iso_millis(fetched_at)
+        at = parse_time(moment) if isinstance(moment, str) else fetched_at
+    except (ValueError, OverflowError):
+        at = fetched_at
+    return iso_millis(at + END_OF_SECOND if at.microsecond == 0 else at)
 
 
 def snapshot_event(document: dict, fetched_at: datetime) -> dict:
@@ -136,23 +141,42 @@ def fetch_snapshots(client: PersonaClient, inquiry_ids: list[str], fetched_at: d
     return events, errors
 
 
+def _asked_recently(session: Session, inquiry_ids: list[str], cutoff: datetime) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(inquiry_ids), BATCH):
+        chunk = inquiry_ids[start : start + BATCH]
+        found.update(session.scalars(select(Inquiry.id).where(Inquiry.id.in_(chunk), Inquiry.checked_at >= cutoff)))
+    return found
+
+
 def candidates(database: Database, queue: Queue | None, now: datetime, window: timedelta) -> list[str]:
+    """Overdue open inquiries first (oldest first), then those of failed jobs and failed syncs; none asked
+    about within the window, so a job that stays in the failed registry is not asked about every hour."""
+    failed = [] if queue is None else failed_event_inquiries(queue)
     with database.sessions() as session:
-        found = set(due_inquiries(session, now, window)) | set(failed_sync_inquiries(session))
-    if queue is not None:
-        found |= set(failed_event_inquiries(queue))
-    return sorted(found)[:BATCH]
+        found = list(dict.fromkeys([*due_inquiries(session, now, window), *failed, *failed_sync_inquiries(session)]))
+        recent = _asked_recently(session, found, now - window)
+    return [inquiry_id for inquiry_id in found if inquiry_id not in recent][:BATCH]
+
+
+def _news(database: Database, events: list[dict]) -> list[dict]:
+    """The snapshots whose status differs from the record's: the same status again would only move the
+    inquiry's snapshot time to Persona's whole-second clock, which tells nothing new."""
+    with database.sessions() as session:
+        ids = [event["object_id"] for event in events]
+        known = dict(session.execute(select(Inquiry.id, Inquiry.status).where(Inquiry.id.in_(ids))).all())
+    return [event for event in events if event["status"] != known.get(event["object_id"])]
 
 
 def reconcile(
     database: Database, client: PersonaClient, replayer: Replayer, queue: Queue | None, window: timedelta
 ) -> Reconciliation:
-    """Fetch every candidate inquiry, apply the snapshots, and remember when each was asked about."""
+    """Fetch every candidate inquiry, apply the snapshots that differ, and remember when each was asked about."""
     now = replayer.clock()
     inquiry_ids = candidates(database, queue, now, window)
     events, errors = fetch_snapshots(client, inquiry_ids, now)
     with database.sessions() as session:
-        units = plan_units(session, [], events)
+        units = plan_units(session, [], _news(database, events))
     result = Reconciliation(replayer.run(units), [e["object_id"] for e in events], errors)
     if not replayer.dry_run and result.checked:
         with database.transaction() as session:

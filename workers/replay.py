@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Iterable, Iterator
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, false, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -27,7 +27,7 @@ from app.db import Database
 from app.models import Event, History, Inquiry, User, Verification
 from workers.event_log import inquiry_of, record_event
 from workers.policy import decide
-from workers.records import Applied, apply_event, facts_of, inquiries_of, lock, snapshot_of, to_iso
+from workers.records import apply_event, facts_of, inquiries_of, lock, snapshot_of, to_iso
 from workers.sync import mark_sync
 from workers.sync_plan import target_for
 
@@ -258,17 +258,23 @@ class Replayer:
         for event in unit.new_events:
             record_event(session, event, now, outcome=FETCHED)
         rows = self._events(session, unit)
-        before = self._summaries(session, self._users(session, unit), now)
+        touched = self._users(session, unit) | self._named_users(session, rows)
+        before = self._summaries(session, touched, now)
+        statuses = self._statuses(session, unit)
         self._reset(session, unit, rows)
-        outcomes, touched = {}, self._users(session, unit)
+        outcomes, reconciled = {}, []
         for row in sorted(rows, key=lambda row: snapshot_of(row.payload)):
             applied = apply_event(session, row.payload)
-            row.outcome = self._outcome(row, applied)
-            outcomes[row.event_id] = row.outcome
+            row.outcome = outcomes[row.event_id] = applied.outcome
+            if row.name == RECONCILED_NAME and applied.verdict.changes_state:
+                reconciled.append(row)
             if applied.user is not None:
                 touched.add(applied.user.id)
         self._record_replay(session, unit, now)
         session.flush()
+        for row in self._changed_by_reconciliation(session, reconciled, statuses):
+            row.outcome = outcomes[row.event_id] = RECONCILED
+            session.execute(update(History).where(History.event_id == row.event_id).values(outcome=RECONCILED))
         users = [user for user_id in sorted(touched) if (user := session.get(User, user_id)) is not None]
         to_sync = [user.reference_id for user in users if mark_sync(session, user, now)]
         after = self._summaries(session, {user.id for user in users}, now)
@@ -276,11 +282,32 @@ class Replayer:
         return outcomes, changes, to_sync
 
     @staticmethod
-    def _outcome(row: Event, applied: Applied) -> str:
-        """A reconciliation snapshot that changed the record says so; anything else keeps its verdict."""
-        if row.name == RECONCILED_NAME and applied.verdict.changes_state:
-            return RECONCILED
-        return applied.outcome
+    def _changed_by_reconciliation(session: Session, reconciled: list[Event], statuses: dict) -> list[Event]:
+        """Reconciliation snapshots that are their inquiry's state now, when that state is new: `reconciled`
+        means Persona told us something the webhooks had not."""
+        found = []
+        for row in reconciled:
+            inquiry = session.get(Inquiry, row.object_id)
+            if inquiry.snapshot_event_id == row.event_id and inquiry.status != statuses.get(inquiry.id):
+                found.append(row)
+        return found
+
+    @staticmethod
+    def _statuses(session: Session, unit: Unit) -> dict[str, str | None]:
+        rows = session.execute(select(Inquiry.id, Inquiry.status).where(Inquiry.id.in_(sorted(unit.inquiry_ids))))
+        return dict(rows.all())
+
+    @staticmethod
+    def _named_users(session: Session, rows: list[Event]) -> set[int]:
+        """Existing users the events name, whom the rebuild may give an inquiry: their state before counts."""
+        keys = {key for row in rows for name in ("reference_id", "account_reference_id") if (key := row.payload.get(name))}
+        accounts = {account for row in rows if (account := row.payload.get("account_id"))}
+        found: set[int] = set()
+        for chunk in _chunks(keys):
+            found.update(session.scalars(select(User.id).where(User.reference_id.in_(chunk))))
+        for chunk in _chunks(accounts):
+            found.update(session.scalars(select(User.id).where(User.persona_account_id.in_(chunk))))
+        return found
 
     @staticmethod
     def _events(session: Session, unit: Unit) -> list[Event]:
@@ -340,11 +367,13 @@ def stored_events(session: Session, event_ids: Iterable[str]) -> tuple[list[Even
 
 
 def events_of_user(session: Session, reference_id: str) -> list[Event] | None:
-    """Every logged event of the user's inquiries; None when the user is unknown."""
+    """Every logged event of the inquiries the user has or that name it (a bug may have given one to another
+    user); None when neither the user nor any inquiry naming it is known."""
     user = session.scalar(select(User).where(User.reference_id == reference_id))
-    if user is None:
+    owned = Inquiry.user_id == user.id if user is not None else false()
+    inquiry_ids = sorted(session.scalars(select(Inquiry.id).where(or_(owned, Inquiry.reference_id == reference_id))))
+    if user is None and not inquiry_ids:
         return None
-    inquiry_ids = sorted(session.scalars(select(Inquiry.id).where(Inquiry.user_id == user.id)))
     rows: list[Event] = []
     for chunk in _chunks(inquiry_ids):
         rows.extend(session.scalars(select(Event).where(Event.inquiry_id.in_(chunk))))
