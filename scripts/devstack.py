@@ -112,7 +112,13 @@ def procfile_command(kind: str) -> list[str]:
     raise LookupError(f"no {kind}: line in Procfile")
 
 
-def _banner(port: int, admin_token: str) -> None:
+def _replay_command(env: dict[str, str], invented: dict[str, str]) -> str:
+    """`replay-event` with the settings this dev stack made up (they are not in `.env` for it to read)."""
+    prefix = " ".join(f"{name}={shlex.quote(env[name])}" for name in invented if env.get(name) == invented[name])
+    return f"{prefix} .venv/bin/replay-event --user user_sample_1 --dry-run".strip()
+
+
+def _banner(port: int, admin_token: str, replay: str) -> None:
     webhook_url = f"http://127.0.0.1:{port}/webhooks/persona"
     send = f".venv/bin/python -m scripts.send_sample_event --url {webhook_url}"
     record = f"curl -H 'Authorization: Bearer {admin_token}' http://127.0.0.1:{port}/users/user_sample_1"
@@ -122,6 +128,8 @@ def _banner(port: int, admin_token: str) -> None:
         f"  post a sample event: {send}\n"
         f"  list stored events:  .venv/bin/python -m scripts.show_events\n"
         f"  read the user:       {record}\n"
+        f"  replay (dry run):    {replay}\n"
+        f"  metrics:             curl http://127.0.0.1:{port}/metrics\n"
         f"Ctrl-C stops everything.\n",
         flush=True,
     )
@@ -152,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         if fake is not None:
             processes.append(fake)  # stopped after the worker, which may be mid-sync
         _wait_for(f"http://127.0.0.1:{args.port}/readyz", processes)
-        _banner(args.port, env["ADMIN_API_TOKEN"])
+        invented = {"PERSONA_WEBHOOK_SECRETS": DEV_WEBHOOK_SECRET, "REDIS_URL": embedded.url if embedded else ""}
+        _banner(args.port, env["ADMIN_API_TOKEN"], _replay_command(env, invented))
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
         while all(process.poll() is None for process in processes):
             time.sleep(0.5)
