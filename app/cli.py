@@ -87,6 +87,11 @@ class Output:
         sys.exit(SOME_FAILED if self.problems else OK)
 
 
+def _flag(name: str) -> str:
+    """The option a parameter comes from: `json_output` → `--json`, `from_persona` → `--from-persona`."""
+    return "EVENT_ID" if name == "event_ids" else FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
 def _describe(params: dict) -> str:
     """The command as it was given, recorded on every replayed event."""
     parts = [PROGRAM]
@@ -94,10 +99,10 @@ def _describe(params: dict) -> str:
         if name == "event_ids":
             parts.extend(value)
         elif value is True:
-            parts.append(FLAGS.get(name, "--" + name.replace("_", "-")))
+            parts.append(_flag(name))
         elif value not in (None, False, ()):
             shown = value.isoformat() if isinstance(value, datetime) else str(value)
-            parts.extend([FLAGS.get(name, "--" + name.replace("_", "-")), shown])
+            parts.extend([_flag(name), shown])
     return " ".join(parts)
 
 
@@ -109,8 +114,7 @@ def _check_text(params: dict) -> None:
                 try:
                     text.encode("utf-8")
                 except UnicodeEncodeError:
-                    shown = "EVENT_ID" if name == "event_ids" else FLAGS.get(name, "--" + name.replace("_", "-"))
-                    raise click.UsageError(f"{shown}: {text.encode('utf-8', 'replace').decode()!r} is not valid UTF-8")
+                    raise click.UsageError(f"{_flag(name)}: {text.encode('utf-8', 'replace').decode()!r} is not valid UTF-8")
 
 
 def _check_usage(params: dict) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 from rq import Queue
 from rq.job import Job
@@ -22,14 +23,17 @@ def _last_line(text: str | None) -> str:
     return lines[-1].strip() if lines else ""
 
 
+def jobs_in_failed_registry(queue: Queue) -> Iterator[Job]:
+    """The queue's failed jobs that still exist (an expired job's id may linger in the registry)."""
+    ids = FailedJobRegistry(queue=queue).get_job_ids()
+    return (job for job in Job.fetch_many(ids, connection=queue.connection) if job is not None)
+
+
 def failed_jobs(queue: Queue, function: str | None = None, error_text: str | None = None) -> list[FailedJob]:
     """Failed jobs, oldest failure first; `function` matches the job's function name or its last part
     (`process_event` or `workers.jobs.process_event`), `error_text` any part of its exception text."""
-    registry = FailedJobRegistry(queue=queue)
     found = []
-    for job in Job.fetch_many(registry.get_job_ids(), connection=queue.connection):
-        if job is None:
-            continue
+    for job in jobs_in_failed_registry(queue):
         name = job.func_name or ""
         if function and function not in (name, name.rpartition(".")[2]):
             continue

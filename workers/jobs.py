@@ -21,7 +21,7 @@ from workers.persona import make_persona_client
 from workers.rate_limit import RateLimiter
 from workers.reconcile import reconcile
 from workers.records import Applied, apply_event
-from workers.replay import Replayer
+from workers.replay import RECONCILED, Replayer
 from workers.sync import SWEEP_EVERY, SWEEP_VERISOUL, Syncer, mark_sync, request_sync
 from workers.verisoul import VerisoulError, VerisoulUnavailable, make_client
 
@@ -164,7 +164,7 @@ def reconcile_inquiries() -> int:
     changed = 0
     if client is not None:
         result = reconcile(database(), client, replayer("reconcile (scheduled)"), queue(), config.reconcile_after)
-        changed = sum(1 for event in result.report.events if event.outcome == "reconciled")
+        changed = sum(1 for event in result.report.events if event.outcome == RECONCILED)
         summary = f"{len(result.checked)} checked, {changed} reconciled, {len(result.errors)} not fetched"
         log.info("reconciliation", extra={"outcome": summary})
     return changed
@@ -184,5 +184,5 @@ def schedule_sweep(target: Queue, delay: timedelta = timedelta(0)) -> None:
 
 def schedule_reconcile(target: Queue, delay: timedelta = timedelta(0)) -> None:
     """Only where Persona's API is configured: reconciliation has nothing to ask otherwise."""
-    if make_persona_client(load_config()) is not None:
+    if load_config().persona_api_key:
         _schedule(target, RECONCILE_INQUIRIES, "reconcile-inquiries", RECONCILE_EVERY, delay)

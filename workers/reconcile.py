@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from rq import Queue
-from rq.job import Job
-from rq.registry import FailedJobRegistry
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
@@ -26,8 +24,9 @@ from app.events import iso_millis, normalise_keys
 from app.models import Inquiry, User
 from app.queue import PROCESS_EVENT
 from workers.event_log import inquiry_of, parse_time
+from workers.failed_jobs import jobs_in_failed_registry
 from workers.persona import InvalidEvent, PersonaClient, PersonaError, PersonaUnavailable, event_from_document
-from workers.replay import RECONCILED_NAME, Replayer, Report, plan_units
+from workers.replay import RECONCILED_NAME, Replayer, Report, chunks, plan_units
 from workers.sync import NO_REFERENCE_ID, NOT_CONFIGURED
 
 OPEN_STATUSES = ("created", "pending")
@@ -88,10 +87,9 @@ def failed_sync_inquiries(session: Session, limit: int = BATCH) -> list[str]:
 
 def failed_event_inquiries(queue: Queue, limit: int = BATCH) -> list[str]:
     """Inquiries of `process_event` jobs in the failed registry: their event never reached the record."""
-    registry = FailedJobRegistry(queue=queue)
     found: set[str] = set()
-    for job in Job.fetch_many(registry.get_job_ids(), connection=queue.connection):
-        if job is None or job.func_name != PROCESS_EVENT or not job.args or not isinstance(job.args[0], dict):
+    for job in jobs_in_failed_registry(queue):
+        if job.func_name != PROCESS_EVENT or not job.args or not isinstance(job.args[0], dict):
             continue
         try:
             inquiry_id = inquiry_of(job.args[0])
@@ -143,8 +141,7 @@ def fetch_snapshots(client: PersonaClient, inquiry_ids: list[str], fetched_at: d
 
 def _asked_recently(session: Session, inquiry_ids: list[str], cutoff: datetime) -> set[str]:
     found: set[str] = set()
-    for start in range(0, len(inquiry_ids), BATCH):
-        chunk = inquiry_ids[start : start + BATCH]
+    for chunk in chunks(inquiry_ids):
         found.update(session.scalars(select(Inquiry.id).where(Inquiry.id.in_(chunk), Inquiry.checked_at >= cutoff)))
     return found
 

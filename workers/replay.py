@@ -113,7 +113,8 @@ def user_summary(session: Session, user: User, now: datetime) -> dict:
     }
 
 
-def _chunks(values: Iterable[str]) -> Iterator[list[str]]:
+def chunks(values: Iterable[str]) -> Iterator[list[str]]:
+    """Sorted, in IN lists short enough for every database."""
     values = sorted(values)
     for start in range(0, len(values), CHUNK):
         yield values[start : start + CHUNK]
@@ -122,7 +123,7 @@ def _chunks(values: Iterable[str]) -> Iterator[list[str]]:
 def _owners(session: Session, inquiry_ids: set[str]) -> dict[str, str]:
     """Inquiry id → the reference id of the user it belongs to, for the inquiries that have one."""
     owners: dict[str, str] = {}
-    for chunk in _chunks(inquiry_ids):
+    for chunk in chunks(inquiry_ids):
         rows = session.execute(
             select(Inquiry.id, User.reference_id).join(User, Inquiry.user_id == User.id).where(Inquiry.id.in_(chunk))
         )
@@ -139,7 +140,7 @@ def _user_keys(session: Session, fetched: list[dict]) -> dict[str, str]:
         if event.get("account_id") and (reference := event.get("reference_id") or event.get("account_reference_id"))
     }
     accounts = sorted({e["account_id"] for e in fetched if e.get("account_id")} - set(linked))
-    for chunk in _chunks(accounts):
+    for chunk in chunks(accounts):
         rows = session.execute(
             select(User.persona_account_id, User.reference_id).where(
                 User.persona_account_id.in_(chunk), User.reference_id != User.persona_account_id
@@ -218,7 +219,7 @@ class Replayer:
         """A record kept under a Persona account id that a later unit merged into a reference id is gone."""
         with self.database.sessions() as session:
             existing = set()
-            for chunk in _chunks(report.users):
+            for chunk in chunks(report.users):
                 existing.update(session.scalars(select(User.reference_id).where(User.reference_id.in_(chunk))))
         for reference_id in set(report.users) - existing:
             change = report.users[reference_id]
@@ -303,9 +304,9 @@ class Replayer:
         keys = {key for row in rows for name in ("reference_id", "account_reference_id") if (key := row.payload.get(name))}
         accounts = {account for row in rows if (account := row.payload.get("account_id"))}
         found: set[int] = set()
-        for chunk in _chunks(keys):
+        for chunk in chunks(keys):
             found.update(session.scalars(select(User.id).where(User.reference_id.in_(chunk))))
-        for chunk in _chunks(accounts):
+        for chunk in chunks(accounts):
             found.update(session.scalars(select(User.id).where(User.persona_account_id.in_(chunk))))
         return found
 
@@ -361,7 +362,7 @@ def stored_events(session: Session, event_ids: Iterable[str]) -> tuple[list[Even
     """The logged events among `event_ids`, and the ids not logged."""
     wanted = list(dict.fromkeys(event_ids))
     found: dict[str, Event] = {}
-    for chunk in _chunks(wanted):
+    for chunk in chunks(wanted):
         found.update((row.event_id, row) for row in session.scalars(select(Event).where(Event.event_id.in_(chunk))))
     return [found[e] for e in wanted if e in found], [e for e in wanted if e not in found]
 
@@ -375,7 +376,7 @@ def events_of_user(session: Session, reference_id: str) -> list[Event] | None:
     if user is None and not inquiry_ids:
         return None
     rows: list[Event] = []
-    for chunk in _chunks(inquiry_ids):
+    for chunk in chunks(inquiry_ids):
         rows.extend(session.scalars(select(Event).where(Event.inquiry_id.in_(chunk))))
     return sorted(rows, key=lambda row: (row.occurred_at, row.event_id))
 
