@@ -11,13 +11,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
-from app.db import Database, engine_url, migrate
-from app.models import Base, Event
+from app.db import Database, migrate
+from app.models import Event
 from tests.e2e.conftest import ROOT, FakeServer
 from tests.e2e.stream import deliveries, generate
 from tests.e2e.test_user_records_e2e import _post_all, _wait_for_drain
+from tests.integration.conftest import _truncate
 
 pytestmark = pytest.mark.e2e
 
@@ -52,10 +53,7 @@ def _clean(database_url: str, tmp_path) -> str:
         url = f"sqlite:///{tmp_path / 'rebuilt.db'}"
         migrate(url)
         return url
-    engine = create_engine(engine_url(database_url))
-    with engine.begin() as connection:
-        connection.execute(text(f"TRUNCATE {', '.join(t.name for t in Base.metadata.sorted_tables)} RESTART IDENTITY CASCADE"))
-    engine.dispose()
+    _truncate(database_url)
     return database_url
 
 

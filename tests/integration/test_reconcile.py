@@ -35,7 +35,7 @@ from tests.integration.test_replay import (
     without_history,
 )
 from tests.integration.test_user_records import inquiry_event
-from tests.unit.test_persona_client import serve
+from tests.servers import serve
 from workers import jobs
 from workers.records import as_utc
 
@@ -96,8 +96,8 @@ SNAPSHOT_AT = "2024-08-02T00:05:00.999Z"
 
 def expired_at_persona(fake, inquiry_id: str = "inq_r1", reference_id: str = "user_r1") -> None:
     pending_since_august(inquiry_id, reference_id)
-    fake.store_inquiries([inquiry_document(inquiry_id, "expired", reference_id, started_at="2024-08-01T00:05:00.000Z",
-                                           expired_at=EXPIRED_AT)])  # fmt: skip
+    fake.store_inquiries(inquiry_document(inquiry_id, "expired", reference_id, started_at="2024-08-01T00:05:00.000Z",
+                                           expired_at=EXPIRED_AT))  # fmt: skip
 
 
 def asked(fake) -> list[str]:
@@ -172,7 +172,7 @@ def test_a_second_run_asks_persona_nothing_and_changes_nothing(fake, clock, real
 def test_an_inquiry_persona_still_reports_pending_is_left_as_it_is_and_asked_once_a_window(fake, clock, real_config, real_redis):
     url = real_config.database_url
     pending_since_august("inq_p", "user_p")
-    fake.store_inquiries([inquiry_document("inq_p", "pending", "user_p", started_at="2024-08-01T00:05:00.000Z")])
+    fake.store_inquiries(inquiry_document("inq_p", "pending", "user_p", started_at="2024-08-01T00:05:00.000Z"))
     before = records(url, real_redis)
 
     result = replay("--reconcile", "--json")
@@ -197,7 +197,7 @@ def test_a_snapshot_that_changes_nothing_is_not_counted_as_reconciled(fake, real
     """Persona still says pending, as of its started-at, a fraction of a second before the webhook's event."""
     url = real_config.database_url
     pending_since_august("inq_p", "user_p")
-    fake.store_inquiries([inquiry_document("inq_p", "pending", "user_p", started_at="2024-08-01T00:05:00.000Z")])
+    fake.store_inquiries(inquiry_document("inq_p", "pending", "user_p", started_at="2024-08-01T00:05:00.000Z"))
     before = records(url, real_redis)["user_p"]
     assert jobs.reconcile_inquiries() == 0  # the job's count of inquiries reconciliation changed
     assert reconciled_rows(url) == []  # the record already says pending: nothing is logged or applied
@@ -213,8 +213,8 @@ def test_an_inquiry_checked_recently_or_opened_recently_is_not_a_candidate(fake,
 
 def test_the_inquiry_of_a_failed_process_event_job_is_a_candidate(fake, real_config, real_redis):
     fail_event_job(real_config, real_redis, broken_event("evt_lost", "inq_f"))
-    fake.store_inquiries([inquiry_document("inq_f", "approved", "user_f", completed_at="2024-08-03T00:00:00.000Z",
-                                           decisioned_at="2024-08-03T00:01:00.000Z")])  # fmt: skip
+    fake.store_inquiries(inquiry_document("inq_f", "approved", "user_f", completed_at="2024-08-03T00:00:00.000Z",
+                                           decisioned_at="2024-08-03T00:01:00.000Z"))  # fmt: skip
     result = replay("--reconcile", "--json")
     assert (result.exit_code, result.stderr) == (0, "")
     assert asked(fake) == ["inq_f"]
@@ -225,7 +225,7 @@ def test_the_inquiry_of_a_failed_process_event_job_is_a_candidate(fake, real_con
 
 def test_the_inquiry_of_a_failed_job_is_not_asked_about_again_within_the_window(fake, clock, real_config, real_redis):
     fail_event_job(real_config, real_redis, broken_event("evt_lost", "inq_f"))
-    fake.store_inquiries([inquiry_document("inq_f", "approved", "user_f", decisioned_at="2024-08-03T00:01:00.000Z")])
+    fake.store_inquiries(inquiry_document("inq_f", "approved", "user_f", decisioned_at="2024-08-03T00:01:00.000Z"))
     assert replay("--reconcile").exit_code == 0
     assert checked_at(real_config.database_url, "inq_f") == NOW
     clock["now"] = NOW + timedelta(hours=1)  # the scheduled job's next pass
@@ -239,7 +239,7 @@ def test_the_latest_inquiry_of_a_user_whose_sync_failed_is_a_candidate(fake, mon
     older = inquiry_event("inq_s0", "declined", "2023-12-01T00:00:00.000Z", "user_s")
     older["timestamps"] = {"created_at": "2023-12-01T00:00:00.000Z"}
     jobs.process_event(older)
-    fake.store_inquiries([inquiry_document("inq_s", "approved", "user_s", decisioned_at="2024-01-09T00:00:00.000Z")])
+    fake.store_inquiries(inquiry_document("inq_s", "approved", "user_s", decisioned_at="2024-01-09T00:00:00.000Z"))
     before = records(real_config.database_url, real_redis)["user_s"]
     result = replay("--reconcile")
     assert (result.exit_code, result.stderr) == (0, "")
@@ -253,8 +253,8 @@ def test_a_decision_made_in_the_same_second_as_the_completion_is_reconciled(fake
     lost = broken_event("evt_lost_decline", "inq_d")
     lost.update(name="inquiry.declined", status="declined", reference_id="user_d")
     fail_event_job(real_config, real_redis, lost)
-    fake.store_inquiries([inquiry_document("inq_d", "declined", "user_d", completed_at="2024-08-01T00:10:00.000Z",
-                                           decisioned_at="2024-08-01T00:10:00.000Z")])  # fmt: skip
+    fake.store_inquiries(inquiry_document("inq_d", "declined", "user_d", completed_at="2024-08-01T00:10:00.000Z",
+                                           decisioned_at="2024-08-01T00:10:00.000Z"))  # fmt: skip
     assert replay("--reconcile").exit_code == 0
     assert asked(fake) == ["inq_d"]
     user = records(real_config.database_url, real_redis)["user_d"]

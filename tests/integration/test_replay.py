@@ -10,7 +10,6 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import requests
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,7 +26,7 @@ from scripts.fake_persona import DEFAULT_API_KEY, FakeState, create_fake_app
 from scripts.fake_verisoul import create_fake_app as create_fake_verisoul
 from tests.integration.test_user_records import inquiry_event, verification_event
 from tests.payloads import SECRET, load_fixture, personal_values
-from tests.unit.test_persona_client import serve
+from tests.servers import FakePersonaControl, serve
 from workers import jobs, persona, state_machine
 from workers.persona import event_from_document
 from workers.records import as_utc, snapshot_of
@@ -621,43 +620,18 @@ def fake_persona_url():
         yield url
 
 
-class FakePersona:
-    """The fake Persona's control API."""
-
-    def __init__(self, url: str):
-        self.url = url
-
-    def _post(self, path: str, body) -> None:
-        requests.post(self.url + path, json=body, timeout=5).raise_for_status()
-
-    def reset(self) -> None:
-        self._post("/_control/reset", {})
-
-    def configure(self, **switches) -> None:
-        self._post("/_control/config", switches)
-
-    def store_events(self, documents: list[dict]) -> None:
-        self._post("/_control/events", documents)
-
-    def store_inquiries(self, documents: list[dict]) -> None:
-        self._post("/_control/inquiries", documents)
-
-    def calls(self) -> list[dict]:
-        return requests.get(self.url + "/_control/calls", timeout=5).json()
-
-
-def use_fake_persona(monkeypatch, url: str) -> FakePersona:
+def use_fake_persona(monkeypatch, url: str) -> FakePersonaControl:
     """The CLI and the jobs pointed at the fake, with Persona's retries not waiting."""
     monkeypatch.setenv("PERSONA_API_URL", url)
     monkeypatch.setenv("PERSONA_API_KEY", DEFAULT_API_KEY)
     monkeypatch.setattr(persona, "_backoff", lambda attempt: 0.0)
-    fake = FakePersona(url)
+    fake = FakePersonaControl(url)
     fake.reset()
     return fake
 
 
 @pytest.fixture
-def fake_persona(env, monkeypatch, fake_persona_url) -> FakePersona:
+def fake_persona(env, monkeypatch, fake_persona_url) -> FakePersonaControl:
     return use_fake_persona(monkeypatch, fake_persona_url)
 
 
@@ -705,7 +679,7 @@ def test_webhook_documents_minimise_to_the_test_events():
 
 def test_from_persona_rebuilds_what_live_processing_built(fake_persona, real_config, real_redis, tmp_path, monkeypatch):
     documents = persona_documents()
-    fake_persona.store_events(documents)
+    fake_persona.store_events(*documents)
     live_url = f"sqlite:///{tmp_path / 'live.db'}"
     shuffled = [event_from_document(d, NOW) for d in documents]
     random.Random(5).shuffle(shuffled)
@@ -749,7 +723,7 @@ def payload_leaks(rows, documents) -> set[str]:
 
 def test_events_fetched_from_persona_hold_no_personal_values(fake_persona, real_config):
     documents = persona_documents()
-    fake_persona.store_events(documents)
+    fake_persona.store_events(*documents)
     assert replay("--from-persona", "--since", "2000-01-01").exit_code == 0
     rows = list(events_of(real_config.database_url).values())
     assert len(rows) == len(documents)
@@ -760,7 +734,7 @@ def test_events_fetched_from_persona_hold_no_personal_values(fake_persona, real_
 def test_from_persona_event_ids_and_one_persona_does_not_know(fake_persona, real_config, real_redis):
     events = mixed_stream()[0]
     u1 = [e for e in events if e["event_id"] and (e.get("reference_id") == "user_1" or e.get("inquiry_id") == "inq_1")]
-    fake_persona.store_events([webhook_document(e) for e in u1])
+    fake_persona.store_events(*[webhook_document(e) for e in u1])
     result = replay("--from-persona", *[e["event_id"] for e in u1], "evt_unknown")
     assert result.exit_code == 1
     assert problems(result) == ["replay-event: evt_unknown: not found at Persona (it keeps events for 30 days)"]
@@ -775,7 +749,7 @@ def test_from_persona_dry_run_reports_only_what_changes_for_an_existing_user(fak
     jobs.process_event(declined)
     later = inquiry_event("inq_9", "approved", at(20, 0), "user_1")
     later["timestamps"] = {"created_at": "2024-01-20T00:00:00.000Z"}
-    fake_persona.store_events([webhook_document(later)])
+    fake_persona.store_events(webhook_document(later))
     result = replay("--from-persona", later["event_id"], "--dry-run", "--json")
     assert result.exit_code == 0
     [user] = document(result)["users"]
@@ -788,7 +762,7 @@ def test_from_persona_dry_run_reports_only_what_changes_for_an_existing_user(fak
 
 
 def test_persona_down_is_one_line_and_nothing_written(fake_persona, real_config, monkeypatch):
-    fake_persona.store_events([webhook_document(e) for e in mixed_stream()[0]])
+    fake_persona.store_events(*[webhook_document(e) for e in mixed_stream()[0]])
     fake_persona.configure(fail_next=[503] * persona.ATTEMPTS)
     before = tables(real_config.database_url)
     result = replay("--from-persona", "--since", "2000-01-01")

@@ -5,21 +5,19 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import requests
 from flask import Flask
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from werkzeug.serving import WSGIRequestHandler, make_server
 
 from app.config import Config
 from app.events import body_sha256, minimise, normalise_keys
 from app.schemas import load_envelope
 from scripts.fake_persona import DEFAULT_API_KEY, FakeState, create_fake_app
 from tests.payloads import CASINGS, FIXTURE_NAMES, envelope, load_fixture, personal_values, recase
+from tests.servers import FakePersonaControl, serve
 from workers import persona
 from workers.persona import (
     ATTEMPTS,
@@ -40,53 +38,17 @@ T0 = datetime(2024, 7, 8, 12, 0, tzinfo=timezone.utc)
 RECEIVED = datetime(2024, 7, 9, 8, 30, 15, 123456, tzinfo=timezone.utc)
 
 
-class QuietHandler(WSGIRequestHandler):
-    def log(self, *args, **kwargs):
-        pass
-
-
-@contextlib.contextmanager
-def serve(app: Flask):
-    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)
-    # a short poll interval: shutdown() waits for one, and stub servers start and stop in a single test
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join()
-
-
 @pytest.fixture(scope="module")
 def fake_url():
     with serve(create_fake_app(FakeState())) as url:
         yield url
 
 
-class Fake:
-    """The fake's control API."""
-
-    def __init__(self, url: str):
-        self.url = url
-
-    def configure(self, **switches) -> None:
-        requests.post(f"{self.url}/_control/config", json=switches).raise_for_status()
-
-    def store_events(self, *documents) -> None:
-        requests.post(f"{self.url}/_control/events", json=list(documents)).raise_for_status()
-
-    def store_inquiries(self, *documents) -> None:
-        requests.post(f"{self.url}/_control/inquiries", json=list(documents)).raise_for_status()
-
-    def calls(self) -> list[dict]:
-        return requests.get(f"{self.url}/_control/calls").json()
-
-
 @pytest.fixture
-def fake(fake_url) -> Fake:
-    requests.post(f"{fake_url}/_control/reset").raise_for_status()
-    return Fake(fake_url)
+def fake(fake_url) -> FakePersonaControl:
+    fake = FakePersonaControl(fake_url)
+    fake.reset()
+    return fake
 
 
 class Sleeps(list):
@@ -137,7 +99,7 @@ def listed(documents) -> list[str]:
     return [document["data"]["id"] for document in documents]
 
 
-def pages(fake: Fake) -> list[str | None]:
+def pages(fake: FakePersonaControl) -> list[str | None]:
     """The page[after] cursor of every list request the fake received."""
     return [call["query"].get("page[after]") for call in fake.calls() if call["path"] == "/api/v1/events"]
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import threading
 
 import pytest
 import requests
-from werkzeug.serving import WSGIRequestHandler, make_server
 
 from scripts.fake_verisoul import DEFAULT_API_KEY, FakeConfig, FakeState, create_fake_app
+from tests.servers import serve
 from workers import verisoul
 from workers.verisoul import (
     ATTEMPTS,
@@ -49,26 +48,9 @@ COUNTERS = {
 flavors = pytest.mark.parametrize("flavor", ["account", "lists"])
 
 
-class QuietHandler(WSGIRequestHandler):
-    def log(self, *args, **kwargs):
-        pass
-
-
-@contextlib.contextmanager
-def serve(state: FakeState):
-    server = make_server("127.0.0.1", 0, create_fake_app(state), threaded=True, request_handler=QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join()
-
-
 @pytest.fixture(scope="module")
 def fake_url():
-    with serve(FakeState()) as url:
+    with serve(create_fake_app(FakeState())) as url:
         yield url
 
 
@@ -310,7 +292,7 @@ def test_connection_refused_is_retried_then_unavailable(client_for, recorder, fl
 
 def test_read_timeout_is_retried_then_unavailable(recorder, monkeypatch):
     monkeypatch.setattr(verisoul, "TIMEOUTS", (1, 0.05))
-    with serve(FakeState(FakeConfig(delay_seconds=0.5))) as url:  # its own server: late answers land there
+    with serve(create_fake_app(FakeState(FakeConfig(delay_seconds=0.5)))) as url:  # its own server: late answers land there
         transport = Transport(url, DEFAULT_API_KEY, acquire=recorder.acquire, sleep=recorder.sleep)
         with pytest.raises(VerisoulUnavailable, match="ReadTimeout"):
             AccountApi(transport).get_account("u1")

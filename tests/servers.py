@@ -1,0 +1,54 @@
+"""Fake vendor servers in a background thread, and the fake Persona's control API, for the tests."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import requests
+from flask import Flask
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+
+class QuietHandler(WSGIRequestHandler):
+    def log(self, *args, **kwargs):
+        pass
+
+
+@contextlib.contextmanager
+def serve(app: Flask):
+    """`app` on a free local port until the block ends; yields its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)
+    # a short poll interval: shutdown() waits for one, and stub servers start and stop in a single test
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+class FakePersonaControl:
+    """The control API of scripts/fake_persona.py."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def _post(self, path: str, body) -> None:
+        requests.post(self.url + path, json=body, timeout=5).raise_for_status()
+
+    def reset(self) -> None:
+        self._post("/_control/reset", {})
+
+    def configure(self, **switches) -> None:
+        self._post("/_control/config", switches)
+
+    def store_events(self, *documents: dict) -> None:
+        self._post("/_control/events", list(documents))
+
+    def store_inquiries(self, *documents: dict) -> None:
+        self._post("/_control/inquiries", list(documents))
+
+    def calls(self) -> list[dict]:
+        return requests.get(self.url + "/_control/calls", timeout=5).json()
