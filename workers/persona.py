@@ -15,13 +15,14 @@ import random
 import time
 from datetime import datetime
 from typing import Iterator
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import requests
 from marshmallow import ValidationError
 
 from app.events import body_sha256, iso_millis, minimise, normalise_keys
 from app.schemas import first_error, load_envelope
+from app.urls import SendsUrlsAsBuilt, segment
 
 # The envelope shape we parse is this version's; a later version must be adopted deliberately.
 PERSONA_VERSION = "2023-01-05"
@@ -55,10 +56,14 @@ class InvalidEvent(ValueError):
     """A fetched document is not an event envelope the webhook would have accepted."""
 
 
+class _Session(SendsUrlsAsBuilt, requests.Session):
+    """A session that sends `segment()`'s encoding as it is (see app.urls)."""
+
+
 class PersonaClient:
     def __init__(self, base_url: str, api_key: str, *, sleep=time.sleep, attempts: int = ATTEMPTS):
         self.base_url = base_url.rstrip("/")
-        self.session = requests.Session()
+        self.session = _Session()
         self.session.headers.update(
             {"Authorization": f"Bearer {api_key}", "Persona-Version": PERSONA_VERSION, "Accept": "application/json"}
         )
@@ -70,11 +75,11 @@ class PersonaClient:
         self.session.close()
 
     def get_event(self, event_id: str) -> dict:
-        return self._get(f"/api/v1/events/{quote(event_id, safe='')}")
+        return self._get(f"/api/v1/events/{segment(event_id)}")
 
     def get_inquiry(self, inquiry_id: str) -> dict:
         """The current inquiry with its `included` objects: full of personal data, so never store or log it."""
-        return self._get(f"/api/v1/inquiries/{quote(inquiry_id, safe='')}")
+        return self._get(f"/api/v1/inquiries/{segment(inquiry_id)}")
 
     def list_events(
         self, since: datetime | None = None, until: datetime | None = None, page_size: int = MAX_PAGE_SIZE

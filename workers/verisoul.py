@@ -13,11 +13,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from urllib.parse import quote
-
 import requests
 
 from app.metrics import count_verisoul_call
+from app.urls import SendsUrlsAsBuilt, segment
 
 # (connect, read) seconds: a slow Verisoul must not hold a worker for long.
 TIMEOUTS = (3.05, 10)
@@ -53,12 +52,16 @@ class VerisoulClient(Protocol):
     def unblock(self, account_id: str) -> dict: ...
 
 
+class _Session(SendsUrlsAsBuilt, requests.Session):
+    """A session that sends `_path()`'s encoding as it is (see app.urls)."""
+
+
 class Transport:
     """JSON over one requests.Session with the API key, timeouts, retries and the shared rate limit."""
 
     def __init__(self, base_url: str, api_key: str, acquire: Callable[[], None] = lambda: None, sleep=time.sleep):
         self.base_url = base_url.rstrip("/")
-        self.session = requests.Session()
+        self.session = _Session()
         self.session.headers.update({"x-api-key": api_key, "Accept": "application/json"})
         self.acquire = acquire
         self.sleep = sleep
@@ -95,7 +98,8 @@ def _answer(response: requests.Response) -> dict:
 
 
 def _path(account_id: str) -> str:
-    return quote(account_id, safe="")
+    """The account id as one path segment: no id can reach another route, a query or a dot segment."""
+    return segment(account_id)
 
 
 class AccountApi:
