@@ -33,6 +33,10 @@ stored id replaces it), ``POST /_control/inquiries`` with a list of documents ``
 ``GET``/``POST /_control/config``, ``GET /_control/calls`` (method, path, query, status and persona_version of
 every API request, in order of answer).
 
+Routes match the request path as it came over the wire (``route_raw_paths``, shared with the fake Verisoul):
+an id is one segment, percent-decoded, so ``/api/v1/inquiries/a%2Fb`` asks for inquiry ``a/b`` and
+``/api/v1/events/%2E%2E`` for event ``..``; each call's ``path`` in the log is the raw path.
+
 Run: ``python -m scripts.fake_persona --port 8091`` (``--port 0`` picks a free port; the ready line shows it).
 """
 
@@ -49,6 +53,8 @@ from urllib.parse import urlencode
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import make_server
+
+from scripts.fake_verisoul import route_raw_paths
 
 DEFAULT_API_KEY = "fake-persona-key"
 DEFAULT_PAGE_SIZE = 10
@@ -166,8 +172,8 @@ def _get_inquiry(state: FakeState, inquiry_id: str) -> tuple[int, dict]:
 
 API_ROUTES = [
     ("/api/v1/events", "list_events", _list_events),
-    ("/api/v1/events/<event_id>", "get_event", _get_event),
-    ("/api/v1/inquiries/<inquiry_id>", "get_inquiry", _get_inquiry),
+    ("/api/v1/events/<segment:event_id>", "get_event", _get_event),
+    ("/api/v1/inquiries/<segment:inquiry_id>", "get_inquiry", _get_inquiry),
 ]
 
 
@@ -307,7 +313,7 @@ def _register_control(app: Flask, state: FakeState) -> None:
 
 def create_fake_app(state: FakeState | None = None) -> Flask:
     state = state or FakeState()
-    app = Flask(__name__)
+    app = route_raw_paths(Flask(__name__))
     for rule, endpoint, handler in API_ROUTES:
         app.add_url_rule(rule, endpoint=endpoint, view_func=_make_view(state, handler), methods=["GET"])
     _register_control(app, state)

@@ -36,6 +36,11 @@ starting switches), ``GET``/``POST /_control/config``, ``POST /_control/accounts
 or ``{"accounts_linked": n}`` (creates the account if needed), ``GET /_control/accounts`` (every account's state
 and successful-call counts, by id), ``GET /_control/calls`` (every API request received, in order of answer).
 
+Routes match the request path as it came over the wire (see ``route_raw_paths``): an account id is one
+segment, percent-decoded, so ``/account/a%2Fb`` is account ``a/b`` and ``/account/%2E%2E/enroll`` enrolls
+account ``..``, as Verisoul itself would read them. Each call in the log has that raw ``path`` and its raw
+``query`` string (empty when there is none).
+
 Run: ``python -m scripts.fake_verisoul --port 8090`` (``--port 0`` picks a free port; the ready line shows it).
 """
 
@@ -51,9 +56,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from functools import partial
 from http import HTTPStatus
+from urllib.parse import quote, unquote, urlsplit
 
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter
 from werkzeug.serving import make_server
 
 DEFAULT_API_KEY = "fake-verisoul-key"
@@ -137,6 +144,56 @@ def _phrase(status: int) -> str:
 def _now_iso(state: FakeState) -> str:
     moment = datetime.fromtimestamp(state.clock(), UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --- routing on the path as sent ---
+
+
+class SegmentConverter(BaseConverter):
+    """`<segment:name>`: one segment of the raw request path, percent-decoded (UTF-8).
+
+    Only meaningful under `route_raw_paths`: there the path still holds `%2F`, so a `/` inside an id cannot
+    be mistaken for a separator, and `..` arrives as the id `%2E%2E` (or `..`), never resolved away.
+    """
+
+    regex = "[^/]+"
+
+    def to_python(self, value: str) -> str:
+        return unquote(value)
+
+    def to_url(self, value: str) -> str:
+        return quote(value, safe="")
+
+
+def _raw_path(environ) -> str | None:
+    """The path of the request line, still percent-encoded; None when the server does not pass it on."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if not raw:
+        return None
+    if raw.startswith("/"):  # origin form; urlsplit would read a leading `//x` as a host
+        return raw.split("#", 1)[0].split("?", 1)[0]
+    return urlsplit(raw).path or "/"  # absolute form (a proxy request)
+
+
+def route_raw_paths(app: Flask) -> Flask:
+    """Route `app` on the path as sent rather than on PATH_INFO, which the WSGI server has percent-decoded.
+
+    A fake must show what a client put on the wire: with PATH_INFO, `/account/a%2Fb` and `/account/a/b` are
+    the same string and an id holding `/` cannot be represented at all. Call it before adding rules (it turns
+    off slash merging, which would hide an empty segment); rules name ids with `<segment:...>`.
+    """
+    app.url_map.converters["segment"] = SegmentConverter
+    app.url_map.merge_slashes = False
+    inner = app.wsgi_app
+
+    def wsgi_app(environ, start_response):
+        raw = _raw_path(environ)
+        if raw is not None:
+            environ["PATH_INFO"] = raw
+        return inner(environ, start_response)
+
+    app.wsgi_app = wsgi_app
+    return app
 
 
 # --- the gate every API request passes before it may touch an account ---
@@ -267,14 +324,14 @@ def _lists_unblock(state: FakeState, account: FakeAccount, body) -> dict:
 
 # rule, method, flavor, action, body check, handler
 API_ROUTES = [
-    ("/account/<account_id>", "GET", "account", "get", None, _account_view),
-    ("/account/<account_id>/enroll", "POST", "account", "enroll", _require_external_id, _enroll),
-    ("/block/<account_id>", "POST", "account", "block", None, _block),
-    ("/unblock/<account_id>", "POST", "account", "unblock", None, _unblock),
-    ("/lists/account/<account_id>", "GET", "lists", "get", None, _lists_view),
-    ("/lists/account/<account_id>", "PUT", "lists", "update", _require_update, _lists_update),
-    ("/lists/list/block/account/<account_id>", "POST", "lists", "block", None, _lists_block),
-    ("/lists/list/block/account/<account_id>", "DELETE", "lists", "unblock", None, _lists_unblock),
+    ("/account/<segment:account_id>", "GET", "account", "get", None, _account_view),
+    ("/account/<segment:account_id>/enroll", "POST", "account", "enroll", _require_external_id, _enroll),
+    ("/block/<segment:account_id>", "POST", "account", "block", None, _block),
+    ("/unblock/<segment:account_id>", "POST", "account", "unblock", None, _unblock),
+    ("/lists/account/<segment:account_id>", "GET", "lists", "get", None, _lists_view),
+    ("/lists/account/<segment:account_id>", "PUT", "lists", "update", _require_update, _lists_update),
+    ("/lists/list/block/account/<segment:account_id>", "POST", "lists", "block", None, _lists_block),
+    ("/lists/list/block/account/<segment:account_id>", "DELETE", "lists", "unblock", None, _lists_unblock),
 ]
 
 
@@ -287,6 +344,7 @@ def _serve(state: FakeState, flavor: str, action: str, check, handler, account_i
         state.calls.append({
             "method": request.method,
             "path": request.path,
+            "query": request.query_string.decode("latin-1"),
             "flavor": flavor,
             "action": action,
             "account_id": account_id,
@@ -385,7 +443,7 @@ def _register_control(app: Flask, state: FakeState) -> None:
             config = asdict(state.config)
         return _reply(*_error(400, problem)) if problem else _reply(200, config)
 
-    @app.post("/_control/accounts/<account_id>")
+    @app.post("/_control/accounts/<segment:account_id>")
     def control_set_account(account_id: str):
         with state.lock:
             problem = _set_linkage(state, account_id, request.get_json(silent=True))
@@ -405,7 +463,7 @@ def _register_control(app: Flask, state: FakeState) -> None:
 
 def create_fake_app(state: FakeState | None = None) -> Flask:
     state = state or FakeState()
-    app = Flask(__name__)
+    app = route_raw_paths(Flask(__name__))
     for rule, method, flavor, action, check, handler in API_ROUTES:
         view = partial(_serve, state, flavor, action, check, handler)
         app.add_url_rule(rule, endpoint=f"{flavor}_{action}", view_func=view, methods=[method])

@@ -283,11 +283,11 @@ def test_calls_log_records_every_api_request_in_order(client, clock):
     client.get("/_control/accounts")  # control requests are not logged
 
     assert client.get("/_control/calls").get_json() == [
-        {"method": "POST", "path": "/account/u1/enroll", "flavor": "account", "action": "enroll",
+        {"method": "POST", "path": "/account/u1/enroll", "query": "", "flavor": "account", "action": "enroll",
          "account_id": "u1", "status": 200, "json": {"externalId": "user-1"}, "at": 1_700_000_000.0},
-        {"method": "GET", "path": "/account/u2", "flavor": "account", "action": "get",
+        {"method": "GET", "path": "/account/u2", "query": "", "flavor": "account", "action": "get",
          "account_id": "u2", "status": 401, "json": None, "at": 1_700_000_000.0},
-        {"method": "DELETE", "path": "/lists/list/block/account/u3", "flavor": "lists", "action": "unblock",
+        {"method": "DELETE", "path": "/lists/list/block/account/u3", "query": "", "flavor": "lists", "action": "unblock",
          "account_id": "u3", "status": 200, "json": None, "at": 1_700_000_005.0},
     ]  # fmt: skip
 
