@@ -8,10 +8,37 @@ import hmac
 from datetime import datetime, timezone
 
 from flask import Blueprint, current_app, jsonify, request
+from werkzeug.routing import BaseConverter
 
 from app.user_record import load_user_record
 
 bp = Blueprint("users", __name__)
+
+
+class ReferenceIdConverter(BaseConverter):
+    """`<reference_id:...>`: the rest of the path, whatever it holds, as the host's reference id.
+
+    DESIGN §3: a reference id is any string the host chose, `/` included, sent raw or as `%2F`. The WSGI
+    server percent-decodes PATH_INFO before Flask sees it, so both forms arrive as the same `a/b` and only a
+    converter that spans segments can read them; `.+` (unlike werkzeug's `path`, `[^/].*?`) also takes an id
+    that starts or ends with `/`. `%2E%2E`, `%3F`, `%23`, `%25`, `%20` and UTF-8 escapes arrive decoded too.
+
+    Room for the sub-resources of later issues (`POST /users/<reference_id>/inquiries`, `.../actions`): the
+    converter is anchored by whatever static text follows it in a rule, so `POST /users/a%2Fb/inquiries` is
+    the inquiries of user `a/b`. Werkzeug picks among rules by method as well as path, so `GET /users/x/actions`
+    still reads user `x/actions`: keep each sub-resource on a method the record's own route does not answer
+    (GET, DELETE), or that suffix can no longer end a readable reference id.
+    """
+
+    regex = ".+"
+    # Werkzeug would infer True from a regex without "/"; this one must see several segments at once.
+    part_isolating = False
+
+
+@bp.record_once
+def _register_converter(state) -> None:
+    """Before this blueprint's rules are added (deferred functions run in order), so they can use it."""
+    state.app.url_map.converters["reference_id"] = ReferenceIdConverter
 
 
 def _error(status: int, code: str, detail: str, **headers):
@@ -32,8 +59,10 @@ def _refusal():
     return None
 
 
-@bp.get("/users/<reference_id>")
+# merge_slashes=False: `a//b` and ids starting or ending with `/` are ids too, not untidy URLs to redirect.
+@bp.get("/users/<reference_id:reference_id>", merge_slashes=False)
 def get_user(reference_id: str):
+    """The record of `reference_id` (DESIGN §4), or a JSON 404."""
     refusal = _refusal()
     if refusal is not None:
         return refusal
