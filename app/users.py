@@ -20,8 +20,9 @@ class ReferenceIdConverter(BaseConverter):
 
     DESIGN §3: a reference id is any string the host chose, `/` included, sent raw or as `%2F`. The WSGI
     server percent-decodes PATH_INFO before Flask sees it, so both forms arrive as the same `a/b` and only a
-    converter that spans segments can read them; `.+` (unlike werkzeug's `path`, `[^/].*?`) also takes an id
-    that starts or ends with `/`. `%2E%2E`, `%3F`, `%23`, `%25`, `%20` and UTF-8 escapes arrive decoded too.
+    converter that spans segments can read them. Its regex, any character once or more, also takes what
+    werkzeug's `path` (`[^/].*?`) refuses: an id that starts or ends with `/`, or holds a line break (`%0A`).
+    `%2E%2E`, `%3F`, `%23`, `%25`, `%20` and UTF-8 escapes arrive decoded too.
 
     Room for the sub-resources of later issues (`POST /users/<reference_id>/inquiries`, `.../actions`): the
     converter is anchored by whatever static text follows it in a rule, so `POST /users/a%2Fb/inquiries` is
@@ -30,7 +31,7 @@ class ReferenceIdConverter(BaseConverter):
     (GET, DELETE), or that suffix can no longer end a readable reference id.
     """
 
-    regex = ".+"
+    regex = r"[\s\S]+"
     # Werkzeug would infer True from a regex without "/"; this one must see several segments at once.
     part_isolating = False
 

@@ -515,3 +515,16 @@ def test_make_persona_client_needs_a_key():
     assert client.session.headers["Authorization"] == "Bearer k"
     assert client.session.headers["Persona-Version"] == PERSONA_VERSION
     client.close()
+
+
+# Issue 9: ids are other people's strings; `..` or `/` in one must not reach another route or drop a segment.
+SEGMENT_IDS = [".", "..", "/", "a/b", "../events", "evt/../x", "?page[size]=1", "#f", "100%", "a b", "ünï"]
+
+
+@pytest.mark.parametrize("object_id", SEGMENT_IDS)
+def test_every_id_is_one_segment_of_its_own_route(fake, client, object_id):
+    fake.store_events({"data": {"type": "event", "id": object_id, "attributes": {"created-at": "2024-07-08T14:29:24.297Z"}}})
+    fake.store_inquiries({"data": {"type": "inquiry", "id": object_id, "attributes": {}}, "included": []})
+    assert client.get_event(object_id)["data"]["id"] == object_id
+    assert client.get_inquiry(object_id)["data"]["id"] == object_id
+    assert [(call["query"], call["status"]) for call in fake.calls()] == [({}, 200), ({}, 200)]

@@ -1,12 +1,19 @@
-"""The users API's guard: a bearer token compared in constant time, and never open without one."""
+"""The users API: its guard (a bearer token compared in constant time, never open without one), and its route,
+which reads any reference id the host chose (DESIGN §3)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime, timezone
+from urllib.parse import quote
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from sqlalchemy import select
 
 from app import create_app
+from app.models import User
+from tests.ids import EXAMPLES, reference_ids
 
 TOKEN = "s3cret-token"
 
@@ -39,3 +46,66 @@ def test_unknown_user_is_404(guarded):
     assert answer.status_code == 404
     assert answer.json["error"] == "user_not_found"
 
+
+
+# --- any reference id can be read (issue 9: `/` in an id answered Flask's 404, raw or as %2F) --------------
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _add_user(app, reference_id: str) -> None:
+    """A bare user row: the record's shape is tested elsewhere, the route is what matters here."""
+    with app.extensions["database"].sessions() as session, session.begin():
+        if session.scalar(select(User).where(User.reference_id == reference_id)) is None:
+            session.add(User(reference_id=reference_id, created_at=datetime.now(timezone.utc)))
+
+
+def _encoded(reference_id: str) -> str:
+    """How a careful host puts the id in the path: one segment, dots of a dot segment as %2E."""
+    encoded = quote(reference_id, safe="")
+    return "%2E" * len(encoded) if encoded.strip(".") == "" else encoded
+
+
+def _raw_form(reference_id: str) -> str | None:
+    """The id with its `/` left as separators, or None where no client could send that (a dot segment)."""
+    if any(part in (".", "..") for part in reference_id.split("/")):
+        return None
+    return quote(reference_id, safe="/")
+
+
+@pytest.fixture
+def guarded_app(config, redis):
+    return create_app(replace(config, admin_api_token=TOKEN), redis=redis)
+
+
+def _read(app, path: str):
+    answer = app.test_client().get(path, headers=AUTH)
+    assert answer.status_code == 200, (path, answer.status_code, answer.get_data(as_text=True)[:200])
+    return answer.json
+
+
+@pytest.mark.parametrize("reference_id", EXAMPLES)
+def test_a_reference_id_is_read_in_its_encoded_and_raw_forms(guarded_app, reference_id):
+    _add_user(guarded_app, reference_id)
+    _add_user(guarded_app, reference_id.split("/")[0] or "decoy")  # a prefix of the id is another user
+    assert _read(guarded_app, f"/users/{_encoded(reference_id)}")["reference_id"] == reference_id
+    raw = _raw_form(reference_id)
+    if raw is not None:
+        assert _read(guarded_app, f"/users/{raw}")["reference_id"] == reference_id
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(reference_id=reference_ids())
+def test_any_reference_id_is_read(guarded_app, reference_id):
+    _add_user(guarded_app, reference_id)
+    assert _read(guarded_app, f"/users/{_encoded(reference_id)}")["reference_id"] == reference_id
+    raw = _raw_form(reference_id)
+    if raw is not None:
+        assert _read(guarded_app, f"/users/{raw}")["reference_id"] == reference_id
+
+
+@pytest.mark.parametrize("path", ["/users/nobody%2Fat-all", "/users/nobody/at/all", "/users/%2E%2E", "/users/x/inquiries"])
+def test_an_unknown_reference_id_of_any_shape_is_the_json_404(guarded, path):
+    answer = guarded.get(path, headers=AUTH)
+    assert answer.status_code == 404
+    assert answer.json["error"] == "user_not_found"

@@ -346,3 +346,20 @@ def test_make_client_picks_the_flavor_and_takes_a_slot_per_request(fake, flavor,
     client.transport.session.close()
     assert summary(fake.calls()) == [(*ROUTES[flavor]["block"], 200)]
     assert slots == [1]
+
+
+# Issue 9: a reference id of `.` or `..` sent calls to `/account/enroll`, `/v1/` etc. (the HTTP client
+# collapsed the dot segments) and the user was recorded as enrolled; one with `/` reached another route.
+SEGMENT_IDS = [".", "..", "...", "/", "a/b", "../enroll", "a/../b", "x/enroll", "?q=1", "#f", "100%", "a b", "ünï"]
+
+
+@flavors
+@pytest.mark.parametrize("operation", ["get_account", "enroll", "block", "unblock"])
+@pytest.mark.parametrize("account_id", SEGMENT_IDS)
+def test_every_account_id_is_one_segment_of_its_own_route(fake, client_for, flavor, operation, account_id):
+    run(client_for(flavor), operation, account_id)
+    action = {"get_account": "get", "enroll": "enroll" if flavor == "account" else "update"}.get(operation, operation)
+    assert [(c["flavor"], c["action"], c["account_id"], c["status"]) for c in fake.calls()] == [
+        (flavor, action, account_id, 200)
+    ]
+    assert list(requests.get(f"{fake.url}/_control/accounts").json()) == [account_id]
