@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 import time
+from http.client import HTTPConnection
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import requests
 
 from scripts.fake_persona import DEFAULT_API_KEY, FakeConfig, FakeState, create_fake_app
 from tests.payloads import envelope, recase
+from tests.servers import serve
 
 AUTH = {"Authorization": f"Bearer {DEFAULT_API_KEY}", "Persona-Version": "2023-01-05"}
 ROOT = Path(__file__).resolve().parents[2]
@@ -230,3 +234,43 @@ def test_cli_serves_real_http():
         process.terminate()
         process.wait(timeout=10)
         process.stdout.close()
+
+
+# --- an id is one segment of the path as sent --------------------------------------------------------------
+
+ODD_IDS = ["a/b", "/", "..", ".", "a?b#c", "50%", "%2F", "two words", "ünï"]
+
+
+def _encoded(object_id: str) -> str:
+    encoded = quote(object_id, safe="")
+    return "%2E" * len(encoded) if encoded.strip(".") == "" else encoded
+
+
+@pytest.mark.parametrize("object_id", ODD_IDS)
+def test_an_encoded_id_is_one_decoded_segment(client, object_id):
+    store(client, event(object_id, "2024-01-01T00:00:01.000Z"))
+    client.post("/_control/inquiries", json=[{"data": {"type": "inquiry", "id": object_id}, "included": []}])
+    for collection in ("events", "inquiries"):
+        response = client.get(f"/api/v1/{collection}/{_encoded(object_id)}", headers=AUTH)
+        assert response.status_code == 200 and response.get_json()["data"]["id"] == object_id
+    assert [(c["path"], c["query"]) for c in client.get("/_control/calls").get_json()] == [
+        (f"/api/v1/events/{_encoded(object_id)}", {}),
+        (f"/api/v1/inquiries/{_encoded(object_id)}", {}),
+    ]
+
+
+def test_an_encoded_slash_is_not_a_separator(client):
+    store(client, event("a/b", "2024-01-01T00:00:01.000Z"))
+    assert client.get("/api/v1/events/a%2Fb", headers=AUTH).status_code == 200
+    assert client.get("/api/v1/events/a/b", headers=AUTH).status_code == 404  # two segments: no such route
+
+
+def test_over_real_http_a_dot_dot_id_stays_the_id():
+    """The werkzeug server decodes PATH_INFO; the fake must still see the request line's segments."""
+    with serve(create_fake_app()) as url:
+        requests.post(f"{url}/_control/events", json=[event("..", "2024-01-01T00:00:01.000Z")], timeout=5).raise_for_status()
+        connection = HTTPConnection(url.removeprefix("http://"), timeout=5)
+        connection.request("GET", "/api/v1/events/%2E%2E", headers=AUTH)
+        response = connection.getresponse()
+        assert response.status == 200 and json.loads(response.read())["data"]["id"] == ".."
+        connection.close()

@@ -6,13 +6,16 @@ import re
 import subprocess
 import sys
 import time
+from http.client import HTTPConnection
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import requests
 
 from scripts import fake_verisoul
 from scripts.fake_verisoul import DEFAULT_API_KEY, FakeConfig, FakeState, create_fake_app
+from tests.servers import serve
 
 KEY = {"x-api-key": DEFAULT_API_KEY}
 ROOT = Path(__file__).resolve().parents[2]
@@ -367,3 +370,48 @@ def test_cli_serves_real_http(tmp_path):
         process.terminate()
         process.wait(timeout=10)
         process.stdout.close()
+
+
+# --- an account id is one segment of the path as sent ------------------------------------------------------
+
+ODD_IDS = ["a/b", "/", "..", ".", "a?b#c", "50%", "%2F", "two words", "ünï", "x/enroll"]
+
+
+def _encoded(account_id: str) -> str:
+    encoded = quote(account_id, safe="")
+    return "%2E" * len(encoded) if encoded.strip(".") == "" else encoded
+
+
+@pytest.mark.parametrize("account_id", ODD_IDS)
+@pytest.mark.parametrize("method, path, body", ENDPOINTS)
+def test_an_encoded_account_id_is_one_decoded_segment(client, method, path, body, account_id):
+    raw_path = path.replace("u1", _encoded(account_id))
+    body = {**body, "id": account_id} if body and "id" in body else body
+    assert call(client, method, raw_path, body).status_code == 200
+    [logged] = client.get("/_control/calls").get_json()
+    assert (logged["path"], logged["query"], logged["account_id"]) == (raw_path, "", account_id)
+    assert list(accounts(client)) == [account_id]
+
+
+def test_an_encoded_slash_is_not_a_separator(client):
+    assert call(client, "GET", "/account/a%2Fenroll").status_code == 200  # account "a/enroll", not an enroll
+    assert call(client, "POST", "/account/a/b/enroll", {"externalId": "e"}).status_code == 404  # no such route
+    assert [(c["action"], c["account_id"]) for c in client.get("/_control/calls").get_json()] == [("get", "a/enroll")]
+    assert accounts(client)["a/enroll"]["enroll_calls"] == 0
+
+
+def test_control_accounts_take_encoded_ids(client):
+    assert client.post("/_control/accounts/a%2F%2E%2E", json={"numAccounts": 2}).status_code == 200
+    assert call(client, "GET", "/account/a%2F%2E%2E").get_json()["numAccounts"] == 2
+
+
+@pytest.mark.parametrize("target, account_id", [("/account/%2E%2E/enroll", ".."), ("/account/%2E/enroll", "."), ("/account/a%2F%2E%2E%2Fb/enroll", "a/../b")])
+def test_over_real_http_dots_and_slashes_stay_in_the_id(target, account_id):
+    """The werkzeug server decodes PATH_INFO; the fake must still see the request line's segments."""
+    with serve(create_fake_app()) as url:
+        connection = HTTPConnection(url.removeprefix("http://"), timeout=5)
+        connection.request("POST", target, body=b'{"externalId": "e"}', headers={**KEY, "Content-Type": "application/json"})
+        assert connection.getresponse().status == 200
+        connection.close()
+        [logged] = requests.get(f"{url}/_control/calls", timeout=5).json()
+    assert (logged["action"], logged["account_id"], logged["path"]) == ("enroll", account_id, target)
