@@ -816,6 +816,8 @@ def _environment(redis_url: str, database_url: str, verisoul_url: str, port: int
         VERISOUL_API_FLAVOR=FLAVOR,
         VERISOUL_RATE_LIMIT="100000",
         PYTHONUNBUFFERED="1",
+        # This checkout's code, even where the virtualenv's editable install points at another one.
+        PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
     )
     return env
 
