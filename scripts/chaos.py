@@ -353,7 +353,8 @@ class Stack:
                 if proc.exit_code is None and proc.popen.poll() is not None:
                     proc.exit_code, proc.exited = proc.popen.returncode, time.monotonic()
                     how = f"after our {proc.signaled}" if proc.signaled else "ON ITS OWN"
-                    log(f"{proc.name} pid {proc.pid} exited {proc.exit_code} {how} (+{proc.exited - self.origin:.0f} s)")
+                    at = proc.exited - self.origin
+                    log(f"{proc.name} pid {proc.pid} exited {proc.exit_code} {how} (+{at:.0f} s)")
 
     def _watch(self) -> None:
         while not self._stop.wait(0.5):
@@ -870,9 +871,17 @@ def _process_rows(stack: Stack, began: float) -> list[dict]:
             "exited_s": None if p.exited is None else round(p.exited - began, 1),
             "orphans": p.orphans,
             "log": p.log_path.name,
+            "last_line": _last_line(p.log_path) if p.on_its_own else None,
         }
         for p in stack.runs
     ]
+
+
+def _last_line(path: Path) -> str | None:
+    with contextlib.suppress(OSError):
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        return lines[-1][:300] if lines else None
+    return None
 
 
 def _converge(row: Row, ctx: Context, checker: Checker, ended: float) -> dict[str, list[str]]:
@@ -974,7 +983,9 @@ def run_scenario(fault: str, settings: Settings, index: int, work: Path) -> Row:
         if stack is not None:
             row.processes = _process_rows(stack, began)
             row.exited_on_their_own = [
-                f"{p.name} pid {p.pid} exit {p.exit_code} at +{p.exited - began:.0f} s" for p in stack.runs if p.on_its_own
+                f"{p.name} pid {p.pid} exit {p.exit_code} at +{p.exited - began:.0f} s"
+                for p in stack.runs
+                if p.on_its_own
             ]
         row.log_findings = _log_findings(work)
         row.seconds = round(time.monotonic() - began, 1)
@@ -1028,6 +1039,8 @@ def details(rows: list[Row]) -> str:
             how = "ON ITS OWN" if p["on_its_own"] else (p["signaled"] or "")
             orphans = f"; left running in its group: {p['orphans']}" if p["orphans"] else ""
             out.append(f"  process {p['name']} pid {p['pid']}: {status} ({how}){orphans}")
+            if p.get("last_line"):
+                out.append(f"    its last line: {p['last_line']}")
         if row.queued_twice:
             out.append(f"  {row.queued_twice} event ids answered 'queued' more than once")
         for what, examples in row.examples.items():
