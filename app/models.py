@@ -87,7 +87,8 @@ class Verification(Base):
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     inquiry_id: Mapped[str | None] = mapped_column(String(255), index=True)
-    type: Mapped[str] = mapped_column(String(64))
+    # 255 like every id column: the webhook checks one length rule for all kept strings (app/events.py).
+    type: Mapped[str] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(32))
     checks: Mapped[dict] = mapped_column(JSON)
     snapshot_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
