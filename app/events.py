@@ -7,13 +7,19 @@ values (event names, statuses, ids) are never re-cased.
 Minimisation keeps what the service acts on (ids, statuses, timestamps, check results) and drops
 everything else, so personal data never reaches Redis, the worker or the database: the payload is
 rebuilt from an allowlist, never filtered by a denylist, because Persona adds attributes over time.
+
+What is kept is then checked with the rules the worker and the database need (`text_problem`,
+`parse_timestamp`), and only what is kept: a field the service drops (personal data) is never a reason
+to refuse an authentic event. A kept value that breaks a rule raises `InvalidEvent` naming the field,
+which the webhook answers 400; so whatever is queued, the worker can apply.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime, timezone
+import unicodedata
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Any
 
@@ -33,6 +39,66 @@ LIFECYCLE_TIMESTAMPS = (
 QUEUED_PREFIXES = ("inquiry.", "verification.")
 
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+# --- the rules for kept values ------------------------------------------------------------------------
+
+# Every id and name column the worker writes is VARCHAR(255) (app/models.py); PostgreSQL refuses longer.
+MAX_TEXT_LENGTH = 255
+# Unicode categories refused in kept strings: Cc (controls: NUL, which PostgreSQL text cannot hold, and
+# newlines, escapes, DEL, C1) and Cs (lone surrogates, which UTF-8, Redis and PostgreSQL cannot hold).
+# Cf, Co and Cn are stored fine everywhere and occur in hosts' ids (emoji ZWJ sequences are Cf, emoji
+# newer than this Python are Cn), so refusing them would lose authentic events for nothing.
+REFUSED_CATEGORIES = frozenset({"Cc", "Cs"})
+# Persona (founded 2018) has no earlier events; an earlier time is corrupt or hostile.
+MIN_YEAR = 2000
+# Far from datetime's year 9999, so the worker's date arithmetic (block expiries, windows) cannot overflow.
+MAX_YEAR = 2100
+
+# RFC 3339 `date-time` (section 5.6): full date, `T`, full time with optional fraction, `Z` or an offset.
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:[Zz]|([+-])(\d{2}):(\d{2}))", re.ASCII
+)
+
+
+class InvalidEvent(ValueError):
+    """A kept value the worker or the database cannot take; `field` is its dotted path in the envelope."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field}: {problem}")
+        self.field, self.problem = field, problem
+
+
+def text_problem(value: str) -> str | None:
+    """Why `value` cannot be kept as an id, name or status (None when it can): the one rule for kept text."""
+    if not 1 <= len(value) <= MAX_TEXT_LENGTH:
+        return f"must be 1 to {MAX_TEXT_LENGTH} characters long"
+    for char in value:
+        if unicodedata.category(char) in REFUSED_CATEGORIES:
+            return f"must not contain control characters or lone surrogates (U+{ord(char):04X})"
+    return None
+
+
+def parse_timestamp(value: str) -> datetime:
+    """A strict RFC 3339 time with a zone, in MIN_YEAR..MAX_YEAR, as an aware UTC datetime.
+
+    Raises ValueError saying why not: not RFC 3339 (`NaN`, no zone, a space for `T`), no such date or
+    time (month 13, a leap second: datetime has no second 60), or out of the year range."""
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        raise ValueError("must be an RFC 3339 time with a zone, e.g. 2024-07-08T14:29:24.297Z")
+    year, month, day, hour, minute, second, fraction, sign, off_hours, off_minutes = match.groups()
+    if int(off_hours or 0) > 23 or int(off_minutes or 0) > 59:
+        raise ValueError("is not a valid time (the offset is out of range)")
+    try:
+        offset = timedelta(hours=int(off_hours or 0), minutes=int(off_minutes or 0)) * (-1 if sign == "-" else 1)
+        micros = int((fraction or "0")[:6].ljust(6, "0"))
+        moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micros, timezone(offset))
+        moment = moment.astimezone(timezone.utc)
+    except (ValueError, OverflowError) as error:
+        raise ValueError(f"is not a valid time ({error})") from None
+    if not MIN_YEAR <= moment.year <= MAX_YEAR:
+        raise ValueError(f"must be within the years {MIN_YEAR} to {MAX_YEAR}")
+    return moment
 
 
 @lru_cache(maxsize=4096)
@@ -67,37 +133,64 @@ def _dig(obj: Any, *path: str) -> Any:
     return obj
 
 
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+def _kept(value: Any, field: str) -> str | None:
+    """A kept string checked against `text_problem`; None for absent, empty or non-string values,
+    which are dropped as before (the worker treats them as missing)."""
+    if not isinstance(value, str) or not value:
+        return None
+    problem = text_problem(value)
+    if problem:
+        raise InvalidEvent(field, problem)
+    return value
 
 
-def _related_id(obj: dict, *names: str) -> str | None:
+def _related_id(obj: dict, path: str, *names: str) -> str | None:
     """The id of the first named relationship present, e.g. `inquiry_template` or legacy `template`."""
     for name in names:
-        related = _text(_dig(obj, "relationships", name, "data", "id"))
+        related = _kept(_dig(obj, "relationships", name, "data", "id"), f"{path}.relationships.{name}.data.id")
         if related:
             return related
     return None
 
 
-def _checks(attributes: Any) -> list[dict[str, str]]:
-    checks = _dig(attributes, "checks")
+def _checks(attributes: dict, path: str) -> list[dict[str, str]]:
+    """`[{name, status}]`; entries without a string name are skipped, a missing status is `unknown`."""
+    checks = attributes.get("checks")
     if not isinstance(checks, list):
         return []
-    return [
-        {"name": check["name"], "status": _text(check.get("status")) or "unknown"}
-        for check in checks
-        if isinstance(check, dict) and _text(check.get("name"))
-    ]
+    kept = []
+    for index, check in enumerate(checks):
+        name = _kept(check.get("name"), f"{path}.checks.{index}.name") if isinstance(check, dict) else None
+        if name:
+            kept.append({"name": name, "status": _kept(check.get("status"), f"{path}.checks.{index}.status") or "unknown"})
+    return kept
 
 
 def _account_reference_id(included: Any, account_id: str | None) -> str | None:
     if not account_id or not isinstance(included, list):
         return None
-    for item in included:
+    for index, item in enumerate(included):
         if isinstance(item, dict) and item.get("type") == "account" and item.get("id") == account_id:
-            return _text(_dig(item, "attributes", "reference_id"))
+            field = f"data.attributes.payload.included.{index}.attributes.reference_id"
+            return _kept(_dig(item, "attributes", "reference_id"), field)
     return None
+
+
+def _timestamps(attributes: dict, path: str) -> dict[str, str]:
+    """The lifecycle timestamps in canonical form (`iso_millis`). The worker reads only `created_at`, so
+    an unusable `created_at` string is an InvalidEvent; the others are dropped when unusable, since the
+    service does not use them and must not refuse an authentic event for them."""
+    kept = {}
+    for name in LIFECYCLE_TIMESTAMPS:
+        value = attributes.get(name)
+        if not isinstance(value, str) or not value:
+            continue
+        try:
+            kept[name] = iso_millis(parse_timestamp(value))
+        except ValueError as error:
+            if name == "created_at":
+                raise InvalidEvent(f"{path}.{name}", str(error)) from None
+    return kept
 
 
 def verification_kind(object_type: str) -> str | None:
@@ -112,27 +205,30 @@ def iso_millis(moment: datetime) -> str:
 
 
 def minimise(envelope: dict, body_hash: str) -> dict:
-    """The queued form of a validated, normalised envelope: no personal data, JSON-safe."""
+    """The queued form of a validated, normalised envelope (app/schemas.py): no personal data, JSON-safe.
+
+    Every kept string satisfies `text_problem` and every kept time is canonical `iso_millis` in the year
+    range; raises InvalidEvent (a ValueError) naming the first kept field that does not."""
     event = envelope["data"]
     attributes = event["attributes"]
     obj = attributes["payload"]["data"]
+    path = "data.attributes.payload.data"
     obj_attributes = obj.get("attributes") if isinstance(obj.get("attributes"), dict) else {}
-    account_id = _related_id(obj, "account")
-    timestamps = {name: _text(obj_attributes.get(name)) for name in LIFECYCLE_TIMESTAMPS}
+    account_id = _related_id(obj, path, "account")
     return {
-        "event_id": event["id"],
-        "name": attributes["name"],
+        "event_id": _kept(event["id"], "data.id"),
+        "name": _kept(attributes["name"], "data.attributes.name"),
         "created_at": iso_millis(attributes["created_at"]),
         "body_sha256": body_hash,
-        "object_type": obj["type"],
-        "object_id": obj["id"],
-        "status": _text(obj_attributes.get("status")),
-        "reference_id": _text(obj_attributes.get("reference_id")),
+        "object_type": _kept(obj["type"], f"{path}.type"),
+        "object_id": _kept(obj["id"], f"{path}.id"),
+        "status": _kept(obj_attributes.get("status"), f"{path}.attributes.status"),
+        "reference_id": _kept(obj_attributes.get("reference_id"), f"{path}.attributes.reference_id"),
         "account_id": account_id,
         "account_reference_id": _account_reference_id(attributes["payload"].get("included"), account_id),
-        "template_id": _related_id(obj, "inquiry_template", "template"),
-        "inquiry_id": _related_id(obj, "inquiry"),
+        "template_id": _related_id(obj, path, "inquiry_template", "template"),
+        "inquiry_id": _related_id(obj, path, "inquiry"),
         "verification_type": verification_kind(obj["type"]),
-        "checks": _checks(obj_attributes),
-        "timestamps": {name: value for name, value in timestamps.items() if value},
+        "checks": _checks(obj_attributes, f"{path}.attributes"),
+        "timestamps": _timestamps(obj_attributes, f"{path}.attributes"),
     }

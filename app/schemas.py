@@ -1,7 +1,9 @@
 """The Persona event envelope, validated with marshmallow after key normalisation (snake case).
 
 Only the fields the service relies on are declared; everything else is excluded, not rejected,
-because Persona adds attributes over time.
+because Persona adds attributes over time. `load_envelope` then checks what minimisation keeps
+(app/events.py) with the worker's and the database's rules, so every loader (the webhook, events
+fetched from Persona) refuses the same events, each with the field at fault.
 """
 
 from __future__ import annotations
@@ -10,19 +12,31 @@ from datetime import datetime, timezone
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
-_NON_EMPTY = validate.Length(min=1, max=255)
+from app.events import MAX_YEAR, MIN_YEAR, InvalidEvent, minimise, text_problem
+
+
+def _kept_text(value: str) -> None:
+    """The rule for ids and names the worker stores: 1..255 characters, no controls or lone surrogates."""
+    problem = text_problem(value)
+    if problem:
+        raise ValidationError(problem)
+
 
 
 class UtcDateTime(fields.AwareDateTime):
     """An aware datetime, converted to UTC here so that one beyond UTC's range (year 1 or 9999 with an
-    offset) is a validation error instead of an OverflowError later."""
+    offset) is a validation error instead of an OverflowError later; and within MIN_YEAR..MAX_YEAR, the
+    range the worker's date arithmetic is safe in (app/events.py)."""
 
     def _deserialize(self, value, attr, data, **kwargs) -> datetime:
         moment = super()._deserialize(value, attr, data, **kwargs)
         try:
-            return moment.astimezone(timezone.utc)
+            moment = moment.astimezone(timezone.utc)
         except OverflowError:
             raise self.make_error("invalid", input=value, obj_type=self.OBJ_TYPE) from None
+        if not MIN_YEAR <= moment.year <= MAX_YEAR:
+            raise ValidationError(f"must be within the years {MIN_YEAR} to {MAX_YEAR}")
+        return moment
 
 
 class _Lenient(Schema):
@@ -33,8 +47,8 @@ class _Lenient(Schema):
 class ObjectSchema(_Lenient):
     """The object the event is about: an inquiry, a verification, or anything else Persona sends."""
 
-    type = fields.String(required=True, validate=_NON_EMPTY)
-    id = fields.String(required=True, validate=_NON_EMPTY)
+    type = fields.String(required=True, validate=_kept_text)
+    id = fields.String(required=True, validate=_kept_text)
     attributes = fields.Dict(load_default=dict)
     relationships = fields.Dict(load_default=dict)
 
@@ -45,14 +59,14 @@ class PayloadSchema(_Lenient):
 
 
 class EventAttributesSchema(_Lenient):
-    name = fields.String(required=True, validate=_NON_EMPTY)
+    name = fields.String(required=True, validate=_kept_text)
     created_at = UtcDateTime(required=True)
     payload = fields.Nested(PayloadSchema, required=True)
 
 
 class EventSchema(_Lenient):
     type = fields.String(required=True, validate=validate.Equal("event"))
-    id = fields.String(required=True, validate=_NON_EMPTY)
+    id = fields.String(required=True, validate=_kept_text)
     attributes = fields.Nested(EventAttributesSchema, required=True)
 
 
@@ -76,7 +90,13 @@ def first_error(messages: dict | list | str, path: str = "") -> str:
 
 
 def load_envelope(document: object) -> dict:
-    """Validate a normalised document; raise ValidationError naming the first field at fault."""
+    """Validate a normalised document and what minimising it keeps; raise ValidationError naming the
+    first field at fault (`data.attributes.payload.data.attributes.created_at: ...`)."""
     if not isinstance(document, dict):
         raise ValidationError("expected a JSON object with a `data` event")
-    return _ENVELOPE.load(document)
+    envelope = _ENVELOPE.load(document)
+    try:
+        minimise(envelope, "")  # minimise first, then check what is kept: dropped fields are never checked
+    except InvalidEvent as error:
+        raise ValidationError({error.field: [error.problem]}) from None
+    return envelope

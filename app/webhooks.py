@@ -42,12 +42,29 @@ def _read_capped(limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise Rejection(413, "payload_too_large", f"body is over {limit} bytes")
     chunks, size = [], 0
-    while chunk := request.stream.read(min(_READ_CHUNK, limit + 1 - size)):
+    while chunk := _read_some(min(_READ_CHUNK, limit + 1 - size)):
         chunks.append(chunk)
         size += len(chunk)
         if size > limit:
             raise Rejection(413, "payload_too_large", f"body is over {limit} bytes")
     return b"".join(chunks)
+
+
+def _read_some(size: int) -> bytes:
+    """Up to `size` bytes of the body; a body the server cannot deliver is the client's fault, a 400.
+
+    The server's input stream raises its own classes when the body's framing is broken or the client
+    goes away: gunicorn's InvalidChunkSize and ChunkMissingTerminator (ParseExceptions, which derive
+    from Exception only), NoMoreData and socket timeouts (OSErrors), werkzeug's ClientDisconnected for
+    a body shorter than its Content-Length. Which of them depends on the server and its worker class
+    (sync, gthread, gevent), and none is an error of this service: whatever the stream raises is
+    answered as bad framing, so it is logged and counted like any rejection instead of escaping as a 500.
+    """
+    try:
+        return request.stream.read(size)
+    except Exception as error:  # noqa: BLE001 - see above: every failure to read the body is the request's
+        reason = type(error).__name__
+        raise Rejection(400, "invalid_body", f"the request body is malformed or incomplete ({reason})", reason=reason) from None
 
 
 def _verify(body: bytes) -> None:
@@ -74,12 +91,9 @@ def _parse(body: bytes) -> dict:
         raise Rejection(415, "unsupported_media_type", "Content-Type must be application/json")
     try:
         # Strictly UTF-8 (RFC 8259 §8.1): json.loads(bytes) would also take UTF-16 and UTF-32.
-        text = body.decode("utf-8-sig")  # a leading BOM is tolerated, as RFC 8259 allows
-        document = json.loads(text)
-        if "\\u" in text:
-            # A `\ud800`-style escape decodes to a lone surrogate, which cannot be queued or stored as UTF-8.
-            json.dumps(document, ensure_ascii=False).encode("utf-8")
-        document = normalise_keys(document)
+        # A `\ud800` escape decodes to a lone surrogate: refused only where it is kept (app/events.py), since
+        # a personal-data attribute holding one is dropped anyway and must not cost an authentic event.
+        document = normalise_keys(json.loads(body.decode("utf-8-sig")))  # a leading BOM is tolerated (RFC 8259)
     except ValueError:  # UnicodeError and JSONDecodeError are ValueErrors
         raise Rejection(400, "invalid_json", "body is not valid UTF-8 JSON") from None
     except RecursionError:

@@ -8,12 +8,18 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from app.events import (
+    MAX_TEXT_LENGTH,
+    MAX_YEAR,
+    MIN_YEAR,
+    InvalidEvent,
     body_sha256,
     is_queued_name,
     iso_millis,
     minimise,
     normalise_keys,
+    parse_timestamp,
     snake_key,
+    text_problem,
     verification_kind,
 )
 from app.schemas import load_envelope
@@ -320,3 +326,228 @@ def test_non_string_attribute_values_are_not_copied():
 def test_minimised_event_is_json_safe():
     event = minimise_doc(load_fixture("sandbox_inquiry_approved.json"))
     assert json.loads(json.dumps(event)) == event
+
+
+# --- the rules for what is kept: timestamps ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, canonical",
+    [
+        ("2024-07-08T14:29:24.297Z", "2024-07-08T14:29:24.297Z"),
+        ("2024-07-08T14:29:24Z", "2024-07-08T14:29:24.000Z"),
+        ("2024-07-08t14:29:24z", "2024-07-08T14:29:24.000Z"),  # RFC 3339 allows lower case
+        ("2024-07-08T16:29:24.5+02:00", "2024-07-08T14:29:24.500Z"),
+        ("2024-07-08T09:29:24.2979999-05:00", "2024-07-08T14:29:24.297Z"),  # more digits than datetime keeps
+        ("2024-07-09T00:30:00+10:30", "2024-07-08T14:00:00.000Z"),
+        (f"{MIN_YEAR}-01-01T00:00:00Z", f"{MIN_YEAR}-01-01T00:00:00.000Z"),
+        (f"{MAX_YEAR}-12-31T23:59:59.999Z", f"{MAX_YEAR}-12-31T23:59:59.999Z"),
+    ],
+)
+def test_rfc3339_times_are_read_as_utc_and_kept_in_canonical_form(value, canonical):
+    assert iso_millis(parse_timestamp(value)) == canonical
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2016-12-31T23:59:60Z",  # a leap second: RFC 3339 has them, datetime (and so the worker) does not
+        "NaN",
+        "2024-13-01T00:00:00Z",  # month 13
+        "2024-02-30T00:00:00Z",
+        "2024-07-08T24:00:00Z",
+        "0001-01-01T00:30:00+01:00",  # before UTC's year 1: OverflowError in astimezone
+        "9999-12-31T23:30:00-01:00",
+        f"{MIN_YEAR - 1}-12-31T23:59:59Z",
+        f"{MAX_YEAR + 1}-01-01T00:00:00Z",
+        "2024-07-08T14:29:24",  # no zone
+        "2024-07-08 14:29:24Z",  # a space, not T
+        "2024-07-08T14:29Z",
+        "2024-07-08",
+        "20240708T142924Z",  # ISO 8601 basic format: fromisoformat takes it, RFC 3339 does not
+        "2024-07-08T14:29:24.Z",
+        "2024-07-08T14:29:24+0200",
+        "2024-07-08T14:29:24+24:00",
+        "2024-07-08T14:29:24+02:60",
+        "\u0662\u0660\u0662\u0664-07-08T14:29:24Z",  # Arabic-Indic digits match \\d without re.ASCII
+        " 2024-07-08T14:29:24Z",
+        "2024-07-08T14:29:24Z\n",
+    ],
+)
+def test_times_the_worker_cannot_parse_or_store_are_refused(value):
+    with pytest.raises(ValueError):
+        parse_timestamp(value)
+
+
+@pytest.mark.parametrize("value", ["2024-07-08T14:29:24.297Z", "2024-07-08T16:29:24+02:00"])
+def test_a_canonical_time_is_what_the_worker_parses(value):
+    """workers/event_log.py parse_time: datetime.fromisoformat(...).astimezone(timezone.utc)."""
+    canonical = iso_millis(parse_timestamp(value))
+    assert datetime.fromisoformat(canonical).astimezone(timezone.utc) == parse_timestamp(value).replace(
+        microsecond=parse_timestamp(value).microsecond // 1000 * 1000
+    )
+
+
+# --- the rules for what is kept: text ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "evt_1",
+        "x" * MAX_TEXT_LENGTH,
+        "u_\U0001f600",
+        "\U0001f468\u200d\U0001f469\u200d\U0001f467",  # an emoji ZWJ sequence (U+200D is Cf)
+        "user with spaces / and ? and #",
+        "\u00e9\u4e2d\u0627",
+    ],
+)
+def test_text_the_database_stores_is_kept(value):
+    assert text_problem(value) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "x" * (MAX_TEXT_LENGTH + 1), "evt_\x00", "evt_\n", "evt_\x1b[31m", "evt_\x7f", "evt_\x85", "evt_\ud800", "\udc00"],
+    ids=["empty", "too-long", "nul", "newline", "escape", "del", "c1-nel", "high-surrogate", "low-surrogate"],
+)
+def test_text_the_database_or_the_logs_cannot_take_is_refused(value):
+    assert text_problem(value)
+
+
+# --- minimise: what is kept is checked, what is dropped is not ---------------------------------------------
+
+OBJECT = ("data", "attributes", "payload", "data")
+
+
+def set_at(document: dict, path: tuple, value) -> dict:
+    """`document` (changed in place) with `path` set to `value`, creating dicts on the way."""
+    parent = document
+    for key in path[:-1]:
+        parent = parent.setdefault(key, {}) if isinstance(key, str) else parent[key]
+    parent[path[-1]] = value
+    return document
+
+
+def inquiry_with_everything() -> dict:
+    """An envelope (snake case) in which every field minimise keeps is present."""
+    doc = normalise_keys(envelope(attributes={"status": "approved", "reference-id": "u_1", "created-at": "2024-07-08T14:28:41.000Z"}))
+    obj = doc["data"]["attributes"]["payload"]["data"]
+    obj["relationships"] = {
+        "account": {"data": {"type": "account", "id": "act_1"}},
+        "inquiry_template": {"data": {"type": "inquiry-template", "id": "itmpl_1"}},
+        "template": {"data": {"type": "template", "id": "tmpl_1"}},
+        "inquiry": {"data": {"type": "inquiry", "id": "inq_1"}},
+    }
+    obj["attributes"]["checks"] = [{"name": "id_a", "status": "passed"}]
+    doc["data"]["attributes"]["payload"]["included"] = [{"type": "account", "id": "act_1", "attributes": {"reference_id": "u_1"}}]
+    doc["data"]["attributes"]["created_at"] = datetime(2024, 7, 8, 14, 29, 24, 297000, tzinfo=timezone.utc)  # as loaded
+    return doc
+
+
+KEPT_FIELDS = [
+    (("data", "id"), "data.id"),
+    (("data", "attributes", "name"), "data.attributes.name"),
+    ((*OBJECT, "type"), "data.attributes.payload.data.type"),
+    ((*OBJECT, "id"), "data.attributes.payload.data.id"),
+    ((*OBJECT, "attributes", "status"), "data.attributes.payload.data.attributes.status"),
+    ((*OBJECT, "attributes", "reference_id"), "data.attributes.payload.data.attributes.reference_id"),
+    ((*OBJECT, "relationships", "account", "data", "id"), "data.attributes.payload.data.relationships.account.data.id"),
+    (
+        (*OBJECT, "relationships", "inquiry_template", "data", "id"),
+        "data.attributes.payload.data.relationships.inquiry_template.data.id",
+    ),
+    ((*OBJECT, "relationships", "inquiry", "data", "id"), "data.attributes.payload.data.relationships.inquiry.data.id"),
+    ((*OBJECT, "attributes", "checks", 0, "name"), "data.attributes.payload.data.attributes.checks.0.name"),
+    ((*OBJECT, "attributes", "checks", 0, "status"), "data.attributes.payload.data.attributes.checks.0.status"),
+    (
+        ("data", "attributes", "payload", "included", 0, "attributes", "reference_id"),
+        "data.attributes.payload.included.0.attributes.reference_id",
+    ),
+]
+
+
+@pytest.mark.parametrize("path, field", KEPT_FIELDS, ids=[field for _, field in KEPT_FIELDS])
+@pytest.mark.parametrize("bad", ["x" * (MAX_TEXT_LENGTH + 1), "id_\x00", "id_\ud800", "id\r\n"], ids=["long", "nul", "surrogate", "crlf"])
+def test_a_kept_string_breaking_the_rule_is_refused_naming_its_field(path, field, bad):
+    doc = set_at(inquiry_with_everything(), path, bad)
+    if path[-1] == "id" and "account" in path:  # the included account is matched by this id
+        doc["data"]["attributes"]["payload"]["included"][0]["id"] = bad
+    with pytest.raises(InvalidEvent) as raised:
+        minimise(doc, "hash")
+    assert raised.value.field == field
+    assert str(raised.value).startswith(field + ": ")
+
+
+def test_every_kept_field_is_named_by_one_rule():
+    """The list above covers every string minimise copies from the envelope."""
+    event = minimise(inquiry_with_everything(), "hash")
+    copied = {k for k, v in event.items() if isinstance(v, str)} - {"created_at", "body_sha256", "verification_type"}
+    assert copied == {"event_id", "name", "object_type", "object_id", "status", "reference_id", "account_id",
+                      "account_reference_id", "template_id", "inquiry_id"}
+    assert len(KEPT_FIELDS) == len(copied) + 2  # + a check's name and status
+
+
+def test_the_legacy_template_relationship_is_checked_when_it_is_the_one_kept():
+    doc = inquiry_with_everything()
+    del doc["data"]["attributes"]["payload"]["data"]["relationships"]["inquiry_template"]
+    set_at(doc, (*OBJECT, "relationships", "template", "data", "id"), "tmpl_\x00")
+    with pytest.raises(InvalidEvent, match=r"^data\.attributes\.payload\.data\.relationships\.template\.data\.id: "):
+        minimise(doc, "hash")
+
+
+@pytest.mark.parametrize("bad", ["\ud800", "\x00", "x" * 1000, "2024-13-01"])
+def test_what_is_dropped_is_never_checked(bad):
+    """Personal data, unmatched included objects, relationships not kept: a lone surrogate, a NUL or an
+    over-long value there is no reason to refuse an authentic event."""
+    doc = inquiry_with_everything()
+    obj = doc["data"]["attributes"]["payload"]["data"]
+    obj["attributes"].update({"name_first": bad, "birthdate": bad, "fields": {"name_last": {"value": bad}}})
+    obj["attributes"]["checks"][0]["reasons"] = [bad]
+    obj["relationships"]["sessions"] = {"data": [{"type": "inquiry-session", "id": bad}]}
+    doc["data"]["attributes"]["payload"]["included"].append({"type": "account", "id": "act_other", "attributes": {"reference_id": bad}})
+    doc["data"]["attributes"]["payload"]["included"].append({"type": "selfie", "id": bad, "attributes": {"photo_url": bad}})
+    event = minimise(doc, "hash")
+    assert bad not in json.dumps(event, ensure_ascii=False)
+
+
+def test_the_template_relationship_not_kept_is_not_checked():
+    doc = inquiry_with_everything()
+    set_at(doc, (*OBJECT, "relationships", "template", "data", "id"), "tmpl_\x00")  # inquiry_template wins
+    assert minimise(doc, "hash")["template_id"] == "itmpl_1"
+
+
+def test_unknown_statuses_are_kept_for_the_log_under_the_same_rule():
+    """The worker ignores statuses it does not know (workers/state_machine.py) and stores them only in
+    the event's JSON payload; Persona adds statuses over time, so any status passing the text rule is kept."""
+    doc = set_at(inquiry_with_everything(), (*OBJECT, "attributes", "status"), "brand_new_status")
+    assert minimise(doc, "hash")["status"] == "brand_new_status"
+
+
+@pytest.mark.parametrize(
+    "created_at",
+    ["2016-12-31T23:59:60Z", "NaN", "2024-13-01T00:00:00Z", "0001-01-01T00:30:00+01:00", "2024-07-08T14:29:24"],
+)
+def test_an_unusable_object_created_at_is_refused(created_at):
+    doc = set_at(inquiry_with_everything(), (*OBJECT, "attributes", "created_at"), created_at)
+    with pytest.raises(InvalidEvent) as raised:
+        minimise(doc, "hash")
+    assert raised.value.field == "data.attributes.payload.data.attributes.created_at"
+
+
+def test_other_unusable_lifecycle_times_are_dropped_and_usable_ones_canonical():
+    times = {
+        "completed_at": "2024-07-08T16:29:21+02:00",
+        "started_at": "2016-12-31T23:59:60Z",
+        "failed_at": "NaN",
+        "expired_at": "0001-01-01T00:30:00+01:00",
+        "decisioned_at": "2024-13-01T00:00:00Z",
+        "redacted_at": "\ud800",
+        "updated_at": 1720448964,
+    }
+    doc = inquiry_with_everything()
+    doc["data"]["attributes"]["payload"]["data"]["attributes"].update(times)
+    assert minimise(doc, "hash")["timestamps"] == {
+        "created_at": "2024-07-08T14:28:41.000Z",
+        "completed_at": "2024-07-08T14:29:21.000Z",
+    }

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 from marshmallow import ValidationError
 
-from app.events import normalise_keys
+from app.events import MAX_YEAR, MIN_YEAR, normalise_keys
 from app.schemas import first_error, load_envelope
 from tests.payloads import envelope
 
@@ -154,3 +154,44 @@ def test_object_type_and_attributes_are_free_form():
 )
 def test_first_error(messages, text):
     assert first_error(messages) == text
+
+
+# --- the worker's rules, checked when the envelope is loaded ----------------------------------------------
+
+
+@pytest.mark.parametrize("year", [MIN_YEAR - 1, MAX_YEAR + 1])
+def test_event_created_at_outside_the_year_range_is_named(year):
+    error = error_of(edited(("data", "attributes", "created_at"), f"{year}-06-01T00:00:00Z"))
+    assert error == f"data.attributes.created_at: must be within the years {MIN_YEAR} to {MAX_YEAR}"
+
+
+@pytest.mark.parametrize("year", [MIN_YEAR, MAX_YEAR])
+def test_event_created_at_at_the_year_bounds_loads(year):
+    loaded = load_envelope(edited(("data", "attributes", "created_at"), f"{year}-06-01T00:00:00Z"))
+    assert loaded["data"]["attributes"]["created_at"].year == year
+
+
+@pytest.mark.parametrize(
+    "path",
+    [("data", "id"), ("data", "attributes", "name"), ("data", "attributes", "payload", "data", "type"),
+     ("data", "attributes", "payload", "data", "id")],
+)
+@pytest.mark.parametrize("value", ["evt_\x00", "evt_\ud800", "evt\n1"], ids=["nul", "surrogate", "newline"])
+def test_envelope_ids_with_control_characters_are_named(path, value):
+    assert error_of(edited(path, value)).startswith(".".join(path) + ": must not contain control characters")
+
+
+def test_what_minimisation_keeps_is_checked_by_load_envelope():
+    """So every loader (the webhook, events fetched from Persona: workers/persona.py) refuses it alike."""
+    doc = edited(("data", "attributes", "payload", "data", "attributes"), {"reference_id": "u_" + "x" * 300})
+    assert error_of(doc) == "data.attributes.payload.data.attributes.reference_id: must be 1 to 255 characters long"
+
+
+def test_an_unusable_object_created_at_is_named_by_load_envelope():
+    doc = edited(("data", "attributes", "payload", "data", "attributes"), {"created_at": "2016-12-31T23:59:60Z"})
+    assert error_of(doc).startswith("data.attributes.payload.data.attributes.created_at: is not a valid time")
+
+
+def test_dropped_personal_data_is_not_checked_by_load_envelope():
+    attributes = {"status": "approved", "name_first": "\ud800\x00", "birthdate": "x" * 1000}
+    load_envelope(edited(("data", "attributes", "payload", "data", "attributes"), attributes))

@@ -13,7 +13,9 @@ from redis import exceptions as redis_errors
 from rq import Queue
 from rq.job import Job
 
-from app import create_app
+from prometheus_client import REGISTRY
+
+from app import create_app, metrics
 from app.events import body_sha256, minimise, normalise_keys
 from app import queue as event_queue_module
 from app.queue import DEDUPE_PREFIX, dedupe_key, job_id_for
@@ -210,12 +212,11 @@ def test_json_media_types_are_accepted(client, content_type):
         b'{"data": ',
         b'{"data": "\xff\xfe"}',  # invalid UTF-8
         json.dumps(envelope()).encode("utf-16"),  # JSON, but not UTF-8
-        json.dumps(envelope(event_id="evt_\ud800")).encode(),  # a lone surrogate escape
         b"[" * 100_000 + b"]" * 100_000,  # deeper than any parser recursion
         b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
         b"1" * 5000,  # an integer longer than Python converts
     ],
-    ids=["text", "empty", "truncated", "bad-utf8", "utf16", "surrogate", "deep-list", "deep-object", "huge-int"],
+    ids=["text", "empty", "truncated", "bad-utf8", "utf16", "deep-list", "deep-object", "huge-int"],
 )
 def test_signed_body_that_is_not_utf8_json_is_400(client, redis, config, body):
     assert_error(post(client, body), 400, "invalid_json")
@@ -518,3 +519,143 @@ def test_attempts_made_is_logged_only_when_a_plain_number(logged, value):
     assert response.status_code == 200
     (line,) = lines()
     assert "attempts_made" not in line
+
+
+# --- what the web accepts, the worker can apply (issue 9) ------------------------------------------------
+
+OBJECT_CREATED_AT = "data.attributes.payload.data.attributes.created_at"
+
+
+def inquiry(**attributes) -> dict:
+    return envelope(attributes={"status": "approved", "reference-id": "u_1", **attributes})
+
+
+@pytest.mark.parametrize(
+    "created_at",
+    ["2016-12-31T23:59:60Z", "NaN", "2024-13-01T00:00:00Z", "0001-01-01T00:30:00+01:00", "2024-07-08 14:28:41Z"],
+    ids=["leap-second", "nan", "month-13", "overflows-utc", "not-rfc3339"],
+)
+@pytest.mark.parametrize("casing", CASINGS)
+def test_object_created_at_the_worker_cannot_parse_is_400_naming_it(client, redis, config, created_at, casing):
+    body = encode(recase(inquiry(**{"created-at": created_at}), casing))
+    assert assert_error(post(client, body), 400, "invalid_envelope")["detail"].startswith(OBJECT_CREATED_AT + ": ")
+    assert_nothing_queued(redis, config)
+
+
+def test_object_times_are_queued_in_canonical_form_and_unusable_ones_other_than_created_at_dropped(client, redis):
+    times = {"created-at": "2024-07-08T16:28:41.5+02:00", "completed-at": "2024-07-08T14:29:21Z", "failed-at": "NaN",
+             "expired-at": "2016-12-31T23:59:60Z", "decisioned-at": "0001-01-01T00:30:00+01:00"}
+    assert post(client, encode(inquiry(**times))).json["status"] == "queued"
+    assert queued_event(redis, "evt_test_1")["timestamps"] == {
+        "created_at": "2024-07-08T14:28:41.500Z",
+        "completed_at": "2024-07-08T14:29:21.000Z",
+    }
+
+
+KEPT = [
+    ("data.id", lambda doc, v: doc["data"].update(id=v)),
+    ("data.attributes.payload.data.id", lambda doc, v: doc["data"]["attributes"]["payload"]["data"].update(id=v)),
+    ("data.attributes.payload.data.attributes.reference-id", lambda doc, v: obj_attributes(doc).update({"reference-id": v})),
+    ("data.attributes.payload.data.attributes.status", lambda doc, v: obj_attributes(doc).update(status=v)),
+    (
+        "data.attributes.payload.data.relationships.account.data.id",
+        lambda doc, v: doc["data"]["attributes"]["payload"]["data"].update(relationships={"account": {"data": {"id": v}}}),
+    ),
+    ("data.attributes.payload.data.attributes.checks.0.name", lambda doc, v: obj_attributes(doc).update(checks=[{"name": v}])),
+]
+
+
+def obj_attributes(doc: dict) -> dict:
+    return doc["data"]["attributes"]["payload"]["data"]["attributes"]
+
+
+@pytest.mark.parametrize("field, put", KEPT, ids=[field for field, _ in KEPT])
+@pytest.mark.parametrize("value", ["x" * 256, "id_\x00", "id_\x1f", "id_\ud800"], ids=["256-long", "nul", "control", "surrogate"])
+def test_a_kept_id_the_database_cannot_store_is_400_naming_it(client, redis, config, field, put, value):
+    """PostgreSQL refuses VARCHAR(255) overflow and NUL (SQLite takes both): refused at the edge, not by the worker."""
+    document = inquiry()
+    put(document, value)
+    detail = assert_error(post(client, encode(document)), 400, "invalid_envelope")["detail"]
+    assert detail.startswith(field.replace("-", "_") + ": ")
+    assert_nothing_queued(redis, config)
+
+
+def test_a_255_character_unicode_id_is_queued(client, redis):
+    reference_id = "\U0001f600" * 255  # 255 characters, 1020 bytes: the column counts characters
+    assert post(client, encode(inquiry(**{"reference-id": reference_id}))).json["status"] == "queued"
+    assert queued_event(redis, "evt_test_1")["reference_id"] == reference_id
+
+
+@pytest.mark.parametrize("attribute", ["name-first", "birthdate", "address-street-1"])
+def test_a_lone_surrogate_in_dropped_personal_data_does_not_cost_the_event(client, redis, attribute):
+    body = encode(inquiry(**{attribute: "Jane\ud800", "name-last": "\udfff"}))
+    assert b"\\ud800" in body
+    assert post(client, body).json["status"] == "queued"
+    event = queued_event(redis, "evt_test_1")
+    assert "\ud800" not in json.dumps(event, ensure_ascii=False) and event["reference_id"] == "u_1"
+
+
+def test_a_lone_surrogate_in_a_kept_field_is_400_naming_it(client, redis, config):
+    detail = assert_error(post(client, encode(inquiry(**{"reference-id": "u_\ud800"}))), 400, "invalid_envelope")["detail"]
+    assert detail.startswith("data.attributes.payload.data.attributes.reference_id: ")
+    assert_nothing_queued(redis, config)
+
+
+def test_an_unknown_status_is_queued_for_the_log(client, redis):
+    assert post(client, encode(inquiry(status="some_status_persona_adds_later"))).json["status"] == "queued"
+    assert queued_event(redis, "evt_test_1")["status"] == "some_status_persona_adds_later"
+
+
+@pytest.mark.parametrize("year", [1999, 2101])
+def test_event_created_at_outside_the_year_range_is_400(client, year):
+    response = post(client, encode(envelope(created_at=f"{year}-07-08T14:29:24.297Z")))
+    assert assert_error(response, 400, "invalid_envelope")["detail"].startswith("data.attributes.created_at: ")
+
+
+# --- bad framing: whatever the server's input stream raises is a 400 ------------------------------------------
+
+
+class ParseException(Exception):
+    """Like gunicorn.http.errors.ParseException (InvalidChunkSize, ChunkMissingTerminator): not an OSError."""
+
+
+class FailingBody:
+    """A WSGI input stream that delivers `data`, then raises `error`, as gunicorn's does on a broken chunk."""
+
+    def __init__(self, data: bytes, error: Exception):
+        self.data, self.error = data, error
+
+    def read(self, size: int = -1) -> bytes:
+        if self.data:
+            chunk, self.data = self.data[:size], self.data[size:]
+            return chunk
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ParseException("Invalid chunk size: b'zz'"), OSError("No more data"), TimeoutError("request body not received in time"),
+     ValueError("bad chunk")],
+    ids=["parse-exception", "no-more-data", "timeout", "value-error"],
+)
+def test_a_body_the_server_cannot_read_is_400_logged_and_counted(logged, redis, config, error):
+    start, lines = logged
+    client = start()
+    before = REGISTRY.get_sample_value("persona_webhooks_total", {"outcome": "invalid_body"}) or 0.0
+    response = post_chunked(client, FailingBody(b'{"data": ', error))
+    assert_error(response, 400, "invalid_body")
+    (line,) = lines()
+    assert (line["outcome"], line["status"], line["reason"]) == ("invalid_body", 400, type(error).__name__)
+    if metrics.MULTIPROC_DIR is None:
+        assert REGISTRY.get_sample_value("persona_webhooks_total", {"outcome": "invalid_body"}) == before + 1
+    assert_nothing_queued(redis, config)
+
+
+def test_a_body_shorter_than_its_content_length_is_400(make_client):
+    """werkzeug's stream raises ClientDisconnected (an HTTPException) when the client goes away early."""
+    response = make_client().post(
+        WEBHOOK,
+        headers={"Content-Type": "application/json"},
+        environ_overrides={"wsgi.input": Body(b'{"data": '), "CONTENT_LENGTH": "500"},
+    )
+    assert_error(response, 400, "invalid_body")
