@@ -79,7 +79,7 @@ def post_fork(server, worker):
     no SSL context is made; redis-py makes its context when it connects (ssl.create_default_context,
     patched by then) and psycopg's TLS is libpq's, so nothing holds an unpatched SSL object.
     """
-    if server.cfg.worker_class_str.startswith("gevent"):
+    if "gevent" in server.cfg.worker_class_str:
         import warnings
 
         from gevent.monkey import MonkeyPatchWarning
