@@ -115,3 +115,13 @@ def personal_values(document) -> set[str]:
 
     walk(document)
     return found
+
+
+def recase_randomly(value, random):
+    """Every key in a casing of its own (kebab, snake or camel), mixed within one document; `random` is
+    a random.Random (hypothesis: st.randoms())."""
+    if isinstance(value, dict):
+        return {_recase_key(k, random.choice(CASINGS)): recase_randomly(v, random) for k, v in value.items()}
+    if isinstance(value, list):
+        return [recase_randomly(v, random) for v in value]
+    return value

@@ -16,7 +16,7 @@ from app.config import Config
 from app.events import normalise_keys
 from app.queue import DEDUPE_PREFIX
 from app.signature import sign
-from tests.payloads import CASINGS, SECRET, WEBHOOK, recase, recase_key
+from tests.payloads import CASINGS, SECRET, WEBHOOK, recase, recase_randomly
 
 CAP = 4096
 FUZZ = settings(
@@ -78,15 +78,6 @@ attributes = mostly(
     json_values,
 )
 PARTS = ["data", "type", "id", "attributes", "name", "created-at", "payload", "relationships", "included"]
-
-
-def recase_randomly(value, random):
-    """Every key in a casing of its own: kebab, snake or camel, mixed within one document."""
-    if isinstance(value, dict):
-        return {recase_key(k, random.choice(CASINGS)): recase_randomly(v, random) for k, v in value.items()}
-    if isinstance(value, list):
-        return [recase_randomly(v, random) for v in value]
-    return value
 
 
 def drop(value, doomed: set[str]):
