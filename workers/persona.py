@@ -15,7 +15,7 @@ import random
 import time
 from datetime import datetime
 from typing import Iterator
-from urllib.parse import urlencode
+from urllib.parse import quote
 
 import requests
 from marshmallow import ValidationError
@@ -153,10 +153,12 @@ class PersonaClient:
 
 
 def _events_path(page_size: int, after: str | None) -> str:
-    params = {"page[size]": page_size}
+    """The list request's path and query. The names keep Persona's literal brackets; each value (the cursor
+    is an event id) is encoded whole, brackets included, so no id can add or end a parameter."""
+    params = {"page[size]": str(page_size)}
     if after is not None:
         params["page[after]"] = after
-    return "/api/v1/events?" + urlencode(params, safe="[]")
+    return "/api/v1/events?" + "&".join(f"{name}={quote(value, safe='')}" for name, value in params.items())
 
 
 def _cursor(resource) -> str:

@@ -192,6 +192,28 @@ def test_dot_and_slash_ids_reach_their_persona_route(persona_url, object_id):
     _check_persona(persona_url, object_id)
 
 
+def _check_persona_cursor(url: str, cursor_id: str) -> None:
+    """Paging on from an event whose id is `cursor_id`: the id is one whole page[after] value."""
+    fake = FakePersonaControl(url)
+    fake.reset()
+    stamp = "2024-07-08T14:29:2{}.000Z"
+    fake.store_events(*({"data": {"type": "event", "id": event_id, "attributes": {"created-at": stamp.format(second)}}}
+                        for event_id, second in ((cursor_id, 2), ("evt_older", 1))))  # fmt: skip
+    client = PersonaClient(url, fake_persona.DEFAULT_API_KEY, sleep=lambda _: None)
+    assert [document["data"]["id"] for document in client.list_events(page_size=1)] == [cursor_id, "evt_older"]
+    assert [(c["path"], c["query"], c["status"]) for c in fake.calls()] == [
+        ("/api/v1/events", {"page[size]": "1"}, 200),
+        ("/api/v1/events", {"page[size]": "1", "page[after]": cursor_id}, 200),
+    ]
+
+
+@PROPERTY
+@given(cursor_id=reference_ids().filter(lambda value: value != "evt_older"))
+@example(cursor_id="a]&page[size]=100&x=[")
+def test_any_event_id_is_one_whole_cursor_value(persona_url, cursor_id):
+    _check_persona_cursor(persona_url, cursor_id)
+
+
 @pytest.mark.parametrize("account_id", ["", "\ud800"])
 def test_an_id_no_url_can_carry_makes_no_call(verisoul_url, account_id):
     """Refused before any request: an empty id would be `/account//enroll`, another route to many servers."""
