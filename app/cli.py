@@ -142,7 +142,7 @@ def _persona(config: Config) -> PersonaClient:
 def _sync_requester(config: Config):
     """After each committed user, queue its Verisoul sync; if Redis is down the sweep queues it later."""
     connection = connect_redis(config.redis_url)
-    queue = Queue(config.events_queue, connection=connection)
+    queue = Queue(config.sync_queue, connection=connection)
 
     def request(reference_id: str) -> None:
         try:
@@ -245,14 +245,18 @@ def _report(report: Report, output: Output, dry_run: bool, extra: dict | None = 
 
 
 def _requeue_failed(config: Config, params: dict, output: Output) -> None:
-    queue = Queue(config.events_queue, connection=connect_redis(config.redis_url))
+    connection = connect_redis(config.redis_url)
     try:
-        jobs_found = failed_jobs(queue, params["function"], params["error_text"])
+        jobs_found = [
+            (queue, job)
+            for queue in (Queue(name, connection=connection) for name in config.queues)
+            for job in failed_jobs(queue, params["function"], params["error_text"])
+        ]
     except RedisError as error:
         output.problem("redis", f"the failed registry is unreadable: {type(error).__name__}")
         output.exit()
     listed = []
-    for job in jobs_found:
+    for queue, job in jobs_found:
         if not params["dry_run"]:
             try:
                 requeue(queue, job.job_id)

@@ -20,8 +20,11 @@ DEFAULT_SIGNATURE_TOLERANCE = 300
 DEFAULT_MAX_WEBHOOK_BYTES = 1024 * 1024
 # SQLite embedded under var/ so a fresh clone runs without a database server.
 DEFAULT_DATABASE_URL = "sqlite:///var/persona-events.db"
-# One queue for webhook events; named so `rq info` reads clearly next to a host app's queues.
+# Webhook events; named so `rq info` reads clearly next to a host app's queues.
 DEFAULT_EVENTS_QUEUE = "persona-events"
+# Verisoul syncs on a queue of their own, listed after the events queue: a worker takes an event first,
+# so a slow or failing Verisoul cannot hold back the record.
+DEFAULT_SYNC_QUEUE = "persona-sync"
 # Persona retries for about 51 h; the dedupe mark must outlive that window with margin (>= 7 days).
 DEFAULT_DEDUPE_TTL = 7 * 24 * 3600
 DEFAULT_PERSONA_API_URL = "https://api.withpersona.com"
@@ -47,6 +50,7 @@ class Config:
     signature_tolerance: int = DEFAULT_SIGNATURE_TOLERANCE
     max_webhook_bytes: int = DEFAULT_MAX_WEBHOOK_BYTES
     events_queue: str = DEFAULT_EVENTS_QUEUE
+    sync_queue: str = DEFAULT_SYNC_QUEUE
     dedupe_ttl: int = DEFAULT_DEDUPE_TTL
     persona_api_key: str | None = field(default=None, repr=False)
     persona_api_url: str = DEFAULT_PERSONA_API_URL
@@ -60,7 +64,8 @@ class Config:
 
     @property
     def queues(self) -> list[str]:
-        return [self.events_queue]
+        """In the order a worker serves them: events before Verisoul syncs."""
+        return [self.events_queue, self.sync_queue]
 
     @property
     def reconcile_after(self) -> timedelta:

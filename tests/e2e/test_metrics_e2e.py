@@ -46,6 +46,7 @@ def metrics_stack(stack, tmp_path):
     stack.metrics_dir = metrics_dir
     stack.start("web")
     stack.start("worker")
+    stack.start("scheduler")
     stack.wait_ready()
     return stack
 

@@ -78,6 +78,7 @@ def test_replay_from_persona_rebuilds_the_records_live_delivery_made(
     stack.env["ADMIN_API_TOKEN"] = TOKEN
     stack.start("web")
     stack.start("worker")
+    stack.start("scheduler")
     stack.wait_ready()
     answers = _post_all(stack.url, deliveries(stream, SEED))
     assert all(code == 200 for _, code, _ in answers)

@@ -182,6 +182,7 @@ def test_two_workers_turn_a_shuffled_duplicated_stream_into_the_expected_user_re
     stack.start("web")
     stack.start("worker")
     stack.start("worker")
+    stack.start("scheduler")
     stack.wait_ready()
 
     ready = time.monotonic()

@@ -17,9 +17,9 @@ are not verified at the end but were at some point, the test accepts either outc
 calls and the fake agree. Likewise an intermediate state may hold a block the final state does not (a decline
 whose reversal is not applied yet); such users may see block/unblock pairs, everyone else none.
 
-Syncs that exhaust the client's 5 attempts fail with "the sweep retries it" (the fake's first ten answers are
-failures, so at least one does); the test then enqueues the sweep (`workers.jobs.sweep_verisoul`) and drains
-again, a bounded number of rounds, until every record is synced.
+A sync that meets a failure is retried by RQ on the scheduler process's schedule (the fake's first ten answers
+are failures, so some are), and the scheduler's sweep, every minute, queues again any user still unsynced; the
+test waits, a bounded time, until every record is synced, and no job may land in the failed registry.
 
 Parametrized over both API flavors (`account` at the fake's root, `lists` under /lists) and, through the
 fixtures, over SQLite and (with TEST_DATABASE_URL) PostgreSQL.
@@ -63,7 +63,8 @@ pytestmark = pytest.mark.e2e
 
 SEED = int(os.environ.get("E2E_USERS_SEED", "20261101"))
 USERS = 200
-QUEUE = "persona-events"
+QUEUES = ("persona-events", "persona-sync")
+SYNC_QUEUE = "persona-sync"
 TOKEN = "e2e-admin-token-5c81e2"
 API_KEY = "fake-verisoul-key"
 FAIL_RATE_500 = 0.1
@@ -73,9 +74,9 @@ WORKERS = 2
 DUPLICATES = (6, 4)  # ~5% of users linked to other accounts: (verified at the end, the others)
 DRAIN_TIMEOUT = 300  # seconds, for each drain
 SWEEP_ROUNDS = 6
+CONVERGE_TIMEOUT = 300  # seconds for every record to say synced (the sweep runs every minute)
 VERIFIED = {"completed", "approved"}
 SYNC_JOB = "workers.jobs.sync_verisoul"
-RETRIED_BY_SWEEP = "the sweep retries it"
 PENDING_MARKS = "persona-events:sync-pending:*"
 # What the test calls a write, by the fake's action name in each flavor.
 WRITES = {
@@ -191,20 +192,29 @@ def _pick_duplicates(stream: Stream, now: datetime) -> list[str]:
 # Waiting for the workers
 
 
-def _failed_syncs(redis) -> tuple[list[str], list[str]]:
-    """Failed jobs: (syncs the sweep retries, anything else), each as "job id: last line"."""
-    retried, other = [], []
-    for job_id in FailedJobRegistry(QUEUE, connection=redis).get_job_ids():
-        try:
-            job = Job.fetch(job_id, connection=redis)
-            result = job.latest_result()
-            text = ((result.exc_string if result else "") or "?").strip().splitlines()[-1]
-            name = job.func_name
-        except Exception as error:  # a diagnostic must not hide the failure it describes
-            text, name = f"(could not read the job: {error!r})", "?"
-        line = f"{job_id} {name}: {text}"
-        (retried if name == SYNC_JOB and RETRIED_BY_SWEEP in text else other).append(line)
-    return retried, other
+def _failed_jobs(redis) -> list[str]:
+    """Every failed job of both queues, as "job id function: last line": none is expected."""
+    lines = []
+    for queue in QUEUES:
+        for job_id in FailedJobRegistry(queue, connection=redis).get_job_ids():
+            try:
+                job = Job.fetch(job_id, connection=redis)
+                result = job.latest_result()
+                text = ((result.exc_string if result else "") or "?").strip().splitlines()[-1]
+                function = job.func_name
+            except Exception as error:  # a diagnostic must not hide the failure it describes
+                text, function = f"(could not read the job: {error!r})", "?"
+            lines.append(f"{job_id} {function}: {text}")
+    return lines
+
+
+def _retries_pending(redis) -> int:
+    """Jobs waiting in a scheduled registry for a retry (the unblocks at a block's expiry excluded)."""
+    return sum(
+        not job_id.startswith("unblock-")
+        for name in QUEUES
+        for job_id in ScheduledJobRegistry(name, connection=redis).get_job_ids()
+    )
 
 
 def _sync_states(database: Database) -> dict[str, tuple[bool, str | None]]:
@@ -216,7 +226,7 @@ def _sync_states(database: Database) -> dict[str, tuple[bool, str | None]]:
 def _wait_for_quiet(stack, redis, database: Database, expected_events: int) -> dict:
     """Until every event is stored and no job is queued or running, three polls in a row (a job between
     the queue and the started registry is invisible for an instant); no pending sync mark remains."""
-    started = StartedJobRegistry(QUEUE, connection=redis)
+    started = [StartedJobRegistry(name, connection=redis) for name in QUEUES]
     deadline = time.monotonic() + DRAIN_TIMEOUT
     quiet = 0
     state: dict = {}
@@ -224,19 +234,20 @@ def _wait_for_quiet(stack, redis, database: Database, expected_events: int) -> d
         with database.sessions() as session:
             stored = session.scalar(select(func.count()).select_from(Event))
         state = {
-            "queued": redis.llen(f"rq:queue:{QUEUE}"),
-            "started": started.count,
+            "queued": sum(redis.llen(f"rq:queue:{name}") for name in QUEUES),
+            "started": sum(registry.count for registry in started),
+            "retries": _retries_pending(redis),
             "pending_sync_marks": len(redis.keys(PENDING_MARKS)),
             "events_stored": stored,
             "events_expected": expected_events,
         }
-        _, other = _failed_syncs(redis)
-        if other:
-            pytest.fail(f"jobs failed for a reason the sweep does not retry: {other[:5]}; logs in {stack.log_dir}")
+        failed = _failed_jobs(redis)
+        if failed:
+            pytest.fail(f"jobs failed: {failed[:5]}; logs in {stack.log_dir}")
         exited = [p for p in stack.processes if p.poll() is not None]
         dead = [f"{p.args[0].rsplit('/', 1)[-1]} pid {p.pid} exit {p.returncode}" for p in exited]
         assert not dead, f"a process of the stack exited: {dead}; logs in {stack.log_dir}; {state}"
-        idle = state["queued"] == 0 and state["started"] == 0 and state["pending_sync_marks"] == 0
+        idle = state["queued"] == state["started"] == state["retries"] == state["pending_sync_marks"] == 0
         quiet = quiet + 1 if idle and stored == expected_events else 0
         if quiet >= 3:
             return state
@@ -245,22 +256,24 @@ def _wait_for_quiet(stack, redis, database: Database, expected_events: int) -> d
 
 
 def _converge(stack, redis, database: Database, expected_events: int) -> int:
-    """Drain; while some record is not synced, enqueue the sweep and drain again. Returns the sweeps run."""
-    queue = Queue(QUEUE, connection=redis)
-    for sweeps in range(SWEEP_ROUNDS + 1):
+    """Drain; until every record is synced, wait for the scheduler's sweep (every minute) and drain
+    again. Returns the rounds waited."""
+    deadline = time.monotonic() + CONVERGE_TIMEOUT
+    rounds = 0
+    while True:
         _wait_for_quiet(stack, redis, database, expected_events)
         unsynced = {
             key: error for key, (synced, error) in _sync_states(database).items() if not synced and not _is_provisional(key)
         }
         if not unsynced:
-            return sweeps
-        if sweeps == SWEEP_ROUNDS:
+            return rounds
+        if time.monotonic() > deadline:
             break
-        queue.enqueue("workers.jobs.sweep_verisoul")
-    retried, _ = _failed_syncs(redis)
+        rounds += 1
+        time.sleep(5)
     pytest.fail(
-        f"{len(unsynced)} records still unsynced after {SWEEP_ROUNDS} sweeps: {sorted(unsynced.items())[:10]}; "
-        f"failed syncs: {retried[:5]}; logs in {stack.log_dir}"
+        f"{len(unsynced)} records still unsynced after {CONVERGE_TIMEOUT} s: {sorted(unsynced.items())[:10]}; "
+        f"logs in {stack.log_dir}"
     )
 
 
@@ -401,12 +414,12 @@ def _expiry_problems(url: str, expected: dict[str, Expected], new_writes: dict, 
 
 
 def _run_expiries(stack, monkeypatch, redis, database: Database, fake: FakeServer, later: datetime) -> int:
-    """Stop the worker processes; in this process, with `workers.jobs.now` at `later`, run every scheduled
-    unblock, the first of them failing five times in a row, so that the sweep must retry it. Returns the
-    sweeps run."""
+    """Stop the worker and scheduler processes; in this process, with `workers.jobs.now` at `later`, run every
+    scheduled unblock, the first of them failing five times in a row, so that the sweep must queue it again.
+    Returns the sweeps run."""
     from workers import jobs, verisoul
 
-    for process in stack.processes[1:]:  # the workers; the web process keeps answering GET /users
+    for process in stack.processes[1:]:  # workers and scheduler; the web process keeps answering GET /users
         process.send_signal(signal.SIGTERM)
     for process in stack.processes[1:]:
         process.wait(timeout=30)
@@ -426,8 +439,9 @@ def _run_expiries(stack, monkeypatch, redis, database: Database, fake: FakeServe
     caches = (jobs.syncer, jobs.redis, jobs.database)
     for cached in caches:
         cached.cache_clear()
-    queue = Queue(QUEUE, connection=redis)
-    scheduled = ScheduledJobRegistry(QUEUE, connection=redis)
+    queues = [Queue(name, connection=redis) for name in QUEUES]
+    queue = Queue(SYNC_QUEUE, connection=redis)
+    scheduled = ScheduledJobRegistry(SYNC_QUEUE, connection=redis)
     run = [job_id for job_id in scheduled.get_job_ids() if job_id.startswith("unblock-")]
     try:
         for job_id in run:
@@ -436,9 +450,9 @@ def _run_expiries(stack, monkeypatch, redis, database: Database, fake: FakeServe
             queue.enqueue_job(job)
         fake.control("POST", "config", json={"fail_next": [500, 429, 500, 429, 500]})
         for sweeps in range(SWEEP_ROUNDS + 1):
-            SimpleWorker([queue], connection=redis).work(burst=True)
-            _, other = _failed_syncs(redis)
-            assert not other, f"jobs failed past the expiries: {other[:5]}"
+            SimpleWorker(queues, connection=redis).work(burst=True)
+            failed = _failed_jobs(redis)
+            assert not failed, f"jobs failed past the expiries: {failed[:5]}"
             unsynced = [k for k, (synced, _) in _sync_states(database).items() if not synced and not _is_provisional(k)]
             if not unsynced:
                 return sweeps
@@ -496,6 +510,7 @@ def test_verisoul_converges_under_injected_failures(
     stack.start("web")
     for _ in range(WORKERS):
         stack.start("worker")
+    stack.start("scheduler")
     stack.wait_ready()
 
     ready = time.monotonic()
@@ -508,8 +523,7 @@ def test_verisoul_converges_under_injected_failures(
     try:
         sweeps = _converge(stack, real_redis, database, len(stream.event_ids))
         drained = time.monotonic()
-        retried, _ = _failed_syncs(real_redis)
-        assert retried, f"{len(FORCED_FAILURES)} failures in a row across {WORKERS} workers exhausted no sync's retries"
+        assert not _failed_jobs(real_redis)
 
         now = datetime.now(timezone.utc)
         expected = _expectations(stream, now, started, set(duplicates))
@@ -551,7 +565,7 @@ def test_verisoul_converges_under_injected_failures(
         print(
             f"\n[{flavor}] {len(posts)} posts of {len(stream.event_ids)} events for {USERS} users, "
             f"{len(duplicates)} linked accounts: start {ready - clock:.1f} s, post {posted - ready:.1f} s, "
-            f"converge {drained - posted:.1f} s ({sweeps} sweeps, {len(retried)} syncs out of retries); "
+            f"converge {drained - posted:.1f} s ({sweeps} sweep waits); "
             f"{len(calls)} Verisoul requests {dict(sorted(totals.items()))}; "
             f"{sum(e.blocked for e in expected.values())} blocked "
             f"({sum(e.permanent for e in expected.values())} permanent), "
@@ -565,17 +579,14 @@ def test_verisoul_converges_under_injected_failures(
         # The scheduled unblocks: one at each temporary block's expiry.
         temporary = [e for e in expected.values() if e.blocked and not e.permanent]
         assert temporary, "the stream has no temporary block in force; the expiry check proves nothing"
-        missing = _unscheduled(ScheduledJobRegistry(QUEUE, connection=real_redis), temporary)
+        missing = _unscheduled(ScheduledJobRegistry(SYNC_QUEUE, connection=real_redis), temporary)
         assert not missing, f"unblocks not scheduled at the block's expiry: {missing}"
 
         # Past every temporary block (30 days at most from now): exactly those are lifted, once.
         later = now + timedelta(days=31)
         compared = time.monotonic()
-        failed_before = len(retried)
         expiry_sweeps = _run_expiries(stack, monkeypatch, real_redis, database, fake_verisoul, later)
-        assert len(_failed_syncs(real_redis)[0]) > failed_before and expiry_sweeps, (
-            "the unblock failing five times in a row should have left a failed sync for the sweep"
-        )
+        assert expiry_sweeps, "the unblock failing five times in a row should have needed the sweep"
         new_writes = _writes(fake_verisoul.control("GET", "calls")[len(calls) :], flavor)
         problems = _expiry_problems(stack.url, expected, new_writes, fake_verisoul.control("GET", "accounts"))
         print(

@@ -215,7 +215,7 @@ def test_no_personal_value_reaches_any_log(real_config, real_redis, fresh_jobs, 
         assert client.post(WEBHOOK, data=body, headers=sent).status_code == status
 
     assert EventQueue(real_redis, real_config).enqueue_once(_broken_job_event())
-    worker = SimpleWorker([Queue(real_config.events_queue, connection=real_redis)], connection=real_redis)
+    worker = SimpleWorker([Queue(name, connection=real_redis) for name in real_config.queues], connection=real_redis)
     worker.work(burst=True, logging_level="DEBUG")
 
     entries = logs.entries()  # every line is JSON

@@ -527,7 +527,19 @@ def fake_verisoul_url():
 
 
 def drain(real_config, real_redis) -> None:
-    SimpleWorker([Queue(real_config.events_queue, connection=real_redis)], connection=real_redis).work(burst=True)
+    queues = [Queue(name, connection=real_redis) for name in real_config.queues]
+    SimpleWorker(queues, connection=real_redis).work(burst=True)
+
+
+class FailedJobs:
+    """RQ's failed registries of the events and the sync queue, counted together."""
+
+    def __init__(self, config, connection):
+        self.registries = [FailedJobRegistry(name, connection=connection) for name in config.queues]
+
+    @property
+    def count(self) -> int:
+        return sum(registry.count for registry in self.registries)
 
 
 def broken_event(event_id: str, inquiry_id: str) -> dict:
@@ -550,13 +562,13 @@ def fail_a_sync(monkeypatch, fake_verisoul_url, real_config, real_redis) -> None
 
 
 @pytest.fixture
-def failed(env, monkeypatch, fake_verisoul_url, real_config, real_redis) -> FailedJobRegistry:
+def failed(env, monkeypatch, fake_verisoul_url, real_config, real_redis) -> FailedJobs:
     EventQueue(real_redis, real_config).enqueue_once(broken_event("evt_broken", "inq_b"))
     drain(real_config, real_redis)
     fail_a_sync(monkeypatch, fake_verisoul_url, real_config, real_redis)
-    registry = FailedJobRegistry(real_config.events_queue, connection=real_redis)
-    assert registry.count == 2
-    return registry
+    registries = FailedJobs(real_config, real_redis)
+    assert [registry.count for registry in registries.registries] == [1, 1]  # the event's, the sync's
+    return registries
 
 
 def test_failed_dry_run_lists_without_requeueing(failed, real_config, real_redis):
@@ -600,7 +612,8 @@ def test_failed_requeues_into_the_queue(failed, real_config, real_redis):
     assert failed.count == 1
     rest = replay("--failed")
     assert rest.exit_code == 0 and rest.stdout.splitlines()[-1] == "1 failed jobs requeued"
-    assert failed.count == 0 and len(queue.job_ids) == 2
+    assert failed.count == 0 and len(queue.job_ids) == 1
+    assert len(Queue(real_config.sync_queue, connection=real_redis).job_ids) == 1
 
 
 def test_failed_with_redis_down_is_one_line_not_a_traceback(env, monkeypatch):

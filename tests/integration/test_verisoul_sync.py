@@ -87,8 +87,8 @@ def record(real_config, real_redis):
 
 def drain(real_config, real_redis):
     """Run queued jobs (and scheduled ones already due) in this process."""
-    queue = Queue(real_config.events_queue, connection=real_redis)
-    SimpleWorker([queue], connection=real_redis).work(burst=True, with_scheduler=True)
+    queues = [Queue(name, connection=real_redis) for name in real_config.queues]
+    SimpleWorker(queues, connection=real_redis).work(burst=True, with_scheduler=True)
 
 
 def at(moment: datetime) -> str:
@@ -129,7 +129,7 @@ def test_decline_blocks_for_a_week_from_the_event_and_unblocks_at_expiry(verisou
     assert verisoul.writes("user_3") == ["block"]
     user = record("user_3")
     assert user["verisoul"]["blocked_until"] == at(declined_at + 7 * DAY)
-    scheduled = ScheduledJobRegistry(real_config.events_queue, connection=real_redis)
+    scheduled = ScheduledJobRegistry(real_config.sync_queue, connection=real_redis)
     assert any(job_id.startswith("unblock-") for job_id in scheduled.get_job_ids())
     clock["now"] = declined_at + 7 * DAY - timedelta(microseconds=1)
     assert jobs.sync_verisoul("user_3") == "in_sync"
@@ -156,7 +156,7 @@ def test_reviewer_reversals_converge(verisoul, clock, record, real_config, real_
 
 def test_sweep_lifts_an_expired_block_whose_unblock_job_was_lost(verisoul, clock, real_config, real_redis):
     deliver(real_config, real_redis, inquiry_event("inq_6", "declined", at(clock["now"] - DAY), "user_6"))
-    scheduled = ScheduledJobRegistry(real_config.events_queue, connection=real_redis)
+    scheduled = ScheduledJobRegistry(real_config.sync_queue, connection=real_redis)
     for job_id in scheduled.get_job_ids():
         scheduled.remove(job_id, delete_job=True)
     clock["now"] += 7 * DAY
@@ -168,8 +168,8 @@ def test_sweep_lifts_an_expired_block_whose_unblock_job_was_lost(verisoul, clock
 def test_a_refusal_fails_the_job_with_verisouls_message(verisoul, clock, record, real_config, real_redis):
     verisoul.configure(auto_create=False)
     deliver(real_config, real_redis, inquiry_event("inq_7", "approved", at(clock["now"] - DAY), "user_7"))
-    [job_id] = FailedJobRegistry(real_config.events_queue, connection=real_redis).get_job_ids()
-    job = Queue(real_config.events_queue, connection=real_redis).fetch_job(job_id)
+    [job_id] = FailedJobRegistry(real_config.sync_queue, connection=real_redis).get_job_ids()
+    job = Queue(real_config.sync_queue, connection=real_redis).fetch_job(job_id)
     assert "Account not found" in job.latest_result().exc_string
     user = record("user_7")
     assert user["verisoul"]["synced"] is False and user["verisoul"]["enrolled"] is False

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workers.rate_limit import WINDOW_MS, RateLimiter
+from workers.rate_limit import MAX_WAIT_SECONDS, WINDOW_MS, RateLimited, RateLimiter
 
 START_MS = 1_700_000_000_000
 WINDOW = WINDOW_MS / 1000
@@ -45,9 +45,30 @@ def clock():
     return Clock()
 
 
-def limiter(server, clock, limit: int, name: str = "verisoul") -> RateLimiter:
-    """Each limiter gets its own connection, as each worker process would."""
-    return RateLimiter(fakeredis.FakeRedis(server=server), name, limit, clock=clock, sleep=clock.sleep)
+def limiter(server, clock, limit: int, name: str = "verisoul", max_wait: float = WINDOW) -> RateLimiter:
+    """Each limiter gets its own connection, as each worker process would; patient enough to wait a
+    whole window unless a test says otherwise."""
+    return RateLimiter(fakeredis.FakeRedis(server=server), name, limit, clock=clock, sleep=clock.sleep, max_wait=max_wait)
+
+
+def test_a_wait_longer_than_the_patience_is_refused_without_sleeping(server, clock):
+    """A worker must not sit out a long wait: the job is retried later instead (RateLimited)."""
+    budget = limiter(server, clock, 2, max_wait=MAX_WAIT_SECONDS)
+    budget.acquire()
+    budget.acquire()
+    clock.advance(10)
+    with pytest.raises(RateLimited) as refused:
+        budget.acquire()
+    assert refused.value.wait == WINDOW - 10
+    assert clock.sleeps == []
+
+
+def test_a_short_wait_within_the_patience_is_slept(server, clock):
+    budget = limiter(server, clock, 1, max_wait=MAX_WAIT_SECONDS)
+    budget.acquire()
+    clock.advance(WINDOW - 1)
+    budget.acquire()
+    assert clock.sleeps == [1.0]
 
 
 def test_limit_acquisitions_do_not_wait(server, clock):

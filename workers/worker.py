@@ -1,0 +1,135 @@
+"""The worker class of the Procfile's `worker:` (`rq worker --worker-class workers.worker.Worker`).
+
+RQ's SimpleWorker (jobs run in the worker process, so the database pool and SQLAlchemy's statement
+cache live across jobs) with two changes:
+
+- It rides out Redis. RQ's worker quits on a Redis error anywhere but in its blocking dequeue ("found
+  an unhandled exception, quitting"); this one logs one line, waits for Redis with a capped back-off
+  and carries on, whether idle, finishing a job, or starting. A job whose bookkeeping was cut off by
+  the outage stays in the StartedJobRegistry and runs again once found abandoned (workers/abandoned.py);
+  its effects are idempotent. A stop request (SIGTERM, Ctrl-C) still ends the wait.
+- A dead worker's job is found within a minute. The registry entry of a running job expires at the
+  job's time limit plus HEARTBEAT_MARGIN (RQ adds 60 s), and abandoned jobs are requeued, not failed.
+
+Scheduling (retries, unblocks at a block's expiry, the periodic sweep and reconciliation) is not the
+worker's: the scheduler process owns it (workers/scheduler.py), so no worker forks a scheduler child
+that could outlive it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, TypeVar
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rq.exceptions import StopRequested
+from rq.job import Job
+from rq.queue import Queue
+from rq.worker import SimpleWorker
+
+from workers.abandoned import requeue_abandoned
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Redis unreachable, restarting (LOADING is a ConnectionError) or timing out: waited out. Any other
+# Redis error is an answer, not an outage, and is not retried blindly.
+REDIS_OUTAGE = (RedisConnectionError, RedisTimeoutError)
+
+# Seconds a running job's registry entry outlives its time limit. A live worker ends every job by its
+# limit (RQ's death penalty), so past this the worker is gone. Short, so a dead worker's job runs again
+# soon; not so short that a busy machine's scheduling delay looks like a death.
+HEARTBEAT_MARGIN = 5
+# Redis back-off: first retry soon (a restart takes a second or two), then at most this often.
+REDIS_RETRY_FIRST = 0.5
+REDIS_RETRY_CAP = 5.0
+# RQ runs registry clean-up this often (default 600 s); ours requeues abandoned jobs before it.
+MAINTENANCE_INTERVAL = 30
+
+
+def wait_for_redis(ping: Callable[[], object], stop_requested: Callable[[], bool] = lambda: False, what: str = "") -> None:
+    """Call `ping` until it succeeds, sleeping REDIS_RETRY_FIRST doubling up to REDIS_RETRY_CAP between
+    tries; one log line when Redis is lost and one when it answers again. Raises StopRequested when
+    `stop_requested()` turns true while waiting."""
+    delay, lost_at = REDIS_RETRY_FIRST, None
+    while True:
+        try:
+            ping()
+        except REDIS_OUTAGE as error:
+            if lost_at is None:
+                lost_at = time.monotonic()
+                log.error("redis unavailable; waiting for it", extra={"reason": f"{what}{type(error).__name__}"})
+            if stop_requested():
+                raise StopRequested() from None
+            time.sleep(delay)
+            delay = min(delay * 2, REDIS_RETRY_CAP)
+            continue
+        if lost_at is not None:
+            log.warning("redis available again", extra={"duration_ms": round((time.monotonic() - lost_at) * 1000)})
+        return
+
+
+class Worker(SimpleWorker):
+    max_connection_wait_time = REDIS_RETRY_CAP
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
+        super().__init__(*args, **kwargs)
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        """The job's time limit plus HEARTBEAT_MARGIN: a SimpleWorker sends no heartbeat during a job."""
+        return int(job.timeout or self.queue_class.DEFAULT_TIMEOUT) + HEARTBEAT_MARGIN
+
+    def _until_redis_answers(self, step: Callable[[], T], what: str) -> T:
+        """Run `step`, waiting out Redis outages and running it again until it completes."""
+        while True:
+            try:
+                return step()
+            except REDIS_OUTAGE as error:
+                log.error("redis error; waiting for it", extra={"reason": f"{what}: {type(error).__name__}"})
+                wait_for_redis(self.connection.ping, lambda: self._stop_requested, what=f"{what}: ")
+
+    def bootstrap(self, *args, **kwargs) -> None:
+        self._until_redis_answers(lambda: super(Worker, self).bootstrap(*args, **kwargs), "start")
+
+    def check_for_suspension(self, burst: bool) -> None:
+        self._until_redis_answers(lambda: super(Worker, self).check_for_suspension(burst), "suspension check")
+
+    def set_state(self, state, pipeline=None) -> None:
+        if pipeline is not None:
+            return super().set_state(state, pipeline)
+        self._until_redis_answers(lambda: super(Worker, self).set_state(state), "state")
+
+    def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
+        if pipeline is not None:  # buffered: the caller's execute() meets any error
+            return super().heartbeat(timeout, pipeline)
+        self._until_redis_answers(lambda: super(Worker, self).heartbeat(timeout), "heartbeat")
+
+    def run_maintenance_tasks(self) -> None:
+        """Requeue abandoned jobs, then RQ's clean-up (which would otherwise fail them). Skipped, not
+        fatal, while Redis is away: it runs again at the next interval."""
+        try:
+            for queue in self.queues:
+                requeue_abandoned(queue)
+            super().run_maintenance_tasks()
+        except REDIS_OUTAGE as error:
+            log.error("maintenance skipped; redis unavailable", extra={"reason": type(error).__name__})
+            wait_for_redis(self.connection.ping, lambda: self._stop_requested, what="maintenance: ")
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """Run the job; if Redis fails while RQ records its end, wait for Redis and move on: the job's
+        registry entry then expires and it runs again (idempotently) as an abandoned job."""
+        try:
+            super().execute_job(job, queue)
+        except REDIS_OUTAGE as error:
+            log.error("job outcome not recorded; redis unavailable", extra={"job_id": job.id, "reason": type(error).__name__})
+            wait_for_redis(self.connection.ping, lambda: self._stop_requested, what="after a job: ")
+
+    def teardown(self) -> None:
+        """Leaving: a Redis outage must not turn a clean stop into a traceback."""
+        try:
+            super().teardown()
+        except REDIS_OUTAGE as error:
+            log.warning("worker not unregistered; redis unavailable", extra={"reason": type(error).__name__})
