@@ -12,3 +12,8 @@ def count_run(counter_key: str, seconds: float = 0.0) -> int:
     runs = get_current_job().connection.incr(counter_key)
     time.sleep(seconds)
     return runs
+
+
+def note(list_key: str, label: str) -> None:
+    """Append `label` to a Redis list, to see the order jobs ran in."""
+    get_current_job().connection.rpush(list_key, label)

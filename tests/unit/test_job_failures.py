@@ -1,0 +1,118 @@
+"""How jobs fail (workers/jobs.py), through RQ itself on fakeredis: a known-transient dependency error is
+retried on RQ's schedule; anything else fails at once with its reason; events are served before syncs.
+
+Issue 9's rows: an OverflowError was retried 5 times over 20 minutes; with the database unreachable for
+60 s, sync jobs failed permanently (only Verisoul errors were retried); a failing Verisoul held a worker
+~8 s per sync while events waited behind the syncs on one queue.
+"""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+import requests
+from rq import Queue
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry
+
+from app.config import Config, DEFAULT_EVENTS_QUEUE, DEFAULT_SYNC_QUEUE
+from app.queue import PROCESS_EVENT, PROCESS_EVENT_RETRY
+from scripts.fake_verisoul import DEFAULT_API_KEY, create_fake_app
+from tests.integration.test_user_records import inquiry_event
+from tests.payloads import SECRET
+from tests.servers import serve
+from workers import jobs
+from workers.sync import request_sync
+from workers.worker import Worker
+
+UNREACHABLE_POSTGRES = "postgresql://postgres@127.0.0.1:1/nowhere"
+
+
+@pytest.fixture
+def connection():
+    return fakeredis.FakeRedis()
+
+
+@pytest.fixture
+def worker_env(monkeypatch, connection, database_url):
+    """A worker's environment, its Redis the fake one."""
+    monkeypatch.setenv("PERSONA_WEBHOOK_SECRETS", SECRET)
+    monkeypatch.setenv("REDIS_URL", "redis://unused")
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.delenv("VERISOUL_API_URL", raising=False)
+    monkeypatch.setattr(jobs, "redis", lambda: connection)
+    caches = (jobs.database, jobs.syncer)
+    for cached in caches:
+        cached.cache_clear()
+    yield monkeypatch
+    for cached in caches:
+        cached.cache_clear()
+
+
+def work(connection) -> None:
+    queues = [Queue(name, connection=connection) for name in (DEFAULT_EVENTS_QUEUE, DEFAULT_SYNC_QUEUE)]
+    Worker(queues, connection=connection).work(burst=True)
+
+
+def test_an_event_the_code_cannot_apply_fails_at_once_with_its_reason(worker_env, connection):
+    """Whatever the exception (here an OverflowError from a year-1 time with an offset), no retry."""
+    event = inquiry_event("inq_o", "approved", "2024-01-01T00:00:00.000Z", "user_o")
+    event["timestamps"] = {"created_at": "0001-01-01T00:30:00+01:00"}
+    queue = Queue(DEFAULT_EVENTS_QUEUE, connection=connection)
+    job = queue.enqueue(PROCESS_EVENT, event, retry=PROCESS_EVENT_RETRY)
+    work(connection)
+    assert FailedJobRegistry(queue=queue).get_job_ids() == [job.id]
+    assert ScheduledJobRegistry(queue=queue).count == 0
+    assert "PermanentJobError: event evt_" in job.latest_result().exc_string
+    assert "OverflowError" in job.latest_result().exc_string
+
+
+def test_an_unreachable_database_is_retried_by_process_event(worker_env, connection):
+    worker_env.setenv("DATABASE_URL", UNREACHABLE_POSTGRES)
+    queue = Queue(DEFAULT_EVENTS_QUEUE, connection=connection)
+    job = queue.enqueue(PROCESS_EVENT, inquiry_event("inq_d", "approved", "2024-01-01T00:00:00.000Z", "user_d"),
+                        retry=PROCESS_EVENT_RETRY)  # fmt: skip
+    work(connection)
+    assert FailedJobRegistry(queue=queue).count == 0
+    assert ScheduledJobRegistry(queue=queue).get_job_ids() == [job.id]
+
+
+def test_an_unreachable_database_is_retried_by_sync_verisoul(worker_env, connection):
+    worker_env.setenv("DATABASE_URL", UNREACHABLE_POSTGRES)
+    queue = Queue(DEFAULT_SYNC_QUEUE, connection=connection)
+    assert request_sync(connection, queue, "user_s")
+    work(connection)
+    assert FailedJobRegistry(queue=queue).count == 0
+    [retry] = ScheduledJobRegistry(queue=queue).get_job_ids()
+    assert queue.fetch_job(retry).retries_left == 11  # one of SYNC_RETRY's 12 spent
+
+
+def test_a_failing_verisoul_costs_two_quick_calls_and_a_scheduled_retry(worker_env, connection, monkeypatch):
+    from workers import verisoul
+
+    monkeypatch.setattr(verisoul, "BACKOFF_BASE", 0.01)
+    app = create_fake_app()
+    with serve(app) as url:
+        requests.post(url + "/_control/config", json={"fail_rate_500": 1.0}, timeout=5).raise_for_status()
+        worker_env.setenv("VERISOUL_API_URL", url)
+        worker_env.setenv("VERISOUL_API_KEY", DEFAULT_API_KEY)
+        jobs.syncer.cache_clear()
+        jobs.process_event(inquiry_event("inq_v", "approved", "2024-01-01T00:00:00.000Z", "user_v"))
+        sync = Queue(DEFAULT_SYNC_QUEUE, connection=connection)
+        assert sync.count == 1
+        work(connection)
+        calls = requests.get(url + "/_control/calls", timeout=5).json()
+        assert len(calls) == verisoul.ATTEMPTS == 2  # the account read, tried twice; then RQ's retry
+    assert FailedJobRegistry(queue=sync).count == 0
+    assert ScheduledJobRegistry(queue=sync).count == 1
+
+
+def test_a_worker_serves_waiting_events_before_waiting_syncs(connection):
+    events, syncs = (Queue(name, connection=connection) for name in Config(("s",), "redis://unused").queues)
+    for n in range(3):
+        syncs.enqueue("tests.resilience.jobs.note", "order", f"sync{n}")
+    for n in range(3):
+        events.enqueue("tests.resilience.jobs.note", "order", f"event{n}")
+    Worker([events, syncs], connection=connection).work(burst=True)
+    assert [label.decode() for label in connection.lrange("order", 0, -1)] == [
+        "event0", "event1", "event2", "sync0", "sync1", "sync2",
+    ]  # fmt: skip
