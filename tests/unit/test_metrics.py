@@ -203,9 +203,11 @@ def test_verisoul_calls_count_each_attempt_by_result(fake, client_for):  # noqa:
 
     ok, http_500, http_429, http_400 = calls("ok"), calls("http_500"), calls("http_429"), calls("http_400", "GET")
     client = client_for("account")
-    fake.configure(fail_next=[500, 429])
-    client.block("u1")  # two retried failures, then success
-    assert (calls("ok"), calls("http_500"), calls("http_429")) == (ok + 1, http_500 + 1, http_429 + 1)
+    fake.configure(fail_next=[500])
+    client.block("u1")  # a retried failure, then success
+    fake.configure(fail_next=[429])
+    client.unblock("u1")
+    assert (calls("ok"), calls("http_500"), calls("http_429")) == (ok + 2, http_500 + 1, http_429 + 1)
 
     fake.configure(auto_create=False)  # an unknown account: 400, final
     with pytest.raises(VerisoulError):
