@@ -829,9 +829,21 @@ def _environment(redis_url: str, database_url: str, verisoul_url: str, port: int
 LOG_LINE_KEYS = ("message", "exception", "reason", "outcome")
 
 
-def _generic(line: str) -> str:
-    """A log line with its ids and numbers masked, so that lines differing only in them group together."""
-    return re.sub(r"[0-9a-f]{16,}|[0-9]+", "#", line)[:160]
+EXCEPTION_LINE = re.compile(r"^[\w.]+(Error|Exception|Interrupt|Exit|Timeout|Warning)\b")
+IDS = re.compile(r"\b(e_)?(evt|inq|ver|act|user)_\w+|\b[0-9a-f]{16,}\b|[0-9]+")
+
+
+def _generic(message: str) -> str:
+    """A log message with its ids and numbers masked, so that lines differing only in them group together; of a
+    traceback, its first line and the exception it ends with."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    text_ = lines[0]
+    if len(lines) > 1:
+        raised = [line for line in lines[1:] if EXCEPTION_LINE.match(line)]
+        text_ += " … " + (raised[-1] if raised else lines[-1])
+    return IDS.sub("#", text_)[:220]
 
 
 def _log_findings(log_dir: Path) -> dict[str, list[str]]:
