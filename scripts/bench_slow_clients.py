@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import select
@@ -57,16 +58,21 @@ ATTACK_LIMIT = 600.0  # seconds an attack may last, whatever happens
 
 
 class Attack:
-    """`count` slow connections of `kind`, kept open (reopened when the server closes one) by a
-    thread until stop(), or at most ATTACK_LIMIT seconds."""
+    """`count` slow connections of `kind`, kept open (reopened when the server closes one) by a child
+    process (its own interpreter: the attack does not compete with the sender for this one's GIL) until
+    stop(), or at most ATTACK_LIMIT seconds."""
 
     def __init__(self, port: int, kind: str, count: int, trickle: float):
         self.port, self.trickle = port, trickle
         self.kinds = [KINDS[i % 3] for i in range(count)] if kind == "mixed" else [kind] * count
-        self.conns: list[socket.socket | None] = [None] * count
-        self.opened = self.closed_by_server = self.refused = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        context = multiprocessing.get_context("fork")
+        self._counts = context.Array("l", 3)  # opened, closed by the server, refused
+        self._stop, self._ready = context.Event(), context.Event()
+        self._process = context.Process(target=self._run, daemon=True)
+
+    @property
+    def closed_by_server(self) -> int:
+        return self._counts[1]
 
     def _head(self, kind: str) -> bytes:
         if kind == "slow-headers":
@@ -77,36 +83,35 @@ class Attack:
             f"Content-Length: {length}\r\nPersona-Signature: t=1,v1=00\r\n\r\n"
         ).encode()
 
-    def _open(self, i: int) -> None:
+    def _open(self, kind: str) -> socket.socket | None:
         try:
             conn = socket.create_connection(("127.0.0.1", self.port), timeout=1)
-            conn.sendall(self._head(self.kinds[i]))
+            conn.sendall(self._head(kind))
             conn.setblocking(False)
         except OSError:
-            self.refused += 1
-            return
-        self.conns[i] = conn
-        self.opened += 1
-
-    def _drop(self, i: int) -> None:
-        self.conns[i].close()
-        self.conns[i] = None
-        self.closed_by_server += 1
+            self._counts[2] += 1
+            return None
+        self._counts[0] += 1
+        return conn
 
     def _run(self) -> None:
+        conns = [self._open(kind) for kind in self.kinds]
+        self._ready.set()
         give_up = time.monotonic() + ATTACK_LIMIT
         while not self._stop.is_set() and time.monotonic() < give_up:
-            for i, conn in enumerate(self.conns):
+            for i, conn in enumerate(conns):
                 if conn is None:
-                    self._open(i)
+                    conns[i] = self._open(self.kinds[i])
                 elif self.kinds[i] != "idle-after-headers":
                     try:
                         conn.send(b"X" if self.kinds[i] == "slow-headers" else b" ")
                     except BlockingIOError:
                         pass
                     except OSError:
-                        self._drop(i)
-            live = {conn: i for i, conn in enumerate(self.conns) if conn is not None}
+                        conn.close()
+                        conns[i] = None
+                        self._counts[1] += 1
+            live = {conn: i for i, conn in enumerate(conns) if conn is not None}
             readable = select.select(list(live), [], [], 0)[0] if live else []
             for conn in readable:
                 try:
@@ -116,21 +121,25 @@ class Attack:
                 except OSError:
                     data = b""
                 if not data:  # the server closed it (an answer alone, e.g. a 400, is read and ignored)
-                    self._drop(live[conn])
+                    conn.close()
+                    conns[live[conn]] = None
+                    self._counts[1] += 1
             self._stop.wait(self.trickle)
+        for conn in conns:
+            if conn is not None:
+                conn.close()
 
     def start(self) -> "Attack":
-        for i in range(len(self.conns)):
-            self._open(i)
-        self._thread.start()
+        self._process.start()
+        self._ready.wait(timeout=60)
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
-        for conn in self.conns:
-            if conn is not None:
-                conn.close()
+        self._process.join(timeout=30)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
 
 
 class Web:
