@@ -21,8 +21,13 @@ from app.config import Config
 
 PROCESS_EVENT = "workers.jobs.process_event"
 DEDUPE_PREFIX = "persona-events:seen:"
-# Transient database errors: retry soon, then back off to ride out a failover or restart.
-PROCESS_EVENT_RETRY = Retry(max=5, interval=[2, 10, 60, 300, 900])
+# Transient database or Redis errors: retry soon, then every 30 s (the last interval repeats) for about
+# 8 minutes, so an event whose database was away is applied within 30 s of its return. Longer outages
+# leave the job in the failed registry, where reconciliation and `replay-event --failed` find it.
+PROCESS_EVENT_RETRY = Retry(max=20, interval=[1, 2, 5, 10, 20, 30])
+# An event is one short transaction; 40 s covers SQLite's 30 s wait for the write lock. Kept short because
+# a dead worker's job runs again only once this limit (+ 5 s) has passed (workers/worker.py).
+PROCESS_EVENT_TIMEOUT = 40
 # A finished job is kept a day for `rq info` and debugging; failed ones a month, for replay-event --failed.
 RESULT_TTL = 24 * 3600
 FAILURE_TTL = 30 * 24 * 3600
@@ -83,6 +88,7 @@ class EventQueue:
             job_id=job_id_for(event["event_id"]),
             description=f"process_event {event['event_id']} {event['name']}",
             retry=PROCESS_EVENT_RETRY,
+            timeout=PROCESS_EVENT_TIMEOUT,
             result_ttl=RESULT_TTL,
             failure_ttl=FAILURE_TTL,
             pipeline=pipeline,

@@ -116,3 +116,18 @@ def test_a_worker_serves_waiting_events_before_waiting_syncs(connection):
     assert [label.decode() for label in connection.lrange("order", 0, -1)] == [
         "event0", "event1", "event2", "sync0", "sync1", "sync2",
     ]  # fmt: skip
+
+
+def test_jobs_carry_time_limits_that_let_a_dead_workers_job_run_again_within_a_minute(connection, config):
+    """RQ's default limit (180 s) plus its 60 s margin made a killed worker's job wait 4 minutes or more."""
+    from app.queue import EventQueue, job_id_for
+    from workers.scheduler import ABANDONED_EVERY_SECONDS
+    from workers.worker import HEARTBEAT_MARGIN
+
+    event = inquiry_event("inq_t", "approved", "2024-01-01T00:00:00.000Z", "user_t")
+    assert EventQueue(connection, config).enqueue_once(event)
+    assert request_sync(connection, Queue(DEFAULT_SYNC_QUEUE, connection=connection), "user_t")
+    event_job = Queue(DEFAULT_EVENTS_QUEUE, connection=connection).fetch_job(job_id_for(event["event_id"]))
+    [sync_job] = Queue(DEFAULT_SYNC_QUEUE, connection=connection).jobs
+    for job in (event_job, sync_job):
+        assert job.timeout + HEARTBEAT_MARGIN + ABANDONED_EVERY_SECONDS <= 60, job.func_name
