@@ -47,6 +47,10 @@ def _read_capped(limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise Rejection(413, "payload_too_large", f"body is over {limit} bytes")
+    if request.content_length is not None and size < request.content_length:
+        # gunicorn hands over what came before the client stopped sending, without an error.
+        detail = f"the request body ended after {size} of its {request.content_length} bytes"
+        raise Rejection(400, "invalid_body", detail, reason="short_body")
     return b"".join(chunks)
 
 

@@ -46,6 +46,7 @@ class Service:
         self.redis = redis
         self.client = create_app(self.config, redis=redis).test_client()
         self.queue = Queue(self.config.events_queue, connection=redis)
+        self.database = Database(self.config.database_url)  # one pool for the test: the server is shared
 
     def forget(self, document) -> None:
         """Drop the event id's dedupe mark and job, so an example hypothesis replays is queued again (the
@@ -67,14 +68,16 @@ class Service:
         return result.exc_string if result is not None and result.exc_string else str(job.get_status())
 
 
+    def event_row(self, event_id: str) -> Event | None:
+        with self.database.sessions() as session:
+            return session.scalar(select(Event).where(Event.event_id == event_id))
+
+
 @pytest.fixture
 def service(real_config, real_redis, worker_env):
-    return Service(real_config, real_redis)
-
-
-def event_row(database_url: str, event_id: str) -> Event | None:
-    with Database(database_url).sessions() as session:
-        return session.scalar(select(Event).where(Event.event_id == event_id))
+    service = Service(real_config, real_redis)
+    yield service
+    service.database.dispose()
 
 
 def check_answer(service: Service, document) -> None:
@@ -97,7 +100,7 @@ def check_answer(service: Service, document) -> None:
     assert job.get_status() == JobStatus.FINISHED, service.failure(job)
     assert job.return_value() in OUTCOMES
     event(f"outcome {job.return_value()}")
-    assert event_row(service.config.database_url, payload["event_id"]) is not None
+    assert service.event_row(payload["event_id"]) is not None
     assert service.post(document) == (200, {"status": "duplicate", "event_id": payload["event_id"]})
 
 
@@ -257,7 +260,7 @@ def test_a_lone_surrogate_in_dropped_personal_data_is_queued_and_applied(service
     document = issue_row("evt_surrogate_in_name", **{"name-first": "Jane\ud800", "birthdate": "\udfff"})
     assert service.post(document) == (200, {"status": "queued", "event_id": "evt_surrogate_in_name"})
     service.work()
-    assert event_row(service.config.database_url, "evt_surrogate_in_name").outcome == "applied"
+    assert service.event_row("evt_surrogate_in_name").outcome == "applied"
 
 
 def test_a_verification_type_as_long_as_any_id_is_stored(service):
@@ -267,8 +270,8 @@ def test_a_verification_type_as_long_as_any_id_is_stored(service):
                         object_id="ver_long_kind", attributes={"status": "passed"})
     assert service.post(document)[1]["status"] == "queued"
     service.work()
-    assert event_row(service.config.database_url, "evt_long_kind").outcome == "applied"
-    with Database(service.config.database_url).sessions() as session:
+    assert service.event_row("evt_long_kind").outcome == "applied"
+    with service.database.sessions() as session:
         assert session.get(Verification, "ver_long_kind").type == kind
 
 

@@ -659,3 +659,13 @@ def test_a_body_shorter_than_its_content_length_is_400(make_client):
         environ_overrides={"wsgi.input": Body(b'{"data": '), "CONTENT_LENGTH": "500"},
     )
     assert_error(response, 400, "invalid_body")
+
+
+def test_a_body_cut_short_of_its_content_length_is_400_when_the_server_hands_it_over_quietly(make_client):
+    """gunicorn terminates the input (`wsgi.input_terminated`) and returns what came before the client stopped."""
+    response = make_client().post(
+        WEBHOOK,
+        headers={"Content-Type": "application/json"},
+        environ_overrides={"wsgi.input": Body(b'{"data": '), "CONTENT_LENGTH": "500", "wsgi.input_terminated": True},
+    )
+    assert assert_error(response, 400, "invalid_body")["detail"] == "the request body ended after 9 of its 500 bytes"
