@@ -8,10 +8,11 @@ Minimisation keeps what the service acts on (ids, statuses, timestamps, check re
 everything else, so personal data never reaches Redis, the worker or the database: the payload is
 rebuilt from an allowlist, never filtered by a denylist, because Persona adds attributes over time.
 
-What is kept is then checked with the rules the worker and the database need (`text_problem`,
+Each value is checked as it is kept, with the rules the worker and the database need (`text_problem`,
 `parse_timestamp`), and only what is kept: a field the service drops (personal data) is never a reason
 to refuse an authentic event. A kept value that breaks a rule raises `InvalidEvent` naming the field,
-which the webhook answers 400; so whatever is queued, the worker can apply.
+which the webhook answers 400; so whatever is queued, the worker can apply. Values of another JSON type
+than the one kept (a numeric reference id) are dropped, as they always were.
 """
 
 from __future__ import annotations
@@ -222,6 +223,9 @@ def minimise(envelope: dict, body_hash: str) -> dict:
         "body_sha256": body_hash,
         "object_type": _kept(obj["type"], f"{path}.type"),
         "object_id": _kept(obj["id"], f"{path}.id"),
+        # Statuses get the rule of any kept text, not a list of known values: Persona adds statuses without
+        # notice and the worker ignores those it does not know (workers/state_machine.py), so refusing one
+        # would lose an authentic event; but it is still queued and stored in the event's JSON payload.
         "status": _kept(obj_attributes.get("status"), f"{path}.attributes.status"),
         "reference_id": _kept(obj_attributes.get("reference_id"), f"{path}.attributes.reference_id"),
         "account_id": account_id,

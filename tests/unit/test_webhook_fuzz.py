@@ -10,11 +10,12 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from rq import Queue
+from rq.job import Job
 
 from app import create_app
 from app.config import Config
-from app.events import normalise_keys
-from app.queue import DEDUPE_PREFIX
+from app.events import iso_millis, normalise_keys, parse_timestamp, text_problem
+from app.queue import DEDUPE_PREFIX, job_id_for
 from app.signature import sign
 from tests.payloads import CASINGS, SECRET, WEBHOOK, recase, recase_randomly
 
@@ -67,7 +68,7 @@ created_ats = mostly(
 )
 ids = mostly(
     st.sampled_from(["evt_1", "evt_2"]) | st.from_regex(r"evt_[A-Za-z0-9]{1,24}", fullmatch=True),
-    st.sampled_from(["evt_\ud800", "", "evt with space"]) | st.text(max_size=40) | json_values,
+    st.sampled_from(["evt_\ud800", "", "evt with space", "evt_\x00", "x" * 256, "\x1b[2J"]) | st.text(max_size=40) | json_values,
 )
 attributes = mostly(
     st.dictionaries(
@@ -182,10 +183,26 @@ def post_and_check(endpoint, body: bytes, content_type: str | None, signing: str
         assert set(payload) == {"error", "detail"}
     if payload.get("status") == "queued":
         assert after == (before[0] + 1, before[1] + 1)
+        assert_worker_can_take(queued_event(redis, payload["event_id"]))
     else:
         assert after == before, "something was queued or marked without a 200 queued"
     if not signed:
         assert response.status_code in (401, 413)
+
+
+def queued_event(redis, event_id: str) -> dict:
+    (event,) = Job.fetch(job_id_for(event_id), connection=redis).args
+    return event
+
+
+def assert_worker_can_take(event: dict) -> None:
+    """What was queued meets the rules the worker and the database need (app/events.py)."""
+    texts = [event[key] for key in ("event_id", "name", "object_type", "object_id", "status", "reference_id", "account_id",
+                                    "account_reference_id", "template_id", "inquiry_id", "verification_type")]
+    texts += [value for check in event["checks"] for value in (check["name"], check["status"])]
+    assert [text for text in texts if text is not None and text_problem(text)] == []
+    for moment in [event["created_at"], event["received_at"], *event["timestamps"].values()]:
+        assert iso_millis(parse_timestamp(moment)) == moment
 
 
 @FUZZ
