@@ -111,9 +111,12 @@ class Attack:
                         conn.close()
                         conns[i] = None
                         self._counts[1] += 1
-            live = {conn: i for i, conn in enumerate(conns) if conn is not None}
-            readable = select.select(list(live), [], [], 0)[0] if live else []
-            for conn in readable:
+            live = {conn.fileno(): (conn, i) for i, conn in enumerate(conns) if conn is not None}
+            poller = select.poll()  # not select(): an attack may hold more than 1024 descriptors
+            for fd in live:
+                poller.register(fd, select.POLLIN)
+            for fd, _ in poller.poll(0):
+                conn, i = live[fd]
                 try:
                     data = conn.recv(65536)
                 except BlockingIOError:
@@ -122,7 +125,7 @@ class Attack:
                     data = b""
                 if not data:  # the server closed it (an answer alone, e.g. a 400, is read and ignored)
                     conn.close()
-                    conns[live[conn]] = None
+                    conns[i] = None
                     self._counts[1] += 1
             self._stop.wait(self.trickle)
         for conn in conns:
@@ -140,6 +143,7 @@ class Attack:
         if self._process.is_alive():
             self._process.kill()
             self._process.join()
+        self.crashed = self._process.exitcode != 0
 
 
 class Web:
@@ -303,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         verdict = "met" if p99 <= TARGET_P99 else "NOT met"
         print(f"\nall attack phases: p99 {p99 * 1000:.1f} ms absolute; target p99 <= {TARGET_P99:.0f} s {verdict}")
     print("spread = p90 - p10; 'server closed' = slow connections the server cut off (each reopened at once)")
+    crashed = [phase for phase in PHASES for attack in attacks[phase] if attack.crashed]
+    if crashed:
+        print(f"WARNING: the attack process failed during {sorted(set(crashed))}: those figures are not valid")
     if sender.unexpected:
         print(f"unexpected answers: {sorted(set(sender.unexpected))} ({len(sender.unexpected)} in all)")
     return 0
