@@ -45,6 +45,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -79,6 +80,7 @@ RESTART_AFTER_KILL = 3.0
 REDIS_KILLED_FOR = 5.0
 FAULT_AT = 0.3  # stream progress at which the other faults start
 POLL_SECONDS = 2.0
+CHECK_THREADS = 4  # GET /users in parallel, so a poll of every record takes a moment, not seconds
 STOP_TIMEOUT = 30.0  # SIGTERM, then SIGKILL
 
 FAULTS = {
@@ -522,12 +524,22 @@ class Checker:
     def __init__(self, stream: Stream, started: datetime, web_url: str, fake: FakeVerisoul, direct_db: str):
         self.stream, self.started, self.web_url, self.fake = stream, started, web_url, fake
         self.engine = create_engine(engine_url(direct_db), pool_pre_ping=True)
-        self.http = requests.Session()
-        self.http.headers["Authorization"] = f"Bearer {TOKEN}"
+        self.local = threading.local()
+        self.pool = ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="chaos-check")
 
     def close(self) -> None:
-        self.http.close()
+        self.pool.shutdown(wait=True)
         self.engine.dispose()
+
+    def _get(self, key: str) -> requests.Response | Exception:
+        http = getattr(self.local, "http", None)
+        if http is None:
+            http = self.local.http = requests.Session()
+            http.headers["Authorization"] = f"Bearer {TOKEN}"
+        try:
+            return http.get(f"{self.web_url}/users/{quote(key, safe='')}", timeout=10)
+        except requests.RequestException as error:
+            return error
 
     def problems(self, acked: set[str]) -> dict[str, list[str]]:
         facts = [fact for fact in self.stream.facts if fact.event_id in acked]
@@ -539,11 +551,10 @@ class Checker:
         accounts = self.fake.control("GET", "accounts")
         writes, reads = _writes(calls, FLAVOR), _successful_reads(calls)
         out: dict[str, list[str]] = {}
-        for key in sorted(expected):
-            try:
-                answer = self.http.get(f"{self.web_url}/users/{quote(key, safe='')}", timeout=10)
-            except requests.RequestException as error:
-                out[key] = [f"GET /users failed: {type(error).__name__}"]
+        keys = sorted(expected)
+        for key, answer in zip(keys, self.pool.map(self._get, keys)):
+            if isinstance(answer, Exception):
+                out[key] = [f"GET /users failed: {type(answer).__name__}"]
                 continue
             found = _diff(key, expected[key], answer)
             found += _call_problems(verisoul[key], writes.get(key, []), reads[key], accounts.get(key), FLAVOR)
@@ -899,12 +910,20 @@ def _last_line(path: Path) -> str | None:
 def _converge(row: Row, ctx: Context, checker: Checker, ended: float) -> dict[str, list[str]]:
     """Poll until the sender is done and every record matches, or the cap; the last problems found."""
     problems: dict[str, list[str]] = {"(sender)": ["still posting"]}
+    last = None
     while True:
         if ctx.sender.done:
+            if last is None:
+                given_up = len(ctx.sender.not_acked_ids())
+                ctx.note(f"stream posted: {len(ctx.sender.acked_ids())} events acknowledged, {given_up} given up")
             try:
                 problems = checker.problems(ctx.sender.acked_ids())
             except (requests.RequestException, OSError) as error:
                 problems = {"(harness)": [f"could not check: {error!r}"]}
+            if len(problems) != last and problems:  # progress, in the notes only when it changes
+                key, found = next(iter(sorted(problems.items())))
+                ctx.note(f"{len(problems)} users differ, e.g. {key}: {'; '.join(found)[:160]}")
+            last = len(problems)
             if not problems:
                 row.converge_seconds = round(time.monotonic() - ended, 1)
                 ctx.note(f"converged {row.converge_seconds} s after the fault ended")
