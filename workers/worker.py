@@ -125,6 +125,7 @@ class Worker(SimpleWorker):
             super().execute_job(job, queue)
         except REDIS_OUTAGE as error:
             log.error("job outcome not recorded; redis unavailable", extra={"job_id": job.id, "reason": type(error).__name__})
+            self.executions.clear()  # forget it here; its registry entry in Redis expires and it runs again
             wait_for_redis(self.connection.ping, lambda: self._stop_requested, what="after a job: ")
 
     def teardown(self) -> None:
