@@ -93,8 +93,8 @@ def parse_timestamp(value: str) -> datetime:
     try:
         offset = timedelta(hours=int(off_hours or 0), minutes=int(off_minutes or 0)) * (-1 if sign == "-" else 1)
         micros = int((fraction or "0")[:6].ljust(6, "0"))
-        moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micros, timezone(offset))
-        moment = moment.astimezone(timezone.utc)
+        parts = (int(part) for part in (year, month, day, hour, minute, second))
+        moment = datetime(*parts, micros, timezone(offset)).astimezone(timezone.utc)
     except (ValueError, OverflowError) as error:
         raise ValueError(f"is not a valid time ({error})") from None
     if not MIN_YEAR <= moment.year <= MAX_YEAR:
@@ -163,7 +163,8 @@ def _checks(attributes: dict, path: str) -> list[dict[str, str]]:
     for index, check in enumerate(checks):
         name = _kept(check.get("name"), f"{path}.checks.{index}.name") if isinstance(check, dict) else None
         if name:
-            kept.append({"name": name, "status": _kept(check.get("status"), f"{path}.checks.{index}.status") or "unknown"})
+            status = _kept(check.get("status"), f"{path}.checks.{index}.status")
+            kept.append({"name": name, "status": status or "unknown"})
     return kept
 
 

@@ -22,7 +22,6 @@ def _kept_text(value: str) -> None:
         raise ValidationError(problem)
 
 
-
 class UtcDateTime(fields.AwareDateTime):
     """An aware datetime, converted to UTC here so that one beyond UTC's range (year 1 or 9999 with an
     offset) is a validation error instead of an OverflowError later; and within MIN_YEAR..MAX_YEAR, the

@@ -68,7 +68,8 @@ def _read_some(size: int) -> bytes:
         return request.stream.read(size)
     except Exception as error:  # noqa: BLE001 - see above: every failure to read the body is the request's
         reason = type(error).__name__
-        raise Rejection(400, "invalid_body", f"the request body is malformed or incomplete ({reason})", reason=reason) from None
+        detail = f"the request body is malformed or incomplete ({reason})"
+        raise Rejection(400, "invalid_body", detail, reason=reason) from None
 
 
 def _verify(body: bytes) -> None:

@@ -56,7 +56,9 @@ def webhooks_counted(url: str, outcome: str) -> float:
 @pytest.fixture(params=["gevent", "gthread", "sync"])
 def web(request, stack, tmp_path):
     """The Procfile's web process alone, with the gunicorn worker class under test."""
-    stack.env.update(GUNICORN_WORKER_CLASS=request.param, WEB_CONCURRENCY="1", PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prom"))
+    stack.env.update(
+        GUNICORN_WORKER_CLASS=request.param, WEB_CONCURRENCY="1", PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prom")
+    )
     stack.start("web")
     stack.wait_ready()
     return stack
@@ -70,6 +72,8 @@ def test_malformed_request_bodies_are_400_json_logged_and_counted(web, real_data
         assert payload["error"] == "invalid_body" and set(payload) == {"error", "detail"}, (name, payload)
     assert webhooks_counted(web.url, "invalid_body") == len(BAD_BODIES)
     lines = [json.loads(line) for line in (web.log_dir / "web-0.log").read_text().splitlines() if line.startswith("{")]
-    rejected = [line for line in lines if line.get("logger") == "app.webhooks" and line.get("outcome") == "invalid_body"]
+    rejected = [
+        line for line in lines if line.get("logger") == "app.webhooks" and line.get("outcome") == "invalid_body"
+    ]
     assert len(rejected) == len(BAD_BODIES) and all(line["status"] == 400 and line["reason"] for line in rejected)
     assert requests.get(f"{web.url}/readyz", timeout=5).ok  # and the server is still serving

@@ -67,7 +67,6 @@ class Service:
         result = job.latest_result()
         return result.exc_string if result is not None and result.exc_string else str(job.get_status())
 
-
     def event_row(self, event_id: str) -> Event | None:
         with self.database.sessions() as session:
             return session.scalar(select(Event).where(Event.event_id == event_id))
@@ -112,8 +111,22 @@ hostile_text = st.one_of(
     st.text(any_char, max_size=20),
     st.text(any_char, min_size=250, max_size=300),
     st.sampled_from(["x" * 256, "id\x00", "\x00", "x" * 255 + "\x00"]),  # what PostgreSQL refuses, SQLite not
-    st.sampled_from(["x" * 255, "\U0001f600" * 255, "id\n", "\ud800", "\udfff\ud800", "", " ", "\u200d", "\ufeff",
-                     "\U000e0001", "..", "a/b"]),
+    st.sampled_from(
+        [
+            "x" * 255,
+            "\U0001f600" * 255,
+            "id\n",
+            "\ud800",
+            "\udfff\ud800",
+            "",
+            " ",
+            "\u200d",
+            "\ufeff",
+            "\U000e0001",
+            "..",
+            "a/b",
+        ]
+    ),
 )
 
 
@@ -124,7 +137,9 @@ def token(prefix: str, pool: int = 6):
 
 json_junk = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(any_char, max_size=10),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(any_char, max_size=8), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(any_char, max_size=8), children, max_size=3)
+    ),
     max_leaves=8,
 )
 good_times = st.datetimes(min_value=datetime(2001, 1, 1), max_value=datetime(2099, 1, 1), timezones=st.timezones()).map(
@@ -132,9 +147,21 @@ good_times = st.datetimes(min_value=datetime(2001, 1, 1), max_value=datetime(209
 )
 odd_times = (
     st.sampled_from(
-        ["2016-12-31T23:59:60Z", "NaN", "2024-13-01T00:00:00Z", "0001-01-01T00:30:00+01:00", "9999-12-31T23:59:59-01:00",
-         "2024-07-08T14:29:24", "2024-07-08", "1999-12-31T23:59:59Z", "2100-12-31T23:59:59.999Z", "2101-01-01T00:00:00Z",
-         "2000-01-01T00:00:00+14:00", "2024-07-08T14:29:24.123456789+14:00", "20240708T142924Z"]
+        [
+            "2016-12-31T23:59:60Z",
+            "NaN",
+            "2024-13-01T00:00:00Z",
+            "0001-01-01T00:30:00+01:00",
+            "9999-12-31T23:59:59-01:00",
+            "2024-07-08T14:29:24",
+            "2024-07-08",
+            "1999-12-31T23:59:59Z",
+            "2100-12-31T23:59:59.999Z",
+            "2101-01-01T00:00:00Z",
+            "2000-01-01T00:00:00+14:00",
+            "2024-07-08T14:29:24.123456789+14:00",
+            "20240708T142924Z",
+        ]
     )
     | hostile_text
     | json_junk
@@ -142,7 +169,9 @@ odd_times = (
 INQUIRY_STATUSES = ["created", "pending", "completed", "failed", "expired", "needs_review", "approved", "declined"]
 VERIFICATION_STATUSES = ["initiated", "submitted", "passed", "failed", "requires_retry", "canceled", "skipped"]
 personal = st.dictionaries(
-    st.sampled_from(["name-first", "name-last", "birthdate", "address-street-1", "identification-number", "fields", "photo-url"]),
+    st.sampled_from(
+        ["name-first", "name-last", "birthdate", "address-street-1", "identification-number", "fields", "photo-url"]
+    ),
     hostile_text | json_junk,
     max_size=4,
 )
@@ -152,20 +181,39 @@ NAMES = {
     "other": ["account.created", "report/watchlist.matched"],
 }
 good_checks = st.lists(
-    st.fixed_dictionaries({"name": st.sampled_from(["id_a", "id_b"]), "status": st.sampled_from(["passed", "failed"])}), max_size=3
+    st.fixed_dictionaries({"name": st.sampled_from(["id_a", "id_b"]), "status": st.sampled_from(["passed", "failed"])}),
+    max_size=3,
 )
 odd_checks = json_junk | st.lists(
-    st.fixed_dictionaries({"name": hostile_text | json_junk, "status": hostile_text | json_junk, "reasons": json_junk}), max_size=2
+    st.fixed_dictionaries({"name": hostile_text | json_junk, "status": hostile_text | json_junk, "reasons": json_junk}),
+    max_size=2,
 )
 
 
-PARTS = ("name", "object_type", "status", "reference_id", "created_at", "checks", "relationship", "included", "included_list",
-         "object_id", "event_id", "event_created_at")
+PARTS = (
+    "name",
+    "object_type",
+    "status",
+    "reference_id",
+    "created_at",
+    "checks",
+    "relationship",
+    "included",
+    "included_list",
+    "object_id",
+    "event_id",
+    "event_created_at",
+)
 
 
 def fresh(prefix: str):
     """A new id each draw: a new inquiry is where the worker first reads its `created_at`."""
     return st.builds(lambda: f"{prefix}_{uuid.uuid4().hex}")
+
+
+def related(kind: str, ids):
+    """A JSON:API relationship to one object."""
+    return ids.map(lambda id_: {"data": {"type": kind, "id": id_}})
 
 
 @st.composite
@@ -182,13 +230,20 @@ def envelopes(draw) -> dict:
     kind = draw(st.sampled_from(["inquiry", "verification", "other"]))
     name = pick("name", st.sampled_from(NAMES[kind]), hostile_text.map(lambda text: "inquiry." + text) | hostile_text)
     usual_type = {"inquiry": "inquiry", "other": "account"}.get(kind, "verification/government-id")
-    object_type = pick("object_type", st.just(usual_type), hostile_text.map(lambda text: "verification/" + text) | hostile_text)
+    object_type = pick(
+        "object_type", st.just(usual_type), hostile_text.map(lambda text: "verification/" + text) | hostile_text
+    )
     statuses = INQUIRY_STATUSES if kind == "inquiry" else VERIFICATION_STATUSES
     attributes = {
-        "status": pick("status", st.sampled_from(statuses), st.sampled_from(["redacted", "brand_new"]) | hostile_text | json_junk),
+        "status": pick(
+            "status", st.sampled_from(statuses), st.sampled_from(["redacted", "brand_new"]) | hostile_text | json_junk
+        ),
         "reference-id": pick("reference_id", token("user") | st.none(), hostile_text | json_junk),
         "created-at": pick("created_at", good_times, odd_times),
-        **{f"{which}-at": draw(good_times | odd_times) for which in draw(st.sets(st.sampled_from(["completed", "failed", "decisioned", "redacted"])))},
+        **{
+            f"{which}-at": draw(good_times | odd_times)
+            for which in draw(st.sets(st.sampled_from(["completed", "failed", "decisioned", "redacted"])))
+        },
         **draw(personal),  # dropped, so as hostile as it gets in every envelope
     }
     if kind == "verification":
@@ -196,12 +251,23 @@ def envelopes(draw) -> dict:
     relationships = {}
     for key, prefix in [("account", "act"), ("inquiry-template", "itmpl"), ("template", "tmpl"), ("inquiry", "inq")]:
         if draw(st.booleans()):
-            related = lambda ids: ids.map(lambda id_: {"data": {"type": key, "id": id_}})  # noqa: E731
-            relationships[key] = pick("relationship", related(token(prefix) | fresh(prefix)), related(hostile_text | json_junk) | json_junk)
+            relationships[key] = pick(
+                "relationship",
+                related(key, token(prefix) | fresh(prefix)),
+                related(key, hostile_text | json_junk) | json_junk,
+            )
     account = relationships.get("account")
-    account_id = account.get("data", {}).get("id") if isinstance(account, dict) and isinstance(account.get("data"), dict) else None
+    account_id = (
+        account.get("data", {}).get("id")
+        if isinstance(account, dict) and isinstance(account.get("data"), dict)
+        else None
+    )
     account_reference_id = pick("included", token("user"), hostile_text | json_junk)
-    included = [{"type": "account", "id": account_id, "attributes": {"reference-id": account_reference_id}}] if account_id else []
+    included = (
+        [{"type": "account", "id": account_id, "attributes": {"reference-id": account_reference_id}}]
+        if account_id
+        else []
+    )
     included = pick("included_list", st.just(included), st.lists(json_junk, max_size=2))
     object_id = pick("object_id", token("inq" if kind == "inquiry" else "ver") | fresh("inq"), hostile_text | json_junk)
     obj = {"type": object_type, "id": object_id, "attributes": attributes}
@@ -213,14 +279,26 @@ def envelopes(draw) -> dict:
     junk = draw(st.dictionaries(st.sampled_from(["meta", "junk"]), json_junk, max_size=1))
     document["data"]["attributes"]["payload"] = {"data": obj, "included": included, **junk}
     casing = draw(st.sampled_from([*CASINGS, "mixed"]))
-    return recase_randomly(document, draw(st.randoms(use_true_random=False))) if casing == "mixed" else recase(document, casing)
+    return (
+        recase_randomly(document, draw(st.randoms(use_true_random=False)))
+        if casing == "mixed"
+        else recase(document, casing)
+    )
 
 
 def issue_row(event_id: str, **attributes) -> dict:
     """An inquiry event of its own (fresh inquiry and user) with `attributes` over a valid snapshot."""
     object_id = f"inq_{event_id}"
-    return envelope(event_id=event_id, object_id=object_id, attributes={"status": "approved", "reference-id": f"u_{event_id}",
-                                                                         "created-at": "2024-07-08T14:28:41.000Z", **attributes})
+    return envelope(
+        event_id=event_id,
+        object_id=object_id,
+        attributes={
+            "status": "approved",
+            "reference-id": f"u_{event_id}",
+            "created-at": "2024-07-08T14:28:41.000Z",
+            **attributes,
+        },
+    )
 
 
 # The issue's rows, always tried first: each was answered `queued` and then failed in the worker.
@@ -234,8 +312,13 @@ ISSUE_ROWS = [
     envelope(event_id="evt_row_long_object", object_id="inq_" + "x" * 252),
     envelope(event_id="evt_row_nul_object", object_id="inq_\x00"),
     issue_row("evt_row_surrogate_name", **{"name-first": "\ud800"}),
-    envelope(event_id="evt_row_long_verification_type", name="verification.passed", object_type="verification/" + "k" * 200,
-             object_id="ver_row", attributes={"status": "passed", "checks": [{"name": "c" * 255, "status": "passed"}]}),
+    envelope(
+        event_id="evt_row_long_verification_type",
+        name="verification.passed",
+        object_type="verification/" + "k" * 200,
+        object_id="ver_row",
+        attributes={"status": "passed", "checks": [{"name": "c" * 255, "status": "passed"}]},
+    ),
 ]
 
 
@@ -266,8 +349,13 @@ def test_a_lone_surrogate_in_dropped_personal_data_is_queued_and_applied(service
 def test_a_verification_type_as_long_as_any_id_is_stored(service):
     """`verifications.type` was VARCHAR(64): PostgreSQL refused a longer kind the webhook had queued."""
     kind = "k" * (255 - len("verification/"))
-    document = envelope(event_id="evt_long_kind", name="verification.passed", object_type=f"verification/{kind}",
-                        object_id="ver_long_kind", attributes={"status": "passed"})
+    document = envelope(
+        event_id="evt_long_kind",
+        name="verification.passed",
+        object_type=f"verification/{kind}",
+        object_id="ver_long_kind",
+        attributes={"status": "passed"},
+    )
     assert service.post(document)[1]["status"] == "queued"
     service.work()
     assert service.event_row("evt_long_kind").outcome == "applied"

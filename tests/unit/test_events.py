@@ -380,7 +380,9 @@ def test_times_the_worker_cannot_parse_or_store_are_refused(value):
         parse_timestamp(value)
 
 
-@pytest.mark.parametrize("value", ["2024-07-08T14:29:24.297Z", "2024-07-08T16:29:24.297999+02:00", "2100-12-31T23:59:59Z"])
+@pytest.mark.parametrize(
+    "value", ["2024-07-08T14:29:24.297Z", "2024-07-08T16:29:24.297999+02:00", "2100-12-31T23:59:59Z"]
+)
 def test_the_worker_parses_the_canonical_form_back_to_the_same_millisecond(value):
     moment = parse_timestamp(value)
     assert parse_time(iso_millis(moment)) == moment.replace(microsecond=moment.microsecond // 1000 * 1000)
@@ -406,7 +408,17 @@ def test_text_the_database_stores_is_kept(value):
 
 @pytest.mark.parametrize(
     "value",
-    ["", "x" * (MAX_TEXT_LENGTH + 1), "evt_\x00", "evt_\n", "evt_\x1b[31m", "evt_\x7f", "evt_\x85", "evt_\ud800", "\udc00"],
+    [
+        "",
+        "x" * (MAX_TEXT_LENGTH + 1),
+        "evt_\x00",
+        "evt_\n",
+        "evt_\x1b[31m",
+        "evt_\x7f",
+        "evt_\x85",
+        "evt_\ud800",
+        "\udc00",
+    ],
     ids=["empty", "too-long", "nul", "newline", "escape", "del", "c1-nel", "high-surrogate", "low-surrogate"],
 )
 def test_text_the_database_or_the_logs_cannot_take_is_refused(value):
@@ -429,7 +441,9 @@ def set_at(document: dict, path: tuple, value) -> dict:
 
 def inquiry_with_everything() -> dict:
     """An envelope (snake case) in which every field minimise keeps is present."""
-    doc = normalise_keys(envelope(attributes={"status": "approved", "reference-id": "u_1", "created-at": "2024-07-08T14:28:41.000Z"}))
+    doc = normalise_keys(
+        envelope(attributes={"status": "approved", "reference-id": "u_1", "created-at": "2024-07-08T14:28:41.000Z"})
+    )
     obj = doc["data"]["attributes"]["payload"]["data"]
     obj["relationships"] = {
         "account": {"data": {"type": "account", "id": "act_1"}},
@@ -438,7 +452,9 @@ def inquiry_with_everything() -> dict:
         "inquiry": {"data": {"type": "inquiry", "id": "inq_1"}},
     }
     obj["attributes"]["checks"] = [{"name": "id_a", "status": "passed"}]
-    doc["data"]["attributes"]["payload"]["included"] = [{"type": "account", "id": "act_1", "attributes": {"reference_id": "u_1"}}]
+    doc["data"]["attributes"]["payload"]["included"] = [
+        {"type": "account", "id": "act_1", "attributes": {"reference_id": "u_1"}}
+    ]
     doc["data"]["attributes"]["created_at"] = datetime(2024, 7, 8, 14, 29, 24, 297000, tzinfo=timezone.utc)  # as loaded
     return doc
 
@@ -466,7 +482,9 @@ KEPT_FIELDS = [
 
 
 @pytest.mark.parametrize("path, field", KEPT_FIELDS, ids=[field for _, field in KEPT_FIELDS])
-@pytest.mark.parametrize("bad", ["x" * (MAX_TEXT_LENGTH + 1), "id_\x00", "id_\ud800", "id\r\n"], ids=["long", "nul", "surrogate", "crlf"])
+@pytest.mark.parametrize(
+    "bad", ["x" * (MAX_TEXT_LENGTH + 1), "id_\x00", "id_\ud800", "id\r\n"], ids=["long", "nul", "surrogate", "crlf"]
+)
 def test_a_kept_string_breaking_the_rule_is_refused_naming_its_field(path, field, bad):
     doc = set_at(inquiry_with_everything(), path, bad)
     if path[-1] == "id" and "account" in path:  # the included account is matched by this id
@@ -481,8 +499,18 @@ def test_every_kept_field_is_named_by_one_rule():
     """The list above covers every string minimise copies from the envelope."""
     event = minimise(inquiry_with_everything(), "hash")
     copied = {k for k, v in event.items() if isinstance(v, str)} - {"created_at", "body_sha256", "verification_type"}
-    assert copied == {"event_id", "name", "object_type", "object_id", "status", "reference_id", "account_id",
-                      "account_reference_id", "template_id", "inquiry_id"}
+    assert copied == {
+        "event_id",
+        "name",
+        "object_type",
+        "object_id",
+        "status",
+        "reference_id",
+        "account_id",
+        "account_reference_id",
+        "template_id",
+        "inquiry_id",
+    }
     assert len(KEPT_FIELDS) == len(copied) + 2  # + a check's name and status
 
 
@@ -503,8 +531,12 @@ def test_what_is_dropped_is_never_checked(bad):
     obj["attributes"].update({"name_first": bad, "birthdate": bad, "fields": {"name_last": {"value": bad}}})
     obj["attributes"]["checks"][0]["reasons"] = [bad]
     obj["relationships"]["sessions"] = {"data": [{"type": "inquiry-session", "id": bad}]}
-    doc["data"]["attributes"]["payload"]["included"].append({"type": "account", "id": "act_other", "attributes": {"reference_id": bad}})
-    doc["data"]["attributes"]["payload"]["included"].append({"type": "selfie", "id": bad, "attributes": {"photo_url": bad}})
+    doc["data"]["attributes"]["payload"]["included"].append(
+        {"type": "account", "id": "act_other", "attributes": {"reference_id": bad}}
+    )
+    doc["data"]["attributes"]["payload"]["included"].append(
+        {"type": "selfie", "id": bad, "attributes": {"photo_url": bad}}
+    )
     event = minimise(doc, "hash")
     assert bad not in json.dumps(event, ensure_ascii=False)
 

@@ -148,8 +148,10 @@ def test_object_type_and_attributes_are_free_form():
         ({"data": {"attributes": {"name": ["Missing."]}}}, "data.attributes.name: Missing."),
         ({"data": {"_schema": ["Invalid input type."]}}, "data: Invalid input type."),
         (["Top-level problem."], "body: Top-level problem."),
-        ({"data": {"attributes": {"payload": {"included": {0: ["Not a valid mapping."]}}}}},
-         "data.attributes.payload.included.0: Not a valid mapping."),
+        (
+            {"data": {"attributes": {"payload": {"included": {0: ["Not a valid mapping."]}}}}},
+            "data.attributes.payload.included.0: Not a valid mapping.",
+        ),
     ],
 )
 def test_first_error(messages, text):
@@ -173,8 +175,12 @@ def test_event_created_at_at_the_year_bounds_loads(year):
 
 @pytest.mark.parametrize(
     "path",
-    [("data", "id"), ("data", "attributes", "name"), ("data", "attributes", "payload", "data", "type"),
-     ("data", "attributes", "payload", "data", "id")],
+    [
+        ("data", "id"),
+        ("data", "attributes", "name"),
+        ("data", "attributes", "payload", "data", "type"),
+        ("data", "attributes", "payload", "data", "id"),
+    ],
 )
 @pytest.mark.parametrize("value", ["evt_\x00", "evt_\ud800", "evt\n1"], ids=["nul", "surrogate", "newline"])
 def test_envelope_ids_with_control_characters_are_named(path, value):

@@ -543,8 +543,13 @@ def test_object_created_at_the_worker_cannot_parse_is_400_naming_it(client, redi
 
 
 def test_object_times_are_queued_in_canonical_form_and_unusable_ones_other_than_created_at_dropped(client, redis):
-    times = {"created-at": "2024-07-08T16:28:41.5+02:00", "completed-at": "2024-07-08T14:29:21Z", "failed-at": "NaN",
-             "expired-at": "2016-12-31T23:59:60Z", "decisioned-at": "0001-01-01T00:30:00+01:00"}
+    times = {
+        "created-at": "2024-07-08T16:28:41.5+02:00",
+        "completed-at": "2024-07-08T14:29:21Z",
+        "failed-at": "NaN",
+        "expired-at": "2016-12-31T23:59:60Z",
+        "decisioned-at": "0001-01-01T00:30:00+01:00",
+    }
     assert post(client, encode(inquiry(**times))).json["status"] == "queued"
     assert queued_event(redis, "evt_test_1")["timestamps"] == {
         "created_at": "2024-07-08T14:28:41.500Z",
@@ -555,13 +560,21 @@ def test_object_times_are_queued_in_canonical_form_and_unusable_ones_other_than_
 KEPT = [
     ("data.id", lambda doc, v: doc["data"].update(id=v)),
     ("data.attributes.payload.data.id", lambda doc, v: doc["data"]["attributes"]["payload"]["data"].update(id=v)),
-    ("data.attributes.payload.data.attributes.reference-id", lambda doc, v: obj_attributes(doc).update({"reference-id": v})),
+    (
+        "data.attributes.payload.data.attributes.reference-id",
+        lambda doc, v: obj_attributes(doc).update({"reference-id": v}),
+    ),
     ("data.attributes.payload.data.attributes.status", lambda doc, v: obj_attributes(doc).update(status=v)),
     (
         "data.attributes.payload.data.relationships.account.data.id",
-        lambda doc, v: doc["data"]["attributes"]["payload"]["data"].update(relationships={"account": {"data": {"id": v}}}),
+        lambda doc, v: doc["data"]["attributes"]["payload"]["data"].update(
+            relationships={"account": {"data": {"id": v}}}
+        ),
     ),
-    ("data.attributes.payload.data.attributes.checks.0.name", lambda doc, v: obj_attributes(doc).update(checks=[{"name": v}])),
+    (
+        "data.attributes.payload.data.attributes.checks.0.name",
+        lambda doc, v: obj_attributes(doc).update(checks=[{"name": v}]),
+    ),
 ]
 
 
@@ -570,7 +583,9 @@ def obj_attributes(doc: dict) -> dict:
 
 
 @pytest.mark.parametrize("field, put", KEPT, ids=[field for field, _ in KEPT])
-@pytest.mark.parametrize("value", ["x" * 256, "id_\x00", "id_\x1f", "id_\ud800"], ids=["256-long", "nul", "control", "surrogate"])
+@pytest.mark.parametrize(
+    "value", ["x" * 256, "id_\x00", "id_\x1f", "id_\ud800"], ids=["256-long", "nul", "control", "surrogate"]
+)
 def test_a_kept_id_the_database_cannot_store_is_400_naming_it(client, redis, config, field, put, value):
     """PostgreSQL refuses VARCHAR(255) overflow and NUL (SQLite takes both): refused at the edge, not by the worker."""
     document = inquiry()
@@ -596,7 +611,9 @@ def test_a_lone_surrogate_in_dropped_personal_data_does_not_cost_the_event(clien
 
 
 def test_a_lone_surrogate_in_a_kept_field_is_400_naming_it(client, redis, config):
-    detail = assert_error(post(client, encode(inquiry(**{"reference-id": "u_\ud800"}))), 400, "invalid_envelope")["detail"]
+    detail = assert_error(post(client, encode(inquiry(**{"reference-id": "u_\ud800"}))), 400, "invalid_envelope")[
+        "detail"
+    ]
     assert detail.startswith("data.attributes.payload.data.attributes.reference_id: ")
     assert_nothing_queued(redis, config)
 
@@ -634,8 +651,12 @@ class FailingBody:
 
 @pytest.mark.parametrize(
     "error",
-    [ParseException("Invalid chunk size: b'zz'"), OSError("No more data"), TimeoutError("request body not received in time"),
-     ValueError("bad chunk")],
+    [
+        ParseException("Invalid chunk size: b'zz'"),
+        OSError("No more data"),
+        TimeoutError("request body not received in time"),
+        ValueError("bad chunk"),
+    ],
     ids=["parse-exception", "no-more-data", "timeout", "value-error"],
 )
 def test_a_body_the_server_cannot_read_is_400_logged_and_counted(logged, redis, config, error):

@@ -68,7 +68,9 @@ created_ats = mostly(
 )
 ids = mostly(
     st.sampled_from(["evt_1", "evt_2"]) | st.from_regex(r"evt_[A-Za-z0-9]{1,24}", fullmatch=True),
-    st.sampled_from(["evt_\ud800", "", "evt with space", "evt_\x00", "x" * 256, "\x1b[2J"]) | st.text(max_size=40) | json_values,
+    st.sampled_from(["evt_\ud800", "", "evt with space", "evt_\x00", "x" * 256, "\x1b[2J"])
+    | st.text(max_size=40)
+    | json_values,
 )
 attributes = mostly(
     st.dictionaries(
@@ -197,8 +199,22 @@ def queued_event(redis, event_id: str) -> dict:
 
 def assert_worker_can_take(event: dict) -> None:
     """What was queued meets the rules the worker and the database need (app/events.py)."""
-    texts = [event[key] for key in ("event_id", "name", "object_type", "object_id", "status", "reference_id", "account_id",
-                                    "account_reference_id", "template_id", "inquiry_id", "verification_type")]
+    texts = [
+        event[key]
+        for key in (
+            "event_id",
+            "name",
+            "object_type",
+            "object_id",
+            "status",
+            "reference_id",
+            "account_id",
+            "account_reference_id",
+            "template_id",
+            "inquiry_id",
+            "verification_type",
+        )
+    ]
     texts += [value for check in event["checks"] for value in (check["name"], check["status"])]
     assert [text for text in texts if text is not None and text_problem(text)] == []
     for moment in [event["created_at"], event["received_at"], *event["timestamps"].values()]:
