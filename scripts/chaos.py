@@ -18,8 +18,10 @@ One row per fault: acknowledged events (answered 2xx), not acknowledged (the sen
 never in the events table), applied twice (an event id stored twice or with two history rows), wrong records
 (users whose record or Verisoul state differs from the model: status, inquiries, verifications, history, decision,
 strikes, Verisoul enrolled/blocked/synced), double enrolls (accounts the fake saw enrolled more than once), and the
-seconds from the fault's end until everything matched (`>cap` if never). Then each process's exits, those it made
-on its own (an outage should never make a process exit), and the error lines of its log.
+seconds from the fault's end until everything matched (`>cap` if never; it includes the rest of the stream when the
+fault ends before it does). Then each process's exits, those it made on its own (an outage should never make a process
+exit), the error lines of its log, and the machine's load: convergence times depend on it, and `--fault baseline`
+(the stream with no fault, not run by default) shows what the same load gives without a fault.
 
 Exit status 0 when every row meets the target (0 not acknowledged, 0 lost, 0 applied twice, 0 wrong records,
 0 double enrolls, converged within 90 s of the fault's end; with --database sqlite, db-down is skipped), 1 otherwise,
@@ -91,7 +93,9 @@ FAULTS = {
     "verisoul-down": "Verisoul answers 500/429 to every request for 2 min",
     "deploy": "SIGTERM to web and workers (a deploy), restarted 3 s after they exit",
     "clock-skew": "signatures at now ± (tolerance − 5 s), both ways",
+    "baseline": "no fault: the stream alone, for comparison on a busy machine (only when asked for)",
 }
+DEFAULT_FAULTS = [name for name in FAULTS if name != "baseline"]
 DURATIONS = {"redis-down": 30.0, "db-down": 60.0, "verisoul-down": 120.0}
 
 
@@ -725,7 +729,14 @@ def fault_clock_skew(ctx: Context) -> float:
     return time.monotonic()
 
 
+def fault_baseline(ctx: Context) -> float:
+    ctx.wait_progress(FAULT_AT)
+    ctx.note("no fault; the clock starts here")
+    return time.monotonic()
+
+
 FAULT_SCRIPTS: dict[str, Callable[[Context], float]] = {
+    "baseline": fault_baseline,
     "worker-sigkill": fault_worker_sigkill,
     "redis-sigkill": fault_redis_sigkill,
     "redis-down": fault_redis_down,
@@ -970,6 +981,7 @@ def run_scenario(fault: str, settings: Settings, index: int, work: Path) -> Row:
         return row
     work.mkdir(parents=True, exist_ok=True)
     stack: Stack | None = None
+    load_before = os.getloadavg()[0]
     try:
         with contextlib.ExitStack() as cleanup:
             database_url, direct_url, proxy = cleanup.enter_context(_database(settings, work, index))
@@ -1020,6 +1032,10 @@ def run_scenario(fault: str, settings: Settings, index: int, work: Path) -> Row:
             ]
         row.log_findings = _log_findings(work)
         row.seconds = round(time.monotonic() - began, 1)
+        row.notes.append(
+            f"machine load (1 min average, {os.cpu_count()} CPUs): {load_before:.1f} at the start, "
+            f"{os.getloadavg()[0]:.1f} at the end"
+        )
     return row
 
 
@@ -1119,7 +1135,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="faults:\n" + "\n".join(f"  {name:15} {what}" for name, what in FAULTS.items()),
     )  # fmt: skip
-    parser.add_argument("--fault", action="append", choices=list(FAULTS), help="repeatable; default: all")
+    parser.add_argument(
+        "--fault", action="append", choices=list(FAULTS), help="repeatable; default: all but baseline"
+    )
     parser.add_argument("--users", type=int, default=100, help="users in each fault's stream (default 100)")
     parser.add_argument("--database", choices=("postgresql", "sqlite"), default="postgresql")
     parser.add_argument(
@@ -1136,7 +1154,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.users < 1 or args.rate <= 0 or args.cap <= 0 or args.give_up <= 0:
         parser.error("--users, --rate, --cap and --give-up must be positive")
     settings = Settings(
-        faults=args.fault or list(FAULTS),
+        faults=args.fault or DEFAULT_FAULTS,
         users=args.users,
         database=args.database,
         postgres_url=args.postgres_url,
