@@ -27,12 +27,13 @@ from app.db import Database
 from app.models import Event, Verification
 from app.queue import dedupe_key, job_id_for
 from tests.payloads import CASINGS, WEBHOOK, encode, envelope, headers, recase, recase_randomly
+from workers import jobs
 
 pytestmark = pytest.mark.integration
 
 OUTCOMES = {"applied", "unexpected", "stale", "ignored", "duplicate"}
 PROPERTY = settings(
-    max_examples=150,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -72,11 +73,19 @@ class Service:
             return session.scalar(select(Event).where(Event.event_id == event_id))
 
 
+def _clear_worker_caches() -> None:
+    """The worker's Redis and database handles, cached per process: another test may have left its own."""
+    for cached in (jobs.redis, jobs.database, jobs.syncer):
+        cached.cache_clear()
+
+
 @pytest.fixture
 def service(real_config, real_redis, worker_env):
+    _clear_worker_caches()
     service = Service(real_config, real_redis)
     yield service
     service.database.dispose()
+    _clear_worker_caches()
 
 
 def check_answer(service: Service, document) -> None:
