@@ -222,9 +222,9 @@ def _canonical_json(document) -> bytes:
     """What the event's hash covers. A fetched event has no raw delivery body to hash, so its canonical JSON
     stands in: the same document gets the same hash whatever order Persona sent its keys in."""
     try:
-        return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    except UnicodeEncodeError:  # a lone surrogate (`\ud800`): refused as the webhook refuses it
-        raise InvalidEvent("body: holds text that is not valid Unicode") from None
+        # surrogatepass: a lone surrogate in personal data the service drops must not cost the event
+        # (the webhook takes it too); in a kept field, load_envelope refuses it, naming the field.
+        return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
     except (TypeError, ValueError, RecursionError):  # not JSON-shaped, or nested too deeply
         raise InvalidEvent("body: not a JSON document") from None
 

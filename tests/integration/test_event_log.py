@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from app.db import Database
 from app.models import Event
-from app.queue import DEDUPE_PREFIX, EventQueue, job_id_for
+from app.queue import DEDUPE_PREFIX, PROCESS_EVENT_RETRY, EventQueue, job_id_for
 from tests.payloads import CASINGS, FIXTURE_NAMES, encode, headers, load_fixture, recase
 from workers.jobs import process_event
 
@@ -86,7 +86,7 @@ def test_transient_database_error_is_retried_later(real_config, real_redis, work
     _drain(real_config, real_redis)
     job = Job.fetch(job_id_for("evt_transient"), connection=real_redis)
     assert job.get_status() == JobStatus.SCHEDULED
-    assert job.retries_left == 4
+    assert job.retries_left == PROCESS_EVENT_RETRY.max - 1
     assert job.id in ScheduledJobRegistry(real_config.events_queue, connection=real_redis).get_job_ids()
 
 

@@ -437,7 +437,7 @@ def test_body_hash_is_of_the_canonical_json_whatever_the_key_order():
         ({"data": {**envelope()["data"], "id": ""}}, "data.id"),
         ({"data": {"type": "event", "id": "evt_1", "attributes": {"name": "inquiry.approved",
           "created-at": "2024-07-08T14:29:24.297Z"}}}, "data.attributes.payload"),
-        ({"data": {**envelope()["data"], "note": "\ud800"}}, "body"),
+        ({"data": {**envelope()["data"], "id": "evt_\ud800"}}, "data.id"),
     ],
 )  # fmt: skip
 def test_invalid_documents_raise_invalid_event_naming_the_field(document, field):
@@ -445,6 +445,14 @@ def test_invalid_documents_raise_invalid_event_naming_the_field(document, field)
         event_from_document(document, RECEIVED)
     assert str(raised.value).startswith(f"{field}:")
     assert isinstance(raised.value, ValueError)
+
+
+def test_a_lone_surrogate_in_data_the_service_drops_does_not_cost_a_fetched_event():
+    """As on the webhook: minimise first, then check what is kept (issue 9)."""
+    document = envelope(attributes={"status": "approved", "reference-id": "user_1", "name-first": "Al\ud800ice"})
+    document["data"]["note"] = "\ud800"
+    event = event_from_document(document, RECEIVED)
+    assert (event["status"], event["reference_id"]) == ("approved", "user_1")
 
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
