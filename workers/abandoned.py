@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 # second of the margin, which only a dead worker does. It also lets a worker run this just before
 # RQ's clean-up and leave that nothing to fail.
 EXPIRY_SLACK_SECONDS = 1.0
+# A job taken from a queue but still not registered as started after this long was dropped by its worker.
+TAKEN_GRACE_SECONDS = 5.0
 # A job that every worker running it dies on is a poison pill, not bad luck: it fails with a reason
 # for an operator instead of taking workers down forever.
 MAX_ABANDONMENTS = 5
@@ -34,7 +36,8 @@ MAX_ABANDONMENTS = 5
 def requeue_abandoned(queue: Queue, now: float | None = None) -> list[str]:
     """Put the queue's abandoned jobs back at the front of the queue; returns their ids.
 
-    Each registry entry is claimed with ZREM, so two processes running this at once requeue a job once."""
+    Each registry or list entry is claimed with ZREM or LREM, so two processes running this at once
+    requeue a job once."""
     connection = queue.connection
     registry = StartedJobRegistry(queue=queue)
     cutoff = (time.time() if now is None else now) + EXPIRY_SLACK_SECONDS
@@ -43,7 +46,29 @@ def requeue_abandoned(queue: Queue, now: float | None = None) -> list[str]:
         if not connection.zrem(registry.key, entry):
             continue  # another process claimed it first
         job = _started_job(registry, entry, queue)
-        if job is None:
+        if job is not None and _run_again(job, queue):
+            requeued.append(job.id)
+    return requeued + _requeue_taken_but_not_started(queue, registry)
+
+
+def _requeue_taken_but_not_started(queue: Queue, registry: StartedJobRegistry) -> list[str]:
+    """Jobs a worker moved to the queue's intermediate list but never registered as started: it was
+    stopped or killed in between (workers/worker.py WorkerQueue). A live worker registers a job within
+    milliseconds; one still unregistered TAKEN_GRACE_SECONDS after it was first seen here never will be."""
+    intermediate = queue.intermediate_queue
+    started = {registry.parse_job_id(entry) for entry in queue.connection.zrange(registry.key, 0, -1)}
+    requeued = []
+    for job_id in intermediate.get_job_ids():
+        if job_id in started or intermediate.set_first_seen(job_id):
+            continue  # running, or seen for the first time: look again on the next pass
+        seen = intermediate.get_first_seen(job_id)
+        if seen is None or time.time() - seen.timestamp() < TAKEN_GRACE_SECONDS:
+            continue
+        if not queue.connection.lrem(intermediate.key, 1, job_id):
+            continue  # registered or claimed meanwhile
+        try:
+            job = Job.fetch(job_id, connection=queue.connection, serializer=queue.serializer)
+        except NoSuchJobError:
             continue
         if _run_again(job, queue):
             requeued.append(job.id)

@@ -47,6 +47,8 @@ REDIS_RETRY_FIRST = 0.5
 REDIS_RETRY_CAP = 5.0
 # RQ runs registry clean-up this often (default 600 s); ours requeues abandoned jobs before it.
 MAINTENANCE_INTERVAL = 30
+# Seconds an idle worker blocks on the events queue before looking at every queue again.
+DEQUEUE_SLICE = 1
 
 
 def wait_for_redis(ping: Callable[[], object], stop_requested: Callable[[], bool] = lambda: False, what: str = "") -> None:
@@ -71,12 +73,39 @@ def wait_for_redis(ping: Callable[[], object], stop_requested: Callable[[], bool
         return
 
 
+class WorkerQueue(Queue):
+    """RQ's Queue, dequeuing from several queues the way RQ dequeues from one: the job is moved (LMOVE) to
+    its queue's intermediate list, not popped. RQ pops (BLPOP) when a worker serves several queues, and a
+    worker stopped or killed between the pop and registering the job as started lost it: acknowledged,
+    in no list, run by no one. Moved, it stays where recovery finds it (workers/abandoned.py)."""
+
+    @classmethod
+    def lpop(cls, queue_keys, timeout, connection=None):
+        """The first job of the first non-empty queue, in order; when all are empty, wait up to
+        DEQUEUE_SLICE seconds on the first (events) queue, then raise DequeueTimeout so the worker's loop
+        looks at every queue again (a sync waits at most that long for an idle worker)."""
+        for key in queue_keys:
+            result = cls.lmove(connection, key, None)
+            if result is not None:
+                return result
+        if timeout is None:
+            return None
+        return cls.lmove(connection, queue_keys[0], max(1, min(int(timeout), DEQUEUE_SLICE)))
+
+
 class Worker(SimpleWorker):
     max_connection_wait_time = REDIS_RETRY_CAP
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
         super().__init__(*args, **kwargs)
+        # After RQ has checked the queues it was given (plain Queues, from `rq worker` or a caller): only
+        # dequeuing goes through the class, and WorkerQueue changes nothing else.
+        self.queue_class = WorkerQueue
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        """The job leaves its intermediate list as it is registered as started (RQ does this for one queue only)."""
+        super().prepare_job_execution(job, remove_from_intermediate_queue=True)
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """The job's time limit plus HEARTBEAT_MARGIN: a SimpleWorker sends no heartbeat during a job."""

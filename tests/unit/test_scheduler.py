@@ -124,3 +124,29 @@ def test_a_job_that_every_worker_dies_on_fails_with_a_reason(connection):
     assert requeue_abandoned(queue) == []
     assert FailedJobRegistry(queue=queue).get_job_ids() == [job.id]
     assert "its worker died each of the 5 times it ran" in Job.fetch(job.id, connection=connection).latest_result().exc_string
+
+
+def test_a_job_taken_by_a_worker_stopped_before_it_started_it_is_requeued(connection, monkeypatch):
+    """A worker serving two queues took the job (it sits in the queue's intermediate list) and was stopped
+    or killed before registering it as started: acknowledged, it must still run (issue 9, a deploy)."""
+    from workers.worker import WorkerQueue
+
+    monkeypatch.setattr(abandoned, "TAKEN_GRACE_SECONDS", 0.0)
+    events, syncs = Queue("persona-events", connection=connection), Queue("persona-sync", connection=connection)
+    job = events.enqueue("tests.resilience.jobs.note", "k", "v")
+    taken = WorkerQueue.lpop([events.key, syncs.key], timeout=None, connection=connection)
+    assert taken is not None and events.count == 0
+    assert requeue_abandoned(events) == []  # first seen: a live worker may be registering it right now
+    assert requeue_abandoned(events) == [job.id]
+    assert events.job_ids == [job.id] and events.intermediate_queue.get_job_ids() == []
+
+
+def test_a_worker_of_two_queues_leaves_no_job_in_an_intermediate_list(connection):
+    from workers.worker import Worker
+
+    events, syncs = Queue("persona-events", connection=connection), Queue("persona-sync", connection=connection)
+    for queue in (syncs, events):
+        queue.enqueue("tests.resilience.jobs.note", "order", queue.name)
+    Worker([events, syncs], connection=connection).work(burst=True)
+    assert [label.decode() for label in connection.lrange("order", 0, -1)] == ["persona-events", "persona-sync"]
+    assert events.intermediate_queue.get_job_ids() == syncs.intermediate_queue.get_job_ids() == []
