@@ -16,6 +16,10 @@ from typing import Iterable
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _DIGITS = re.compile(r"[0-9]{1,12}")
+# Persona sends one `v1`, two during a secret rotation. Each distinct `t` costs an HMAC of the whole body
+# per secret, before anything is authenticated: a header carrying hundreds of pairs (repeated headers are
+# joined) would let an unsigned request burn a worker's CPU. More than this is malformed.
+MAX_SIGNATURES = 8
 
 
 class SignatureError(Exception):
@@ -49,6 +53,8 @@ def parse_header(header: str | None) -> list[SignedValue]:
             timestamp = int(value)
         elif key == "v1" and timestamp is not None and _HEX64.fullmatch(value):
             pairs.append(SignedValue(timestamp, value.lower()))
+            if len(pairs) > MAX_SIGNATURES:
+                raise SignatureError("malformed", f"Persona-Signature carries more than {MAX_SIGNATURES} signatures")
     if not pairs:
         raise SignatureError("malformed", "Persona-Signature needs t=<seconds> followed by v1=<64 hex digits>")
     return pairs
@@ -74,10 +80,12 @@ def verify(body: bytes, header: str | None, secrets: Iterable[str], now: float, 
             raise SignatureError("future", f"Persona-Signature timestamp is more than {tolerance} s ahead")
         raise SignatureError("stale", f"Persona-Signature timestamp is older than {tolerance} s")
     matched = None
-    # Compare every pair without stopping early, so timing says nothing about which secret matched.
+    # One HMAC per secret and distinct `t`; every pair compared without stopping early, so timing says
+    # nothing about which secret matched.
     for secret in secrets:
+        expected = {timestamp: compute(secret, timestamp, body) for timestamp in {pair.timestamp for pair in fresh}}
         for pair in fresh:
-            if hmac.compare_digest(compute(secret, pair.timestamp, body), pair.signature):
+            if hmac.compare_digest(expected[pair.timestamp], pair.signature):
                 matched = pair.timestamp
     if matched is None:
         raise SignatureError("mismatch", "Persona-Signature does not match the body")

@@ -205,3 +205,28 @@ def test_arbitrary_header_raises_only_signature_error(header):
 def test_any_body_signed_by_any_configured_secret_verifies(body, secrets, pick, offset):
     signer = secrets[pick % len(secrets)]
     assert verify(body, sign(signer, NOW + offset, body), secrets, NOW, TOLERANCE) == NOW + offset
+
+
+def test_a_header_with_too_many_signatures_is_malformed_before_any_hmac(monkeypatch):
+    """Issue 9 (found by a tester): 115 `v1` values in each of 45 joined headers made every unsigned 1 MB
+    request compute thousands of HMACs, and four such requests timed out both web workers."""
+    from app import signature
+
+    computed = []
+    monkeypatch.setattr(signature, "compute", lambda *args: computed.append(args) or "0" * 64)
+    header = " ".join(f"t=1700000000,v1={n:064x}" for n in range(signature.MAX_SIGNATURES + 1))
+    with pytest.raises(signature.SignatureError) as refused:
+        signature.verify(b"{}", header, ["wbhsec_a", "wbhsec_b"], 1_700_000_000, 300)
+    assert refused.value.reason == "malformed" and computed == []
+
+
+def test_one_hmac_per_secret_and_timestamp_however_many_signatures_share_it(monkeypatch):
+    from app import signature
+
+    computed = []
+    real = signature.compute
+    monkeypatch.setattr(signature, "compute", lambda *args: computed.append(args) or real(*args))
+    header = "t=1700000000," + ",".join(f"v1={n:064x}" for n in range(signature.MAX_SIGNATURES))
+    with pytest.raises(signature.SignatureError):
+        signature.verify(b"{}", header, ["wbhsec_a", "wbhsec_b"], 1_700_000_000, 300)
+    assert len(computed) == 2
