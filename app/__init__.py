@@ -6,12 +6,18 @@ import sys
 
 from flask import Flask, jsonify
 from redis import Redis
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
 from app import logs
 from app.config import Config, ConfigError, load_config
 from app.db import Database
 from app.queue import EventQueue, connect_redis
+
+
+# A database outage is usually a restart or a failover: seconds, rarely more.
+RETRY_AFTER_SECONDS = 5
 
 
 def load_config_or_exit() -> Config:
@@ -30,6 +36,16 @@ def _json_errors(app: Flask) -> None:
     def http_error(error: HTTPException):
         code = (error.name or "error").lower().replace(" ", "_")
         return jsonify(error=code, detail=error.description), error.code
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(PoolTimeoutError)
+    def database_unavailable(error: Exception):
+        """The database is away (a restart, a failover, the network): the caller may retry, not a bug."""
+        app.logger.warning("database unavailable", extra={"reason": type(error).__name__})
+        response = jsonify(error="database_unavailable", detail="the database is unavailable; retry later")
+        response.status_code = 503
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception):

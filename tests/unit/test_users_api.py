@@ -109,3 +109,14 @@ def test_an_unknown_reference_id_of_any_shape_is_the_json_404(guarded, path):
     answer = guarded.get(path, headers=AUTH)
     assert answer.status_code == 404
     assert answer.json["error"] == "user_not_found"
+
+
+def test_an_unreachable_database_is_a_503_to_retry_not_a_500(config, redis):
+    """Issue 9 (found by a tester): with the database away, the host got 500 `internal_error`."""
+    app = create_app(
+        replace(config, admin_api_token=TOKEN, database_url="postgresql://postgres@127.0.0.1:1/nowhere"), redis=redis
+    )
+    answer = app.test_client().get("/users/u_1", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 503
+    assert answer.json["error"] == "database_unavailable" and answer.json["detail"]
+    assert int(answer.headers["Retry-After"]) > 0
