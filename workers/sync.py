@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from app.db import Database
 from app.models import User
 from workers.records import as_utc, facts_of, inquiries_of
+from workers.rate_limit import RateLimited
 from workers.sync_plan import BLOCK, ENROLL, UNBLOCK, VERIFIED_STATUSES, Known, Target, plan, target_for
 from workers.verisoul import VerisoulClient, VerisoulError, VerisoulUnavailable
 
@@ -30,6 +31,10 @@ PENDING_PREFIX = "persona-events:sync-pending:"
 LOCK_PREFIX = "persona-events:sync-lock:"
 # A pending mark outlives any realistic queue backlog, yet cannot wedge a user's syncs forever.
 PENDING_TTL = 3600
+# While a failed sync waits for its retry, its user counts as pending, so neither the sweep nor a new event
+# queues a second sync beside it (doubling the calls to a Verisoul already failing); a little longer than
+# the longest retry interval, so a user whose retries are spent is swept again soon after.
+RETRY_PENDING_TTL = 90
 # A sync makes at most 4 calls, each bounded by the client's timeouts (workers/verisoul.py): 45 s is
 # ample, and short enough that a sync whose worker died runs again within a minute (workers/worker.py).
 SYNC_TIMEOUT = 45
@@ -135,8 +140,9 @@ class Syncer:
         try:
             for step in plan(target, known, now):
                 done.append(self._call(step, reference_id, inquiry_id, target))
-        except VerisoulUnavailable as error:
+        except (VerisoulUnavailable, RateLimited) as error:
             self._record(reference_id, verisoul_synced=False, verisoul_error=UNAVAILABLE + str(error))
+            self.connection.set(PENDING_PREFIX + reference_id, 1, ex=RETRY_PENDING_TTL)
             raise
         except VerisoulError as error:
             self._record(reference_id, verisoul_synced=False, verisoul_error=str(error))
