@@ -45,6 +45,9 @@ keepalive = _seconds("GUNICORN_KEEPALIVE", "5")
 BODY_TIMEOUT = _seconds("GUNICORN_BODY_TIMEOUT", "5")
 # Persona gives up on a delivery after 5 s; a worker silent for longer than this is stuck, not slow.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+# gunicorn 25.1+ opens a control socket at one path per user ($HOME/.gunicorn/gunicorn.ctl), which every
+# gunicorn of that user on the host would share; nothing here uses gunicornc, so none is opened.
+control_socket_disable = True
 # The app writes one structured line per webhook; gunicorn's access log would repeat it without the event id.
 accesslog = None
 errorlog = "-"
