@@ -106,27 +106,26 @@ def _accepted_by(connection: HTTPConnection, server_port: int, workers: set[int]
 
 
 def request_on(stack, workers: set[int], want: int | None, method: str, path: str, body=None, headers=None):
-    """One request over a new connection answered by worker `want` (any when None): (pid, status, text)."""
-    held: list[HTTPConnection] = []  # each pins the worker that accepted it
+    """One request over a new connection answered by worker `want` (any when None): (pid, status, text).
+
+    gevent workers accept as many connections as come, so the others are paused (SIGSTOP) for the
+    request: only `want` can accept it. They resume (SIGCONT) at once, long before gunicorn's timeout."""
+    others = [pid for pid in workers if want is not None and pid != want]
+    for pid in others:
+        os.kill(pid, signal.SIGSTOP)
     try:
-        while True:
-            connection = HTTPConnection("127.0.0.1", stack.port, timeout=10)
-            connection.connect()
-            pid = _accepted_by(connection, stack.port, workers)
-            if want is None or pid == want:
-                break
-            held.append(connection)
-            # gevent workers accept many connections each, so a held one does not pin its worker: keep
-            # opening connections until the wanted worker takes one (they race for each accept).
-            assert len(held) < 64, f"worker {want} accepted none of {len(held)} connections"
+        connection = HTTPConnection("127.0.0.1", stack.port, timeout=10)
+        connection.connect()
+        pid = _accepted_by(connection, stack.port, workers)
         connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
         text = response.read().decode()
         connection.close()
-        return pid, response.status, text
     finally:
-        for other in held:
-            other.close()
+        for other in others:
+            os.kill(other, signal.SIGCONT)
+    assert want is None or pid == want, f"worker {pid} accepted a connection while only {want} could"
+    return pid, response.status, text
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
