@@ -90,6 +90,10 @@ def _is_json(mimetype: str) -> bool:
     return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
 
 
+def _number(digits: str) -> int | float:
+    return int(digits) if len(digits) <= 4000 else float(digits)
+
+
 def _parse(body: bytes) -> dict:
     """JSON → normalised keys → a validated envelope."""
     if not _is_json(request.mimetype):
@@ -98,7 +102,9 @@ def _parse(body: bytes) -> dict:
         # Strictly UTF-8 (RFC 8259 §8.1): json.loads(bytes) would also take UTF-16 and UTF-32.
         # A `\ud800` escape decodes to a lone surrogate: refused only where it is kept (app/events.py), since
         # a personal-data attribute holding one is dropped anyway and must not cost an authentic event.
-        document = normalise_keys(json.loads(body.decode("utf-8-sig")))  # a leading BOM is tolerated (RFC 8259)
+        # A leading BOM is tolerated (RFC 8259). Integers longer than Python converts (4300 digits) become
+        # floats: no kept field is a number, and a huge one in dropped data must not cost the event.
+        document = normalise_keys(json.loads(body.decode("utf-8-sig"), parse_int=_number))
     except ValueError:  # UnicodeError and JSONDecodeError are ValueErrors
         raise Rejection(400, "invalid_json", "body is not valid UTF-8 JSON") from None
     except RecursionError:
