@@ -415,8 +415,8 @@ def _expiry_problems(url: str, expected: dict[str, Expected], new_writes: dict, 
 
 def _run_expiries(stack, monkeypatch, redis, database: Database, fake: FakeServer, later: datetime) -> int:
     """Stop the worker and scheduler processes; in this process, with `workers.jobs.now` at `later`, run every
-    scheduled unblock, the first of them failing five times in a row, so that the sweep must queue it again.
-    Returns the sweeps run."""
+    scheduled unblock, the first of them failing five times in a row, so that RQ's retries must run them
+    again (played here, the scheduler being stopped). Returns the rounds run."""
     from workers import jobs, verisoul
 
     for process in stack.processes[1:]:  # workers and scheduler; the web process keeps answering GET /users
@@ -456,8 +456,18 @@ def _run_expiries(stack, monkeypatch, redis, database: Database, fake: FakeServe
             unsynced = [k for k, (synced, _) in _sync_states(database).items() if not synced and not _is_provisional(k)]
             if not unsynced:
                 return sweeps
+            # The scheduler process is stopped: play its part, the retries falling due (the unblocks were
+            # all taken out above, so what is scheduled now are retries, of unblocks too), then the sweep.
+            for job_id in scheduled.get_job_ids():
+                job = Job.fetch(job_id, connection=redis)
+                scheduled.remove(job)
+                queue.enqueue_job(job)
             jobs.sweep_verisoul()
-        pytest.fail(f"records still unsynced past the expiries: {unsynced[:10]}")
+        states = _sync_states(database)
+        pytest.fail(
+            f"records still unsynced past the expiries: {[(k, states[k]) for k in unsynced[:10]]}; "
+            f"scheduled: {scheduled.get_job_ids()[:10]}; queued: {queue.count}"
+        )
     finally:
         jobs.database().dispose()
         for cached in caches:
@@ -586,7 +596,7 @@ def test_verisoul_converges_under_injected_failures(
         later = now + timedelta(days=31)
         compared = time.monotonic()
         expiry_sweeps = _run_expiries(stack, monkeypatch, real_redis, database, fake_verisoul, later)
-        assert expiry_sweeps, "the unblock failing five times in a row should have needed the sweep"
+        assert expiry_sweeps, "the unblock failing five times in a row should have needed a retry"
         new_writes = _writes(fake_verisoul.control("GET", "calls")[len(calls) :], flavor)
         problems = _expiry_problems(stack.url, expected, new_writes, fake_verisoul.control("GET", "accounts"))
         print(
