@@ -1,7 +1,7 @@
 """The worker class of the Procfile's `worker:` (`rq worker --worker-class workers.worker.Worker`).
 
 RQ's SimpleWorker (jobs run in the worker process, so the database pool and SQLAlchemy's statement
-cache live across jobs) with two changes:
+cache live across jobs) with three changes:
 
 - It rides out Redis. RQ's worker quits on a Redis error anywhere but in its blocking dequeue ("found
   an unhandled exception, quitting"); this one logs one line, waits for Redis with a capped back-off
@@ -10,6 +10,9 @@ cache live across jobs) with two changes:
   its effects are idempotent. A stop request (SIGTERM, Ctrl-C) still ends the wait.
 - A dead worker's job is found within a minute. The registry entry of a running job expires at the
   job's time limit plus HEARTBEAT_MARGIN (RQ adds 60 s), and abandoned jobs are requeued, not failed.
+- A job taken is never only in the worker's memory: serving the events and the sync queue, it moves the
+  job to the queue's intermediate list (WorkerQueue) as RQ does for a single queue, so a worker stopped
+  between taking a job and starting it leaves the job where recovery finds it.
 
 Scheduling (retries, unblocks at a block's expiry, the periodic sweep and reconciliation) is not the
 worker's: the scheduler process owns it (workers/scheduler.py), so no worker forks a scheduler child
