@@ -14,9 +14,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 
 from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, get_current_job
 from rq.timeouts import JobTimeoutException
 from sqlalchemy import update
@@ -36,6 +34,7 @@ from workers.records import Applied, apply_event
 from workers.replay import RECONCILED, Replayer
 from workers.sync import Syncer, mark_sync, request_sync
 from workers.verisoul import VerisoulError, VerisoulUnavailable, make_client
+from workers.worker import REDIS_OUTAGE
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ def is_transient(error: BaseException) -> bool:
     an exhausted connection pool; Redis unreachable or timing out; the job's own time limit."""
     if isinstance(error, DBAPIError):
         return isinstance(error, (OperationalError, IntegrityError)) or error.connection_invalidated
-    return isinstance(error, (PoolTimeoutError, RedisConnectionError, RedisTimeoutError, JobTimeoutException))
+    return isinstance(error, (PoolTimeoutError, JobTimeoutException, *REDIS_OUTAGE))
 
 
 def _stop_retrying() -> None:

@@ -119,8 +119,7 @@ class Worker(SimpleWorker):
         while True:
             try:
                 return step()
-            except REDIS_OUTAGE as error:
-                log.error("redis error; waiting for it", extra={"reason": f"{what}: {type(error).__name__}"})
+            except REDIS_OUTAGE:  # wait_for_redis logs the outage, once
                 wait_for_redis(self.connection.ping, lambda: self._stop_requested, what=f"{what}: ")
 
     def bootstrap(self, *args, **kwargs) -> None:
