@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import Executable, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -43,8 +43,10 @@ def _prepare_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str) -> Engine:
-    engine = create_engine(engine_url(url), pool_pre_ping=True)
+def make_engine(url: str, pre_ping: bool = True) -> Engine:
+    """`pre_ping` tests each connection as it leaves the pool: one round trip per checkout, which the
+    workers save (they retry a statement that finds its connection dead; workers/jobs.py)."""
+    engine = create_engine(engine_url(url), pool_pre_ping=pre_ping)
     if engine.dialect.name == "sqlite":
         _prepare_sqlite(engine)
     return engine
@@ -53,8 +55,8 @@ def make_engine(url: str) -> Engine:
 class Database:
     """An engine and its session factory."""
 
-    def __init__(self, url: str):
-        self.engine = make_engine(url)
+    def __init__(self, url: str, pre_ping: bool = True):
+        self.engine = make_engine(url, pre_ping)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         # A forked child (RQ's scheduler, a gunicorn worker) must not use or close the parent's
         # connections: it drops its copy of the pool without closing them (SQLAlchemy's fork recipe).
@@ -66,12 +68,44 @@ class Database:
         with self.sessions.begin() as session:
             yield session
 
+    @staticmethod
+    def commit_pipelined(session: Session, statements: Iterable[Executable]) -> None:
+        """Execute `statements`, then commit. With psycopg 3 on PostgreSQL they are sent in pipeline mode,
+        so the statements and the COMMIT reach the server in one round trip instead of one each; the server
+        still runs them in order, in the transaction. Only statements whose results are not read can be
+        pipelined (Core INSERT, UPDATE, DELETE); an error in any of them surfaces by the commit, as the
+        usual SQLAlchemy DBAPIError, and the caller's session rolls back."""
+        driver = session.connection().connection.driver_connection
+        if getattr(driver, "pipeline", None) is None or not psycopg_pipeline_supported():
+            for statement in statements:
+                session.execute(statement)
+            session.commit()
+            return
+        try:
+            with driver.pipeline():
+                for statement in statements:
+                    session.execute(statement)
+                session.commit()
+        except BaseException:
+            # The failed COMMIT never ran, so the server's transaction is still open, aborted; SQLAlchemy
+            # takes it for ended and would pool the connection as it is (every later statement on it
+            # failing): roll it back here.
+            driver.rollback()
+            raise
+
     def ping(self) -> None:
         with self.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def psycopg_pipeline_supported() -> bool:
+    """Pipeline mode needs libpq 14 or newer (psycopg's binary wheels bundle one)."""
+    import psycopg
+
+    return psycopg.Pipeline.is_supported()
 
 
 def alembic_config(url: str):

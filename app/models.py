@@ -73,6 +73,9 @@ class Inquiry(Base):
     status: Mapped[str | None] = mapped_column(String(32))
     inquiry_created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     status_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Where the current status' run began and what came before it (workers/state_machine.py StatusRun), so
+    # that `status_since` moves in constant time however many events the inquiry has had.
+    status_run: Mapped[dict | None] = mapped_column(JSON)
     snapshot_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     snapshot_rank: Mapped[int | None] = mapped_column(Integer)
     snapshot_event_id: Mapped[str | None] = mapped_column(String(255))

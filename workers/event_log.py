@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import insert
+from sqlalchemy import Insert, insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -26,6 +27,12 @@ def inquiry_of(event: dict) -> str | None:
     return event["object_id"] if event["object_type"] == "inquiry" else event.get("inquiry_id")
 
 
+def event_insert(event: dict, processed_at: datetime, outcome: str) -> Insert:
+    """A plain INSERT: a second run of the event breaks the unique constraint (`is_duplicate`) and its
+    transaction rolls back whole, so the event is recorded once and nothing it did is written twice."""
+    return insert(Event).values([event_row(event, processed_at, outcome)])  # no RETURNING: see records.insert_row
+
+
 def event_row(event: dict, processed_at: datetime, outcome: str) -> dict:
     return {
         "event_id": event["event_id"],
@@ -40,6 +47,15 @@ def event_row(event: dict, processed_at: datetime, outcome: str) -> dict:
         "payload": event,
         "body_sha256": event["body_sha256"],
     }
+
+
+def is_duplicate(error: IntegrityError) -> bool:
+    """The event's row already exists: its id broke `uq_events_event_id` (PostgreSQL names the constraint,
+    SQLite the column)."""
+    diag = getattr(error.orig, "diag", None)
+    if diag is not None:
+        return diag.constraint_name == "uq_events_event_id"
+    return "events.event_id" in str(error.orig)
 
 
 def record_event(session: Session, event: dict, processed_at: datetime, outcome: str = RECORDED) -> bool:

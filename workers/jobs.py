@@ -17,22 +17,20 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, get_current_job
 from rq.timeouts import JobTimeoutException
-from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app import metrics
 from app.config import load_config
 from app.db import Database
-from app.models import Event
 from app.queue import connect_redis
-from workers.event_log import DUPLICATE, record_event
+from workers.event_log import DUPLICATE, event_insert, is_duplicate
 from workers.persona import make_persona_client
 from workers.rate_limit import RateLimited, RateLimiter
 from workers.reconcile import reconcile
 from workers.records import Applied, apply_event
 from workers.replay import RECONCILED, Replayer
-from workers.sync import Syncer, mark_sync, request_sync
+from workers.sync import Syncer, request_sync
 from workers.verisoul import VerisoulError, VerisoulUnavailable, make_client
 from workers.worker import REDIS_OUTAGE
 
@@ -46,7 +44,7 @@ class PermanentJobError(Exception):
 @lru_cache(maxsize=1)
 def database() -> Database:
     """One engine per worker process, built before the first job (workers/rq_settings.py)."""
-    return Database(load_config().database_url)
+    return Database(load_config().database_url, pre_ping=False)
 
 
 @lru_cache(maxsize=1)
@@ -109,17 +107,38 @@ def replayer(command: str, dry_run: bool = False) -> Replayer:
     return Replayer(database(), now, command, dry_run, request_sync=lambda key: request_sync(redis(), sync_queue(), key))
 
 
-def _process(session, event: dict) -> tuple[Applied | None, str | None]:
-    """Log the event, apply it to the user record and derive Verisoul's desired state, in the caller's
-    transaction; returns what applying did (None for a duplicate) and the user to sync, if any."""
+class _Duplicate(Exception):
+    """The event was recorded before: its transaction rolls back."""
+
+
+def _apply_once(event: dict) -> Applied:
+    """Apply the event and record it with its outcome, in one transaction: the reads, then every write and
+    the COMMIT in one round trip (app/db.py). Raises _Duplicate when the event is already recorded."""
     processed_at = now()
-    if not record_event(session, event, processed_at):
-        return None, None
-    applied = apply_event(session, event)
-    session.execute(update(Event).where(Event.event_id == event["event_id"]).values(outcome=applied.outcome))
-    if applied.user is not None and mark_sync(session, applied.user, processed_at):
-        return applied, applied.user.reference_id
-    return applied, None
+    with database().sessions() as session:
+        applied = apply_event(session, event, processed_at)
+        try:
+            Database.commit_pipelined(session, [*applied.writes, event_insert(event, processed_at, applied.outcome)])
+        except IntegrityError as error:
+            if is_duplicate(error):
+                raise _Duplicate from None
+            raise
+    return applied
+
+
+def _apply(event: dict) -> Applied | None:
+    """`_apply_once`, or None for a duplicate. Run once more at once when it found its pooled connection
+    dead (the database restarted since): the workers' pool pings no connection before use (app/db.py),
+    and a retry through RQ would wait a second."""
+    try:
+        try:
+            return _apply_once(event)
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+        return _apply_once(event)
+    except _Duplicate:
+        return None
 
 
 def _count(applied: Applied | None) -> str:
@@ -135,18 +154,17 @@ def _count(applied: Applied | None) -> str:
 def process_event(event: dict) -> str:
     """Apply a queued event once: `applied`, `unexpected`, `stale` or `ignored`; `duplicate` if already logged."""
     try:
-        with database().transaction() as session:
-            applied, to_sync = _process(session, event)
+        applied = _apply(event)
     except Exception as error:
         if is_transient(error):
             raise  # RQ's Retry, set at enqueue, backs off and runs the job again
         raise _fail_permanently(event.get("event_id") if isinstance(event, dict) else None, error) from error
     outcome = _count(applied)
-    if to_sync:
+    if applied is not None and applied.needs_sync:
         # After the commit, so the sync reads this event's effect. The event is applied whatever
         # happens here: if Redis fails, the sweep finds the record unsynced and queues the sync.
         try:
-            request_sync(redis(), sync_queue(), to_sync)
+            request_sync(redis(), sync_queue(), applied.user)
         except RedisError as error:
             log.warning("sync not queued; the sweep will", extra={"event_id": event["event_id"], "reason": _first_line(error)})
     log.info("event processed", extra={"event_id": event["event_id"], "event_name": event["name"], "outcome": outcome})

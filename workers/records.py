@@ -1,19 +1,29 @@
-"""Applying one event to the user record, inside process_event's transaction.
+"""Applying one event to the user record: lock what it touches, read it, judge it, then write the result.
 
-Concurrency: two workers may handle events of one user at once. Each transaction first locks the
-inquiry the event is about, then the user keys it touches (reference id, Persona account id), always
-in that order and keys sorted, so no two transactions wait on each other in a cycle. On PostgreSQL
-the locks are transaction-scoped advisory locks, which, unlike SELECT ... FOR UPDATE, also cover a
-user or an inquiry that does not exist yet (two first events of one user must not create it twice).
-On SQLite every write transaction begins IMMEDIATE (app/db.py) and so already runs alone.
+Reads and writes are kept apart so that an event costs few database round trips: one lock statement, the
+rows the event touches read in one or two statements, and every write as a Core statement collected in
+`Applied.writes`, which `process_event` sends in one round trip with the COMMIT (app/db.py `pipelined`)
+and a replay runs at once. Nothing read here is modified through the ORM.
+
+Concurrency: two workers may handle events of one user at once. Each transaction first takes, in one
+statement and sorted, the locks on the inquiry the event is about and on the user keys the event names
+(reference id, Persona account id). On PostgreSQL the locks are transaction-scoped advisory locks, which,
+unlike SELECT ... FOR UPDATE, also cover a user or an inquiry that does not exist yet (two first events of
+one user must not create it twice). An inquiry event that names no reference id while its inquiry already
+has one takes that user's lock in a second statement: Persona sends the reference id with every event of
+an inquiry that has one, so this is rare, and a deadlock it could cause is detected by PostgreSQL and
+retried like any transient error. A verification event takes no user lock: it changes no user row, and
+its history row's user (the inquiry's) is held in place by the foreign key: a merge that moves the inquiry
+meanwhile makes one of the two transactions fail and run again. On SQLite every write transaction begins
+IMMEDIATE (app/db.py) and so already runs alone.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from sqlalchemy import select, text, update
+from sqlalchemy import Executable, and_, delete, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from app.events import iso_millis
@@ -23,11 +33,22 @@ from workers.policy import InquiryFacts
 from workers.state_machine import (
     IGNORED,
     Snapshot,
+    StatusRun,
     Verdict,
+    advance_run,
     judge_inquiry,
     judge_verification,
-    status_since,
+    status_run,
 )
+
+# One statement for every key: unnest yields the (sorted) keys in order, so locks are taken in that order.
+_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:keys AS text[])) AS k")
+
+
+def insert_row(model, **values) -> Executable:
+    """INSERT one row, in the multi-row form: a single-row INSERT gets `RETURNING id` from SQLAlchemy
+    (for `inserted_primary_key`), and a statement whose rows must be read cannot be pipelined (app/db.py)."""
+    return insert(model).values([values])
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
@@ -41,10 +62,9 @@ def to_iso(moment: datetime) -> str:
 
 
 def lock(session: Session, *names: str) -> None:
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    for name in sorted(set(names)):
-        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), {"name": name})
+    """Advisory locks on `names`, sorted, in one statement (PostgreSQL; SQLite's writers already run alone)."""
+    if names and session.get_bind().dialect.name == "postgresql":
+        session.execute(_LOCK, {"keys": sorted(set(names))})
 
 
 def kind_of(event: dict) -> str | None:
@@ -58,27 +78,36 @@ def kind_of(event: dict) -> str | None:
 
 @dataclass(frozen=True)
 class Applied:
-    """What applying one event did: to which kind of object, the verdict, and the user it concerns."""
+    """What applying one event did: to which kind of object, the verdict, the user it concerns (its
+    reference id, when the event changed an inquiry), whether that user needs a Verisoul sync, and the
+    statements that write it all."""
 
     kind: str | None
     verdict: Verdict
-    user: User | None
+    user: str | None = None
+    needs_sync: bool = False
+    writes: list[Executable] = field(default_factory=list)
 
     @property
     def outcome(self) -> str:
         return self.verdict.outcome
 
+    def write(self, session: Session) -> None:
+        for statement in self.writes:
+            session.execute(statement)
 
-def apply_event(session: Session, event: dict) -> Applied:
-    """Update the record for a logged event: the verdict for the log and history, and the user."""
+
+def apply_event(session: Session, event: dict, now: datetime) -> Applied:
+    """Lock and read what the event touches, and return the verdict with the writes that record it.
+
+    `now` decides whether a block is in force, for the user's Verisoul sync state."""
     kind = kind_of(event)
     if kind == "inquiry":
-        return Applied(kind, *apply_inquiry_event(session, event))
+        return _apply_inquiry(session, event, now)
     if kind == "verification":
-        return Applied(kind, *apply_verification_event(session, event))
+        return _apply_verification(session, event)
     verdict = Verdict(IGNORED, None, None)
-    _add_history(session, None, None, event, verdict)
-    return Applied(None, verdict, None)
+    return Applied(None, verdict, writes=[_history(None, None, event, verdict)])
 
 
 def snapshot_of(event: dict) -> Snapshot:
@@ -86,156 +115,287 @@ def snapshot_of(event: dict) -> Snapshot:
     return Snapshot.of(event["created_at"], event.get("status") or "", event["event_id"])
 
 
-def _locked_inquiry(session: Session, inquiry_id: str) -> Inquiry:
-    """The inquiry row, locked; a placeholder when no event of it has been applied yet."""
-    lock(session, f"inquiry:{inquiry_id}")
-    inquiry = session.get(Inquiry, inquiry_id)
-    if inquiry is None:
-        inquiry = Inquiry(id=inquiry_id)
-        session.add(inquiry)
-    return inquiry
-
-
-def _stored_snapshot(row: Inquiry | Verification) -> Snapshot | None:
-    if row.status is None or row.snapshot_at is None:
+def _stored_snapshot(row: Inquiry | Verification | None) -> Snapshot | None:
+    if row is None or row.status is None or row.snapshot_at is None:
         return None
     return Snapshot(to_iso(row.snapshot_at), row.snapshot_rank, row.snapshot_event_id, row.status)
 
 
-def _keep_snapshot(row: Inquiry | Verification, snapshot: Snapshot) -> None:
-    row.status = snapshot.status
-    row.snapshot_at = parse_time(snapshot.at)
-    row.snapshot_rank = snapshot.rank
-    row.snapshot_event_id = snapshot.event_id
+def _snapshot_columns(snapshot: Snapshot) -> dict:
+    return {
+        "status": snapshot.status,
+        "snapshot_at": parse_time(snapshot.at),
+        "snapshot_rank": snapshot.rank,
+        "snapshot_event_id": snapshot.event_id,
+    }
 
 
-def _fill_ids(inquiry: Inquiry, event: dict) -> None:
+# --- inquiry events ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Users:
+    """The users an inquiry event may resolve to, read once after the locks."""
+
+    rows: list[User]
+
+    def by_reference(self, key: str | None) -> User | None:
+        return next((user for user in self.rows if user.reference_id == key), None) if key else None
+
+    def linked_to(self, account_id: str) -> User | None:
+        """The user a reference id was linked to this Persona account by an earlier event."""
+        linked = [u for u in self.rows if u.persona_account_id == account_id and u.reference_id != account_id]
+        return min(linked, key=lambda user: user.id, default=None)
+
+
+def _user_keys(reference_id: str | None, account_id: str | None) -> set[str]:
+    return {key for key in (reference_id, account_id) if key}
+
+
+def _users_named(keys: set[str], account_id: str | None):
+    """SQL condition: the users keyed by `keys`, and those linked to the account."""
+    condition = User.reference_id.in_(sorted(keys))
+    if account_id:
+        condition = or_(condition, and_(User.persona_account_id == account_id, User.reference_id != account_id))
+    return condition
+
+
+def _read_inquiries(session: Session, inquiry_id: str, keys: set[str], account_id: str | None) -> dict[str, Inquiry]:
+    """The event's inquiry and every inquiry of the users it may resolve to (their facts decide the sync)."""
+    owners = select(User.id).where(_users_named(keys, account_id))
+    query = select(Inquiry).where(or_(Inquiry.id == inquiry_id, Inquiry.user_id.in_(owners)))
+    return {row.id: row for row in session.scalars(query.execution_options(populate_existing=True))}
+
+
+def _read_users(session: Session, keys: set[str], account_id: str | None) -> _Users:
+    query = select(User).where(_users_named(keys, account_id)).execution_options(populate_existing=True)
+    return _Users(list(session.scalars(query)))
+
+
+@dataclass
+class _InquiryIds:
     """Ids that never change for an inquiry; the inquiry's own reference id wins over its account's."""
-    if event.get("reference_id"):
-        inquiry.reference_id = event["reference_id"]
-    elif not inquiry.reference_id:
-        inquiry.reference_id = event.get("account_reference_id")
-    inquiry.account_id = inquiry.account_id or event.get("account_id")
-    inquiry.template_id = inquiry.template_id or event.get("template_id")
-    created_at = event.get("timestamps", {}).get("created_at")
-    if inquiry.inquiry_created_at is None and created_at:
-        inquiry.inquiry_created_at = parse_time(created_at)
+
+    reference_id: str | None
+    account_id: str | None
+    template_id: str | None
+    created_at: datetime | None
+
+    @classmethod
+    def of(cls, stored: Inquiry | None, event: dict) -> "_InquiryIds":
+        reference_id = event.get("reference_id") or (stored and stored.reference_id) or event.get("account_reference_id")
+        created_at = event.get("timestamps", {}).get("created_at")
+        return cls(
+            reference_id,
+            (stored and stored.account_id) or event.get("account_id"),
+            (stored and stored.template_id) or event.get("template_id"),
+            (stored and as_utc(stored.inquiry_created_at)) or (parse_time(created_at) if created_at else None),
+        )
 
 
-def _inquiry_snapshots(session: Session, inquiry_id: str) -> list[Snapshot]:
-    payloads = session.scalars(
-        select(Event.payload).where(Event.object_id == inquiry_id, Event.object_type == "inquiry")
-    )
-    return [snapshot_of(payload) for payload in payloads]
+def _apply_inquiry(session: Session, event: dict, now: datetime) -> Applied:
+    inquiry_id = event["object_id"]
+    keys = _user_keys(event.get("reference_id") or event.get("account_reference_id"), event.get("account_id"))
+    lock(session, f"inquiry:{inquiry_id}", *(f"user:{key}" for key in keys))
+    inquiries = _read_inquiries(session, inquiry_id, keys, event.get("account_id"))
+    stored = inquiries.get(inquiry_id)
+    ids = _InquiryIds.of(stored, event)
+    if missing := _user_keys(ids.reference_id, ids.account_id) - keys:
+        keys |= missing  # the inquiry's own reference id, which this event did not name (see the module docstring)
+        lock(session, *(f"user:{key}" for key in missing))
+        inquiries = _read_inquiries(session, inquiry_id, keys, ids.account_id)
+    users = _read_users(session, keys, ids.account_id)
 
-
-def apply_inquiry_event(session: Session, event: dict) -> tuple[Verdict, User | None]:
-    inquiry = _locked_inquiry(session, event["object_id"])
-    verdict = judge_inquiry(_stored_snapshot(inquiry), snapshot_of(event))
-    _fill_ids(inquiry, event)
+    newest, incoming = _stored_snapshot(stored), snapshot_of(event)
+    verdict = judge_inquiry(newest, incoming)
+    columns = {
+        "reference_id": ids.reference_id,
+        "account_id": ids.account_id,
+        "template_id": ids.template_id,
+        "inquiry_created_at": ids.created_at,
+    }
     if verdict.changes_state:
-        _keep_snapshot(inquiry, snapshot_of(event))
-    if inquiry.status is not None:
-        session.flush()
-        since = status_since(_inquiry_snapshots(session, inquiry.id))
-        inquiry.status_since = parse_time(since) if since else None
-    user = resolve_user(session, inquiry)
-    _add_history(session, user, inquiry.id, event, verdict)
-    return verdict, user
+        columns.update(_snapshot_columns(incoming))
+    run = _status_run(session, stored, newest, incoming)
+    if run is not None:
+        columns.update(status_since=parse_time(run.start.at), status_run=_run_json(run))
+
+    plan = _resolve(users, ids, stored.user_id if stored else None)
+    writes = [*plan.writes, *_inquiry_writes(inquiry_id, stored, columns, plan)]
+    writes.append(_history(plan.user_ref, inquiry_id, event, verdict))
+    user_writes, needs = _mark_sync(plan, _facts(inquiries, inquiry_id, columns, plan), now)
+    return Applied("inquiry", verdict, plan.reference_id, needs, [*writes, *user_writes])
 
 
-def apply_verification_event(session: Session, event: dict) -> tuple[Verdict, User | None]:
-    inquiry_id = event.get("inquiry_id")
-    inquiry = _locked_inquiry(session, inquiry_id) if inquiry_id else None
-    lock(session, f"verification:{event['object_id']}")
-    row = session.get(Verification, event["object_id"])
-    verdict = judge_verification(_stored_snapshot(row) if row else None, snapshot_of(event))
-    if verdict.changes_state:
-        if row is None:
-            row = Verification(id=event["object_id"])
-            session.add(row)
-        row.inquiry_id = row.inquiry_id or inquiry_id
-        row.type = event["verification_type"]
-        row.checks = {check["name"]: check["status"] for check in event.get("checks", [])}
-        _keep_snapshot(row, snapshot_of(event))
-    user = _locked_owner(session, inquiry) if inquiry is not None else None
-    _add_history(session, user, inquiry_id, event, verdict)
-    return verdict, user
+def _status_run(session: Session, stored: Inquiry | None, newest: Snapshot | None, incoming: Snapshot) -> StatusRun | None:
+    """The inquiry's status run once `incoming` is known (workers/state_machine.py); computed from the event
+    log when the row predates the `status_run` column, and looked up there when a late event breaks it."""
+    if stored is not None and stored.status is not None and stored.status_run is None:
+        return status_run([*_logged_snapshots(session, stored.id, None), incoming])
+    run = _run_of(stored.status_run) if stored is not None and stored.status_run else None
+    return advance_run(run, newest, incoming, lambda late: min(_logged_snapshots(session, stored.id, late)))
 
 
-def _locked_owner(session: Session, inquiry: Inquiry) -> User | None:
-    """The inquiry's user, locked like any other user key. A merge may have moved the inquiry to its
-    reference id while we waited for the lock, so the inquiry is read again once the lock is held."""
-    if inquiry.user_id is None:
-        return None
-    owner = session.get(User, inquiry.user_id)
-    if owner is not None:
-        lock(session, f"user:{owner.reference_id}")
-    session.refresh(inquiry)
-    return session.get(User, inquiry.user_id, populate_existing=True) if inquiry.user_id else None
+def _logged_snapshots(session: Session, inquiry_id: str, after: Snapshot | None) -> list[Snapshot]:
+    """The snapshots of the inquiry's applied inquiry events, those after `after` only when given."""
+    query = select(Event.payload).where(Event.object_id == inquiry_id, Event.object_type == "inquiry")
+    if after is not None:
+        query = query.where(Event.occurred_at >= parse_time(after.at))
+    snapshots = (snapshot_of(payload) for payload in session.scalars(query) if kind_of(payload) == "inquiry")
+    return [s for s in snapshots if after is None or s > after]
 
 
-def _user(session: Session, key: str) -> User | None:
-    return session.scalar(select(User).where(User.reference_id == key))
+def _run_json(run: StatusRun) -> dict:
+    return {"start": list(_fields(run.start)), "preceding": list(_fields(run.preceding)) if run.preceding else None}
 
 
-def _create_user(session: Session, key: str, account_id: str | None) -> User:
-    user = User(reference_id=key, persona_account_id=account_id, created_at=datetime.now(timezone.utc))
-    session.add(user)
-    session.flush()
-    return user
+def _fields(snapshot: Snapshot) -> tuple:
+    return snapshot.at, snapshot.rank, snapshot.event_id, snapshot.status
 
 
-def _linked_user(session: Session, account_id: str) -> User | None:
-    """The user a reference id was linked to this Persona account by an earlier event."""
-    return session.scalar(
-        select(User).where(User.persona_account_id == account_id, User.reference_id != account_id).limit(1)
-    )
+def _run_of(stored: dict) -> StatusRun:
+    preceding = stored.get("preceding")
+    return StatusRun(Snapshot(*stored["start"]), Snapshot(*preceding) if preceding else None)
 
 
-def _merge(session: Session, stray: User, user: User) -> None:
-    """Records kept under a Persona account id move to the reference id the account turned out to have."""
-    session.execute(update(Inquiry).where(Inquiry.user_id == stray.id).values(user_id=user.id))
-    session.execute(update(History).where(History.user_id == stray.id).values(user_id=user.id))
-    session.flush()
-    session.delete(stray)
+@dataclass
+class _UserPlan:
+    """Whom the inquiry belongs to after this event, and the writes that make it so."""
+
+    reference_id: str | None = None
+    user: User | None = None  # None: created by `writes`, or no user at all
+    account_id: str | None = None
+    merged: list[int] = field(default_factory=list)  # ids of stray users merged into it
+    writes: list[Executable] = field(default_factory=list)
+
+    @property
+    def user_ref(self):
+        """The user's id as a value for other rows: its id, or a sub-select for a user created here."""
+        if self.reference_id is None:
+            return None
+        if self.user is not None:
+            return self.user.id
+        return select(User.id).where(User.reference_id == self.reference_id).scalar_subquery()
 
 
-def resolve_user(session: Session, inquiry: Inquiry) -> User | None:
+def _resolve(users: _Users, ids: _InquiryIds, owner_id: int | None) -> _UserPlan:
     """DESIGN §4: the reference id, else the Persona account id until an event links it to one."""
-    reference_id, account_id = inquiry.reference_id, inquiry.account_id
+    reference_id, account_id = ids.reference_id, ids.account_id
     if not reference_id and not account_id:
-        return None
-    lock(session, *(f"user:{key}" for key in (reference_id, account_id) if key))
+        return _UserPlan()
     if reference_id:
-        user = _user(session, reference_id) or _create_user(session, reference_id, account_id)
-        if account_id:
-            user.persona_account_id = user.persona_account_id or account_id
-            stray = _user(session, account_id)
-            if stray is not None and stray.id != user.id:
-                _merge(session, stray, user)
+        user = users.by_reference(reference_id)
+        stray = users.by_reference(account_id)
+        plan = _UserPlan(reference_id, user, account_id)
+        if stray is not None and (user is None or stray.id != user.id):
+            plan.merged.append(stray.id)
     else:
-        user = _linked_user(session, account_id) or _user(session, account_id) or _create_user(
-            session, account_id, account_id
+        user = users.linked_to(account_id) or users.by_reference(account_id)
+        plan = _UserPlan(user.reference_id if user else account_id, user, account_id)
+    if plan.user is None:
+        plan.writes.append(
+            insert_row(User, reference_id=plan.reference_id, persona_account_id=account_id, created_at=_now())
         )
-    if inquiry.user_id != user.id:
-        inquiry.user_id = user.id
-        session.execute(update(History).where(History.inquiry_id == inquiry.id).values(user_id=user.id))
-    return user
+    elif plan.user.persona_account_id is None and account_id:
+        plan.writes.append(update(User).where(User.id == plan.user.id).values(persona_account_id=account_id))
+    for stray_id in plan.merged:
+        # Records kept under a Persona account id move to the reference id the account turned out to have.
+        plan.writes += [
+            update(Inquiry).where(Inquiry.user_id == stray_id).values(user_id=plan.user_ref),
+            update(History).where(History.user_id == stray_id).values(user_id=plan.user_ref),
+            delete(User).where(User.id == stray_id),
+        ]
+    return plan
 
 
-def _add_history(session: Session, user: User | None, inquiry_id: str | None, event: dict, verdict: Verdict) -> None:
-    session.add(
-        History(
-            user_id=user.id if user else None,
-            inquiry_id=inquiry_id,
-            object_id=event["object_id"],
-            event_id=event["event_id"],
-            from_status=verdict.before,
-            to_status=verdict.after,
-            outcome=verdict.outcome,
-            at=parse_time(event["created_at"]),
-        )
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _inquiry_writes(inquiry_id: str, stored: Inquiry | None, columns: dict, plan: _UserPlan) -> list[Executable]:
+    owner_changes = plan.reference_id is not None and (
+        stored is None or plan.user is None or stored.user_id != plan.user.id
+    )
+    if owner_changes:
+        columns = {**columns, "user_id": plan.user_ref}
+    if stored is None:
+        return [insert_row(Inquiry, id=inquiry_id, **columns)]
+    changed = {name: value for name, value in columns.items() if name == "user_id" or _differs(getattr(stored, name), value)}
+    writes = [update(Inquiry).where(Inquiry.id == inquiry_id).values(**changed)] if changed else []
+    if owner_changes:
+        writes.append(update(History).where(History.inquiry_id == inquiry_id).values(user_id=plan.user_ref))
+    return writes
+
+
+def _differs(stored, value) -> bool:
+    return (as_utc(stored) if isinstance(stored, datetime) else stored) != value
+
+
+def _facts(inquiries: dict[str, Inquiry], inquiry_id: str, columns: dict, plan: _UserPlan) -> list[InquiryFacts]:
+    """The resolved user's inquiries once this event is applied: its own, its merged strays', and this one."""
+    owners = set(plan.merged) | ({plan.user.id} if plan.user is not None else set())
+    facts = [facts_of(row) for row in inquiries.values() if row.id != inquiry_id and row.user_id in owners and row.status]
+    status = columns.get("status") or (inquiries[inquiry_id].status if inquiry_id in inquiries else None)
+    if status is not None:
+        snapshot_at = columns.get("snapshot_at") or as_utc(inquiries[inquiry_id].snapshot_at)
+        since = columns.get("status_since") or snapshot_at
+        facts.append(InquiryFacts(inquiry_id, status, iso_millis(columns["inquiry_created_at"] or snapshot_at), iso_millis(since)))
+    return facts
+
+
+def _mark_sync(plan: _UserPlan, facts: list[InquiryFacts], now: datetime) -> tuple[list[Executable], bool]:
+    """The user's Verisoul sync state after the event (workers/sync.py `sync_state`), and whether to sync."""
+    from workers.sync import sync_state  # workers.sync reads the record through this module
+
+    if plan.reference_id is None:
+        return [], False
+    values, needed = sync_state(plan.user, plan.reference_id, plan.account_id, facts, now)
+    if plan.user is not None:
+        values = {name: value for name, value in values.items() if _differs(getattr(plan.user, name), value)}
+    if not values:
+        return [], needed
+    return [update(User).where(User.reference_id == plan.reference_id).values(**values)], needed
+
+
+# --- verification events -----------------------------------------------------------------------------
+
+
+def _apply_verification(session: Session, event: dict) -> Applied:
+    inquiry_id, verification_id = event.get("inquiry_id"), event["object_id"]
+    lock(session, *([f"inquiry:{inquiry_id}"] if inquiry_id else []), f"verification:{verification_id}")
+    inquiry = session.get(Inquiry, inquiry_id, populate_existing=True) if inquiry_id else None
+    row = session.get(Verification, verification_id, populate_existing=True)
+    incoming = snapshot_of(event)
+    verdict = judge_verification(_stored_snapshot(row), incoming)
+    writes: list[Executable] = []
+    if inquiry_id and inquiry is None:
+        writes.append(insert_row(Inquiry, id=inquiry_id))  # a placeholder until the inquiry's own events come
+    if verdict.changes_state:
+        columns = {
+            "inquiry_id": (row and row.inquiry_id) or inquiry_id,
+            "type": event["verification_type"],
+            "checks": {check["name"]: check["status"] for check in event.get("checks", [])},
+            **_snapshot_columns(incoming),
+        }
+        if row is None:
+            writes.append(insert_row(Verification, id=verification_id, **columns))
+        else:
+            writes.append(update(Verification).where(Verification.id == verification_id).values(**columns))
+    writes.append(_history(inquiry.user_id if inquiry else None, inquiry_id, event, verdict))
+    return Applied("verification", verdict, writes=writes)
+
+
+def _history(user_id, inquiry_id: str | None, event: dict, verdict: Verdict) -> Executable:
+    return insert_row(
+        History,
+        user_id=user_id,
+        inquiry_id=inquiry_id,
+        object_id=event["object_id"],
+        event_id=event["event_id"],
+        from_status=verdict.before,
+        to_status=verdict.after,
+        outcome=verdict.outcome,
+        at=parse_time(event["created_at"]),
     )
 
 

@@ -45,6 +45,7 @@ _RESET_INQUIRY = dict.fromkeys(
         "snapshot_rank",
         "snapshot_event_id",
         "status_since",
+        "status_run",
         "reference_id",
         "account_id",
         "template_id",
@@ -254,8 +255,7 @@ class Replayer:
 
     def _rebuild(self, session: Session, unit: Unit) -> tuple[dict[str, str], list[UserChange], list[str]]:
         now = self.clock()
-        for inquiry_id in sorted(unit.inquiry_ids):
-            lock(session, f"inquiry:{inquiry_id}")
+        lock(session, *(f"inquiry:{inquiry_id}" for inquiry_id in unit.inquiry_ids))
         for event in unit.new_events:
             record_event(session, event, now, outcome=FETCHED)
         rows = self._events(session, unit)
@@ -263,16 +263,19 @@ class Replayer:
         before = self._summaries(session, touched, now)
         statuses = self._statuses(session, unit)
         self._reset(session, unit, rows)
-        outcomes, reconciled = {}, []
+        outcomes, reconciled, applied_to = {}, [], set()
         for row in sorted(rows, key=lambda row: snapshot_of(row.payload)):
-            applied = apply_event(session, row.payload)
+            applied = apply_event(session, row.payload, now)
+            applied.write(session)
             row.outcome = outcomes[row.event_id] = applied.outcome
             if row.name == RECONCILED_NAME and applied.verdict.changes_state:
                 reconciled.append(row)
             if applied.user is not None:
-                touched.add(applied.user.id)
+                applied_to.add(applied.user)
         self._record_replay(session, unit, now)
         session.flush()
+        session.expire_all()  # the rows were written with Core statements, past the ORM's identity map
+        touched |= self._ids_of(session, applied_to)
         for row in self._changed_by_reconciliation(session, reconciled, statuses):
             row.outcome = outcomes[row.event_id] = RECONCILED
             session.execute(update(History).where(History.event_id == row.event_id).values(outcome=RECONCILED))
@@ -297,6 +300,13 @@ class Replayer:
     def _statuses(session: Session, unit: Unit) -> dict[str, str | None]:
         rows = session.execute(select(Inquiry.id, Inquiry.status).where(Inquiry.id.in_(sorted(unit.inquiry_ids))))
         return dict(rows.all())
+
+    @staticmethod
+    def _ids_of(session: Session, reference_ids: set[str]) -> set[int]:
+        found: set[int] = set()
+        for chunk in chunks(reference_ids):
+            found.update(session.scalars(select(User.id).where(User.reference_id.in_(chunk))))
+        return found
 
     @staticmethod
     def _named_users(session: Session, rows: list[Event]) -> set[int]:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from app.db import Database
 from app.models import User
+from workers.policy import InquiryFacts
 from workers.records import as_utc, facts_of, inquiries_of
 from workers.rate_limit import RateLimited
 from workers.sync_plan import BLOCK, ENROLL, UNBLOCK, VERIFIED_STATUSES, Known, Target, plan, target_for
@@ -50,6 +51,16 @@ NOT_CONFIGURED = "Verisoul not configured: VERISOUL_API_URL is unset"
 NO_REFERENCE_ID = "not synced: no reference id yet (Verisoul accounts are keyed by the host's user id)"
 
 
+# What Verisoul has confirmed for a record that does not exist yet: nothing.
+_NEW_USER = User(
+    verisoul_enrolled=False,
+    verisoul_blocked=False,
+    verisoul_blocked_until=None,
+    verisoul_permanent_block=False,
+    verisoul_duplicate_account=False,
+)
+
+
 def known_of(user: User) -> Known:
     return Known(user.verisoul_enrolled, user.verisoul_blocked, user.verisoul_duplicate_account)
 
@@ -63,20 +74,25 @@ def needs_sync(user: User, target: Target, now: datetime) -> bool:
     )
 
 
-def is_provisional(user: User) -> bool:
-    """Kept under a Persona account id until an event links it to the host application's user id."""
-    return user.reference_id == user.persona_account_id
+def sync_state(
+    user: User | None, reference_id: str, account_id: str | None, facts: list[InquiryFacts], now: datetime
+) -> tuple[dict, bool]:
+    """The record's sync columns once the user's inquiries are `facts`, and whether a sync is needed: the
+    record is synced exactly when Verisoul already says what it should. A provisional record (`user` None:
+    about to be created with `account_id`) is never synced: Verisoul accounts are keyed by the host
+    application's user id, and the record may yet merge into one."""
+    if reference_id == ((user.persona_account_id if user is not None else None) or account_id):
+        return {"verisoul_synced": False, "verisoul_error": NO_REFERENCE_ID}, False
+    needed = needs_sync(user if user is not None else _NEW_USER, target_for(facts), now)
+    return {"verisoul_synced": not needed}, needed
 
 
 def mark_sync(session: Session, user: User, now: datetime) -> bool:
-    """In the event's transaction: the record is synced exactly when Verisoul already says what it
-    should; True when a sync is needed. A provisional record is never synced: Verisoul accounts are
-    keyed by the host application's user id, and the record may yet merge into one."""
-    if is_provisional(user):
-        user.verisoul_synced, user.verisoul_error = False, NO_REFERENCE_ID
-        return False
-    needed = needs_sync(user, target_for([facts_of(inquiry) for inquiry in inquiries_of(session, user)]), now)
-    user.verisoul_synced = not needed
+    """`sync_state` written to a user read through the ORM (replays); True when a sync is needed."""
+    facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
+    values, needed = sync_state(user, user.reference_id, user.persona_account_id, facts, now)
+    for name, value in values.items():
+        setattr(user, name, value)
     return needed
 
 

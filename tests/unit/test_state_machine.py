@@ -25,6 +25,9 @@ from workers.state_machine import (
     Verdict,
     judge_inquiry,
     judge_verification,
+    StatusRun,
+    advance_run,
+    status_run,
     status_since,
 )
 
@@ -267,3 +270,53 @@ def test_pure_modules_import_no_framework(module):
     # in-project imports stay among the pure modules, so nothing reaches a framework transitively
     assert {name for name in names if name.startswith("workers")} <= {m.__name__ for m in PURE_MODULES}
     assert not any(isinstance(node, ast.ImportFrom) and node.level for node in ast.walk(ast.parse(source)))
+
+
+# --- the status run, kept incrementally ------------------------------------------------------------------
+
+
+def _advance_over(stream: list[Snapshot]) -> StatusRun | None:
+    """Feed `stream` one snapshot at a time, as the worker does, with `first_after` answered from what was
+    fed before (the events table) and never asked about the newest snapshot or an unknown status."""
+    run, seen = None, []
+    for incoming in stream:
+        newest = max((s for s in seen if s.status in INQUIRY_STATUSES), default=None)
+
+        def first_after(snapshot: Snapshot) -> Snapshot:
+            later = [s for s in seen if s.status in INQUIRY_STATUSES and s > snapshot]
+            assert later, "first_after is only asked about a snapshot inside the run"
+            return min(later)
+
+        run = advance_run(run, newest, incoming, first_after)
+        seen.append(incoming)
+        assert run == status_run(seen)
+    return run
+
+
+distinct_snapshots = st.lists(
+    st.tuples(st.integers(0, 6), st.sampled_from(INQUIRY_STATUSES + ("something_new",))),
+    min_size=1,
+    max_size=14,
+).map(lambda pairs: [Snapshot.of(at(t), status, f"evt_{i:02d}") for i, (t, status) in enumerate(pairs)])
+
+
+@given(distinct_snapshots, st.randoms(use_true_random=False))
+def test_advancing_the_run_one_event_at_a_time_equals_computing_it_from_all(stream, random):
+    shuffled = random.sample(stream, len(stream))
+    assert _advance_over(shuffled) == status_run(stream)
+
+
+@given(distinct_snapshots, st.randoms(use_true_random=False))
+def test_a_redelivered_snapshot_changes_nothing(stream, random):
+    shuffled = random.sample(stream, len(stream))
+    run = _advance_over(shuffled)
+    newest = max((s for s in stream if s.status in INQUIRY_STATUSES), default=None)
+    again = random.choice(stream)
+    assert advance_run(run, newest, again, lambda snapshot: pytest.fail("no lookup for a redelivery")) == run
+
+
+def test_a_late_snapshot_of_another_status_inside_the_run_restarts_it_after_itself():
+    run = status_run([snap("pending", 0), snap("completed", 10), snap("completed", 20), snap("completed", 30)])
+    late = snap("pending", 15)
+    moved = advance_run(run, snap("completed", 30), late, lambda snapshot: snap("completed", 20))
+    assert moved == StatusRun(snap("completed", 20), late)
