@@ -1,8 +1,9 @@
-"""The Persona event envelope, validated with marshmallow after key normalisation (snake case).
+"""The Persona event envelope, validated with marshmallow after key normalisation (snake case): of the
+whole document (`normalise_keys`) or of just the parts read here and by minimisation (`normalise_envelope`).
 
 Only the fields the service relies on are declared; everything else is excluded, not rejected,
-because Persona adds attributes over time. `load_envelope` then checks what minimisation keeps
-(app/events.py) with the worker's and the database's rules, so every loader (the webhook, events
+because Persona adds attributes over time. `load_envelope` and `load_event` then check what minimisation
+keeps (app/events.py) with the worker's and the database's rules, so every loader (the webhook, events
 fetched from Persona) refuses the same events, each with the field at fault.
 """
 
@@ -91,11 +92,22 @@ def first_error(messages: dict | list | str, path: str = "") -> str:
 def load_envelope(document: object) -> dict:
     """Validate a normalised document and what minimising it keeps; raise ValidationError naming the
     first field at fault (`data.attributes.payload.data.attributes.created_at: ...`)."""
+    envelope, _event = _load(document, "")
+    return envelope
+
+
+def load_event(document: object, body_hash: str) -> dict:
+    """`load_envelope`, returning the envelope's queued form (`minimise`) instead of the envelope."""
+    _envelope, event = _load(document, body_hash)
+    return event
+
+
+def _load(document: object, body_hash: str) -> tuple[dict, dict]:
     if not isinstance(document, dict):
         raise ValidationError("expected a JSON object with a `data` event")
     envelope = _ENVELOPE.load(document)
     try:
-        minimise(envelope, "")  # minimise first, then check what is kept: dropped fields are never checked
+        # minimise first, then check what is kept: dropped fields are never checked
+        return envelope, minimise(envelope, body_hash)
     except InvalidEvent as error:
         raise ValidationError({error.field: [error.problem]}) from None
-    return envelope

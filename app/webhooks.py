@@ -18,8 +18,8 @@ from marshmallow import ValidationError
 from redis.exceptions import RedisError
 
 from app import metrics, signature
-from app.events import body_sha256, iso_millis, is_queued_name, minimise, normalise_keys
-from app.schemas import first_error, load_envelope
+from app.events import body_sha256, iso_millis, is_queued_name, normalise_envelope
+from app.schemas import first_error, load_event
 
 bp = Blueprint("webhooks", __name__)
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def _number(digits: str) -> int | float:
 
 
 def _parse(body: bytes) -> dict:
-    """JSON → normalised keys → a validated envelope."""
+    """JSON → normalised keys where they are read → a validated envelope's queued form (`minimise`)."""
     if not _is_json(request.mimetype):
         raise Rejection(415, "unsupported_media_type", "Content-Type must be application/json")
     try:
@@ -104,19 +104,18 @@ def _parse(body: bytes) -> dict:
         # a personal-data attribute holding one is dropped anyway and must not cost an authentic event.
         # A leading BOM is tolerated (RFC 8259). Integers longer than Python converts (4300 digits) become
         # floats: no kept field is a number, and a huge one in dropped data must not cost the event.
-        document = normalise_keys(json.loads(body.decode("utf-8-sig"), parse_int=_number))
+        document = normalise_envelope(json.loads(body.decode("utf-8-sig"), parse_int=_number))
     except ValueError:  # UnicodeError and JSONDecodeError are ValueErrors
         raise Rejection(400, "invalid_json", "body is not valid UTF-8 JSON") from None
     except RecursionError:
         raise Rejection(400, "invalid_json", "body JSON is nested too deeply") from None
     try:
-        return load_envelope(document)
+        return load_event(document, body_sha256(body))
     except ValidationError as error:
         raise Rejection(400, "invalid_envelope", first_error(error.messages)) from None
 
 
-def _queue(envelope: dict, body: bytes) -> str:
-    event = minimise(envelope, body_sha256(body))
+def _queue(event: dict) -> str:
     event["received_at"] = iso_millis(datetime.now(timezone.utc))
     try:
         queued = current_app.extensions["event_queue"].enqueue_once(event)
@@ -129,11 +128,10 @@ def _queue(envelope: dict, body: bytes) -> str:
 def _handle(fields: dict) -> tuple[int, dict]:
     body = _read_capped(current_app.config["PERSONA"].max_webhook_bytes)
     _verify(body)
-    envelope = _parse(body)
-    event_id = envelope["data"]["id"]
-    name = envelope["data"]["attributes"]["name"]
+    event = _parse(body)
+    event_id, name = event["event_id"], event["name"]
     fields.update(event_id=event_id, event_name=name)
-    status = _queue(envelope, body) if is_queued_name(name) else "ignored"
+    status = _queue(event) if is_queued_name(name) else "ignored"
     return 200, {"status": status, "event_id": event_id}
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import unicodedata
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -11,11 +13,13 @@ from app.events import (
     MAX_TEXT_LENGTH,
     MAX_YEAR,
     MIN_YEAR,
+    REFUSED_CATEGORIES,
     InvalidEvent,
     body_sha256,
     is_queued_name,
     iso_millis,
     minimise,
+    normalise_envelope,
     normalise_keys,
     parse_timestamp,
     snake_key,
@@ -74,6 +78,108 @@ def test_normalise_keys_recases_keys_at_every_depth_and_leaves_values_alone():
 @pytest.mark.parametrize("value", [None, 1, 2.5, "referenceId", True, []])
 def test_normalise_keys_passes_scalars_through(value):
     assert normalise_keys(value) == value
+
+
+# --- normalise_envelope: the keys that are read, and no others --------------------------------------------
+
+
+def camel_inquiry() -> dict:
+    """A camel-case envelope with every part the service reads, and personal data nested below them."""
+    obj_attributes = {
+        "status": "approved",
+        "referenceId": "u_1",
+        "createdAt": "2024-07-08T14:28:41.000Z",
+        "nameFirst": "Jane",
+        "fields": {"nameFirst": {"type": "string", "value": "Jane"}},
+        "checks": [{"name": "id_a", "status": "passed", "reasonCodes": [{"someKey": 1}]}, ["notACheck"]],
+    }
+    relationships = {
+        "account": {"data": {"type": "account", "id": "act_1"}},
+        "inquiryTemplate": {"data": {"type": "inquiry-template", "id": "itmpl_1", "extraInfo": {"deepKey": 1}}},
+        "sessions": {"data": [{"type": "inquiry-session", "id": "iqse_1", "someKey": 1}]},
+    }
+    included = [
+        {"type": "account", "id": "act_1", "attributes": {"referenceId": "u_1", "nameFirst": {"innerKey": 1}}},
+        {"type": "selfie", "id": "slf_1", "attributes": {"photoUrls": {"centerPhoto": "https://..."}}},
+    ]
+    obj = {"type": "inquiry", "id": "inq_1", "attributes": obj_attributes, "relationships": relationships}
+    payload = {"data": obj, "included": included, "extraPart": {"someKey": 1}}
+    attributes = {"name": "inquiry.approved", "createdAt": "2024-07-08T14:29:24.297Z", "payload": payload}
+    return {"data": {"type": "event", "id": "evt_1", "attributes": attributes}, "metaData": {"someKey": 1}}
+
+
+def test_normalise_envelope_recases_the_keys_that_are_read_and_leaves_the_rest_as_sent():
+    obj_attributes = {
+        "status": "approved",
+        "reference_id": "u_1",
+        "created_at": "2024-07-08T14:28:41.000Z",
+        "name_first": "Jane",
+        "fields": {"nameFirst": {"type": "string", "value": "Jane"}},  # personal data: not walked
+        "checks": [{"name": "id_a", "status": "passed", "reason_codes": [{"someKey": 1}]}, ["notACheck"]],
+    }
+    relationships = {
+        "account": {"data": {"type": "account", "id": "act_1"}},
+        "inquiry_template": {"data": {"type": "inquiry-template", "id": "itmpl_1", "extra_info": {"deepKey": 1}}},
+        "sessions": {"data": [{"type": "inquiry-session", "id": "iqse_1", "someKey": 1}]},
+    }
+    included = [
+        {"type": "account", "id": "act_1", "attributes": {"reference_id": "u_1", "name_first": {"innerKey": 1}}},
+        {"type": "selfie", "id": "slf_1", "attributes": {"photo_urls": {"centerPhoto": "https://..."}}},
+    ]
+    obj = {"type": "inquiry", "id": "inq_1", "attributes": obj_attributes, "relationships": relationships}
+    payload = {"data": obj, "included": included, "extra_part": {"someKey": 1}}
+    attributes = {"name": "inquiry.approved", "created_at": "2024-07-08T14:29:24.297Z", "payload": payload}
+    expected = {"data": {"type": "event", "id": "evt_1", "attributes": attributes}, "meta_data": {"someKey": 1}}
+    document = camel_inquiry()
+    assert normalise_envelope(document) == expected
+    assert document == camel_inquiry()  # the parsed body is not changed in place
+
+
+def test_normalise_envelope_gives_validation_and_minimisation_what_normalise_keys_gives():
+    document = camel_inquiry()
+    full, read = normalise_keys(document), normalise_envelope(document)
+    assert minimise(load_envelope(read), "hash") == minimise(load_envelope(full), "hash")
+    assert minimise(load_envelope(read), "hash")["account_reference_id"] == "u_1"
+
+
+@pytest.mark.parametrize("casing", CASINGS)
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_normalise_envelope_minimises_every_fixture_as_normalise_keys_does(name, casing):
+    document = recase(load_fixture(name), casing)
+    read = minimise(load_envelope(normalise_envelope(document)), "hash")
+    full = minimise(load_envelope(normalise_keys(document)), "hash")
+    assert read == full == {**EXPECTED[name], "body_sha256": "hash"}
+
+
+@pytest.mark.parametrize("document", [[{"someKey": 1}], "data", 7, None, {"data": ["notAnEvent"]}])
+def test_normalise_envelope_leaves_what_is_not_an_envelope_to_validation(document):
+    assert normalise_envelope(document) == document
+
+
+OBJ_ATTRIBUTES = ("data", "attributes", "payload", "data", "attributes")
+# Two keys of one dict that re-case alike, where the service reads them, and the event field they become.
+COLLISIONS = [
+    (OBJ_ATTRIBUTES, "reference-id", "referenceId", "reference_id"),
+    (OBJ_ATTRIBUTES, "referenceId", "reference_id", "reference_id"),
+    (OBJ_ATTRIBUTES, "reference_id", "reference-id", "reference_id"),
+    (OBJ_ATTRIBUTES, "reference-id", "REFERENCE-ID", "reference_id"),
+    (("data", "attributes", "payload", "data"), "id", "ID", "object_id"),
+    (("data",), "Id", "id", "event_id"),
+]
+
+
+@pytest.mark.parametrize("path, first, second, field", COLLISIONS)
+@pytest.mark.parametrize("normalise", [normalise_keys, normalise_envelope])
+def test_of_two_keys_that_recase_alike_the_later_one_wins(normalise, path, first, second, field):
+    """Today's behaviour (a dict comprehension over the keys in body order), kept and pinned."""
+    document = envelope(attributes={"status": "approved"})
+    parent = document
+    for key in path:
+        parent = parent[key]
+    for key in (first, second):
+        parent.pop(key, None)
+    parent.update({first: "v_first", second: "v_second"})
+    assert minimise(load_envelope(normalise(document)), "hash")[field] == "v_second"
 
 
 @pytest.mark.parametrize(
@@ -423,6 +529,18 @@ def test_text_the_database_stores_is_kept(value):
 )
 def test_text_the_database_or_the_logs_cannot_take_is_refused(value):
     assert text_problem(value)
+
+
+def test_exactly_the_refused_categories_are_refused_and_the_first_such_character_named():
+    """text_problem searches a character class; the rule is the categories (Cc, Cs): same answer for every
+    code point, in this Python's Unicode."""
+    for code_point in range(sys.maxunicode + 1):
+        char = chr(code_point)
+        problem = text_problem(f"id_{char}_\x00")
+        if unicodedata.category(char) in REFUSED_CATEGORIES:
+            assert problem == f"must not contain control characters or lone surrogates (U+{code_point:04X})"
+        else:
+            assert problem == "must not contain control characters or lone surrogates (U+0000)", hex(code_point)
 
 
 # --- minimise: what is kept is checked, what is dropped is not ---------------------------------------------

@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 import pytest
 from marshmallow import ValidationError
 
-from app.events import MAX_YEAR, MIN_YEAR, normalise_keys
-from app.schemas import first_error, load_envelope
+from app.events import MAX_YEAR, MIN_YEAR, minimise, normalise_keys
+from app.schemas import first_error, load_envelope, load_event
 from tests.payloads import envelope
 
 
@@ -201,3 +201,28 @@ def test_an_unusable_object_created_at_is_named_by_load_envelope():
 def test_dropped_personal_data_is_not_checked_by_load_envelope():
     attributes = {"status": "approved", "name_first": "\ud800\x00", "birthdate": "x" * 1000}
     load_envelope(edited(("data", "attributes", "payload", "data", "attributes"), attributes))
+
+
+# --- load_event: the webhook's loader ---------------------------------------------------------------------
+
+
+def test_load_event_is_the_minimised_envelope():
+    assert load_event(valid(), "hash") == minimise(load_envelope(valid()), "hash")
+    assert load_event(valid(), "hash")["body_sha256"] == "hash"
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        [],
+        edited(("data", "attributes", "name")),
+        edited(("data", "id"), "evt_\x00"),
+        edited(("data", "attributes", "payload", "data", "attributes"), {"reference_id": "u_" + "x" * 300}),
+        edited(("data", "attributes", "payload", "data", "attributes"), {"created_at": "2016-12-31T23:59:60Z"}),
+    ],
+    ids=["not-an-object", "missing-name", "nul-in-id", "long-reference-id", "leap-second"],
+)
+def test_load_event_refuses_what_load_envelope_refuses_with_the_same_message(document):
+    with pytest.raises(ValidationError) as raised:
+        load_event(document, "hash")
+    assert first_error(raised.value.messages) == error_of(document)
