@@ -1,12 +1,18 @@
 """Queueing a verified event: a durable dedupe mark and the RQ enqueue, in one Redis round trip.
 
-RQ builds the enqueue (job hash, queue registration, push) into a pipeline that is never executed;
-its commands are handed to a Lua script that runs them only when the event's dedupe mark is absent,
-and sets the mark last. Redis runs a script atomically, so two deliveries of one event racing each
-other enqueue it once, and a script that fails part-way leaves no mark behind: Persona's retry of
-that delivery is queued instead of being taken for a duplicate.
+A Lua script writes what RQ's `Queue.enqueue_call` writes for a job (the job hash, the queue in RQ's set of
+queues, the job id pushed onto the queue) only when the event's dedupe mark is absent, and sets the mark
+last. Redis runs a script atomically, so two deliveries of one event racing each other enqueue it once,
+and a script that fails part-way leaves no mark behind: Persona's retry of that delivery is queued
+instead of being taken for a duplicate.
 
-The script touches keys it does not declare, which standalone Redis (what RQ supports) allows.
+The request builds no RQ Job. Every field of the job hash but four is the same for every event (status,
+origin, timeout, retries, TTLs, RQ's empty placeholders): they are taken once per EventQueue from RQ's own
+`Job.to_dict()` of a template job and written into the script. A request sends the job id and the four
+others: the pickled call (RQ's serializer; RQ reads `data` uncompressed as well as zlib-compressed, and
+compressing a few hundred bytes costs more than it saves), created_at and enqueued_at, and the description.
+The result is a normal RQ job for `rq worker`, retries, the failed registry and `rq info`
+(tests/unit/test_queue.py compares it with one from `enqueue_call`).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import re
 
 from redis import Redis
 from rq import Queue, Retry
+from rq.utils import now, utcformat
 
 from app.config import Config
 
@@ -31,20 +38,28 @@ PROCESS_EVENT_TIMEOUT = 40
 # A finished job is kept a day for `rq info` and debugging; failed ones a month, for replay-event --failed.
 RESULT_TTL = 24 * 3600
 FAILURE_TTL = 30 * 24 * 3600
+# Everything `enqueue_call` is told about an event job but its id, call and description.
+_JOB_OPTIONS = dict(
+    retry=PROCESS_EVENT_RETRY, timeout=PROCESS_EVENT_TIMEOUT, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL
+)
 
 _UNSAFE_JOB_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 
+# The job hash fields that differ from one event to the next; RQ writes the rest alike for every event job.
+_PER_EVENT_FIELDS = ("data", "created_at", "enqueued_at", "description")
+# Characters written into a Lua string literal as they are; any other byte is a decimal escape (`\034` for `"`).
+_LUA_PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 _-.,:[]")
+
 DEDUPE_ENQUEUE = """
--- KEYS[1] dedupe mark; ARGV[1] its ttl in seconds; ARGV[2..] the enqueue, as count, command, args...
+-- KEYS: the dedupe mark, the job hash, the queue, RQ's set of queues
+-- ARGV: the mark's ttl in seconds, the job id, data, created_at (= enqueued_at), description
 if redis.call('EXISTS', KEYS[1]) == 1 then
     return 0
 end
-local i = 2
-while i <= #ARGV do
-    local n = tonumber(ARGV[i])
-    redis.call(unpack(ARGV, i + 1, i + n))
-    i = i + n + 1
-end
+redis.call('SADD', KEYS[4], KEYS[3])
+redis.call('HSET', KEYS[2], 'data', ARGV[3], 'created_at', ARGV[4], 'enqueued_at', ARGV[4],
+    'description', ARGV[5], %s)
+redis.call('RPUSH', KEYS[3], ARGV[2])
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
 return 1
 """
@@ -77,33 +92,34 @@ class EventQueue:
         self.connection = connection
         self.queue = Queue(config.events_queue, connection=connection)
         self.dedupe_ttl = config.dedupe_ttl
-        self._script = connection.register_script(DEDUPE_ENQUEUE)
+        fields = ", ".join(_lua_string(item) for item in _constant_fields(self.queue))
+        self._script = connection.register_script(DEDUPE_ENQUEUE % fields)
 
     def enqueue_once(self, event: dict) -> bool:
         """Queue `process_event(event)` unless this event id was queued before; True when queued now."""
-        pipeline = self.connection.pipeline(transaction=False)
-        self.queue.enqueue_call(
-            PROCESS_EVENT,
-            args=(event,),
-            job_id=job_id_for(event["event_id"]),
-            description=f"process_event {event['event_id']} {event['name']}",
-            retry=PROCESS_EVENT_RETRY,
-            timeout=PROCESS_EVENT_TIMEOUT,
-            result_ttl=RESULT_TTL,
-            failure_ttl=FAILURE_TTL,
-            pipeline=pipeline,
-        )
-        return bool(self._script(keys=[dedupe_key(event["event_id"])], args=[self.dedupe_ttl, *_flatten(pipeline)]))
+        job_id = job_id_for(event["event_id"])
+        queue = self.queue
+        keys = [DEDUPE_PREFIX + job_id, queue.job_class.key_for(job_id), queue.key, queue.redis_queues_keys]
+        data = queue.serializer.dumps((PROCESS_EVENT, None, (event,), {}))  # Job.data's layout
+        description = f"process_event {event['event_id']} {event['name']}"
+        return bool(self._script(keys=keys, args=[self.dedupe_ttl, job_id, data, utcformat(now()), description]))
 
     def ping(self) -> bool:
         return bool(self.connection.ping())
 
 
-def _flatten(pipeline) -> list:
-    """A pipeline's buffered commands as `count, command, args...` for the script."""
-    encoder = pipeline.get_encoder()
-    flat: list = []
-    for args, _options in pipeline.command_stack:
-        flat.append(len(args))
-        flat.extend(encoder.encode(arg) for arg in args)
-    return flat
+def _constant_fields(queue: Queue) -> list[bytes]:
+    """Field, value, field, value... of the job hash RQ writes alike for every event job, from RQ's own
+    `Job.to_dict()` of a template job, encoded as the connection encodes command arguments."""
+    job = queue.create_job(PROCESS_EVENT, args=(None,), job_id="template", description="", **_JOB_OPTIONS)
+    job.enqueued_at = job.created_at  # RQ sets it when it enqueues; here it is one of the per-event fields
+    fields = job.to_dict()
+    for name in _PER_EVENT_FIELDS:
+        del fields[name]
+    encode = queue.connection.get_encoder().encode
+    return [encode(item) for pair in fields.items() for item in pair]
+
+
+def _lua_string(value: bytes) -> str:
+    """A Lua string literal of `value`: plain characters as they are, every other byte escaped."""
+    return '"' + "".join(chr(byte) if chr(byte) in _LUA_PLAIN else f"\\{byte:03d}" for byte in value) + '"'

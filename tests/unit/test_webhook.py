@@ -17,7 +17,6 @@ from prometheus_client import REGISTRY
 
 from app import create_app, metrics
 from app.events import body_sha256, minimise, normalise_keys
-from app import queue as event_queue_module
 from app.queue import DEDUPE_PREFIX, dedupe_key, job_id_for
 from app.schemas import load_envelope
 from tests.payloads import (
@@ -395,18 +394,19 @@ def test_any_redis_error_is_503_and_the_retry_is_queued(flaky, monkeypatch, erro
     assert post(flaky, BODY).json["status"] == "queued"
 
 
-def test_script_failing_part_way_leaves_no_dedupe_mark(flaky, monkeypatch, server):
+def test_script_failing_part_way_leaves_no_dedupe_mark(flaky, server, config):
     """Redis does not roll a failed script back: whatever ran before the error stays, but the dedupe mark
     is set last, so Persona's retry is queued rather than taken for a duplicate."""
-    real_flatten = event_queue_module._flatten
-    bad_command = [1, b"NO-SUCH-COMMAND"]  # appended to the enqueue: the script fails after running it
-    monkeypatch.setattr(event_queue_module, "_flatten", lambda pipeline: [*real_flatten(pipeline), *bad_command])
-    assert_unavailable(post(flaky, BODY))
     connection = fakeredis.FakeRedis(server=server)
-    assert connection.exists(dedupe_key("evt_test_1")) == 0
-    monkeypatch.undo()
+    events = queue(connection, config)
+    connection.set(events.key, "not a list")  # the push onto the queue, after the job hash is written, fails
+    assert_unavailable(post(flaky, BODY))
+    assert connection.exists(Job.key_for(job_id_for("evt_test_1"))) == 1  # the script got that far...
+    assert connection.exists(dedupe_key("evt_test_1")) == 0  # ...but set no mark
+    connection.delete(events.key)
     assert post(flaky, BODY).json["status"] == "queued"
     assert queued_event(connection, "evt_test_1")["event_id"] == "evt_test_1"
+    assert events.job_ids == [job_id_for("evt_test_1")]
     assert post(flaky, BODY).json["status"] == "duplicate"
 
 

@@ -1,0 +1,75 @@
+"""The event enqueue (app/queue.py) on a real Redis: the job is the one RQ's own `enqueue_call` makes, a
+real worker applies it, and RQ's failed registry, `replay-event --failed` and the abandoned-job requeue
+handle it as they handle RQ's own jobs."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from rq import Queue, SimpleWorker
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
+
+from app.queue import EventQueue, job_id_for
+from tests.integration.test_user_records import inquiry_event
+from tests.unit.test_queue import enqueue_with_rq, job_attributes, stored
+from workers import jobs
+from workers.abandoned import requeue_abandoned
+from workers.failed_jobs import failed_jobs, requeue
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def worker(real_config, real_redis, worker_env):
+    """Runs every queued event job in this process, as `rq worker --burst` would."""
+    jobs.redis.cache_clear()
+    queue = Queue(real_config.events_queue, connection=real_redis)
+    yield lambda: SimpleWorker([queue], connection=real_redis).work(burst=True)
+    jobs.redis.cache_clear()
+
+
+def test_the_job_is_the_one_rqs_enqueue_call_makes(real_config, real_redis):
+    event = inquiry_event("inq_1", "approved", "2024-01-01T00:00:00.000Z", "user_1")
+    job_id = job_id_for(event["event_id"])
+    enqueue_with_rq(real_redis, real_config, event)
+    theirs = job_attributes(real_redis, job_id), stored(real_redis)
+    real_redis.flushdb()
+    assert EventQueue(real_redis, real_config).enqueue_once(event)
+    assert (job_attributes(real_redis, job_id), stored(real_redis)) == theirs
+
+
+def test_a_worker_applies_it(real_config, real_redis, worker):
+    event = inquiry_event("inq_1", "approved", "2024-01-01T00:00:00.000Z", "user_1")
+    assert EventQueue(real_redis, real_config).enqueue_once(event)
+    worker()
+    job = Job.fetch(job_id_for(event["event_id"]), connection=real_redis)
+    assert job.get_status() == JobStatus.FINISHED and job.return_value() == "applied"
+
+
+def test_a_failed_job_is_found_and_requeued_by_replay_event_failed(real_config, real_redis, worker):
+    broken = inquiry_event("inq_b", "approved", "2024-01-01T00:00:00.000Z", "user_b")
+    del broken["created_at"]
+    EventQueue(real_redis, real_config).enqueue_once(broken)
+    worker()
+    queue = Queue(real_config.events_queue, connection=real_redis)
+    [failed] = failed_jobs(queue, function="process_event")
+    assert failed.job_id == job_id_for(broken["event_id"])
+    assert failed.description == f"process_event {broken['event_id']} inquiry.approved"
+    requeue(queue, failed.job_id)
+    assert queue.job_ids == [failed.job_id]
+    assert Job.fetch(failed.job_id, connection=real_redis).args == (broken,)
+
+
+def test_an_abandoned_job_is_requeued_with_its_event(real_config, real_redis):
+    event = inquiry_event("inq_1", "approved", "2024-01-01T00:00:00.000Z", "user_1")
+    EventQueue(real_redis, real_config).enqueue_once(event)
+    queue = Queue(real_config.events_queue, connection=real_redis)
+    job = Job.fetch(job_id_for(event["event_id"]), connection=real_redis)
+    queue.remove(job)
+    job.set_status(JobStatus.STARTED)  # taken by a worker that then died
+    real_redis.zadd(StartedJobRegistry(queue=queue).key, {f"{job.id}:execution1": time.time() - 10})
+    assert requeue_abandoned(queue) == [job.id]
+    assert queue.job_ids == [job.id]
+    assert Job.fetch(job.id, connection=real_redis).args == (event,)
