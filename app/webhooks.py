@@ -12,7 +12,9 @@ import json
 import logging
 import time
 from datetime import datetime, timezone
+from typing import Any
 
+import orjson
 from flask import Blueprint, current_app, jsonify, request
 from marshmallow import ValidationError
 from redis.exceptions import RedisError
@@ -94,17 +96,32 @@ def _number(digits: str) -> int | float:
     return int(digits) if len(digits) <= 4000 else float(digits)
 
 
+def parse_json(body: bytes) -> Any:
+    """The body's JSON document; raises ValueError (RecursionError when nested too deeply) when it is not one.
+
+    What json.loads takes, as it reads it: strictly UTF-8 (RFC 8259 §8.1; json.loads(bytes) would also take
+    UTF-16 and UTF-32). A `\\ud800` escape decodes to a lone surrogate: refused only where it is kept
+    (app/events.py), since a personal-data attribute holding one is dropped anyway and must not cost an
+    authentic event. A leading BOM, NaN and Infinity are taken (RFC 8259 allows parsers extensions).
+    Integers longer than Python converts (4300 digits) become floats: no kept field is a number, and a huge
+    one in dropped data must not cost the event.
+
+    orjson reads most bodies in a third of the time. It refuses more (a BOM, NaN, 1e400, a lone surrogate,
+    nesting past 1024 levels), and those json decides, so the bodies taken are json's. Where both take a
+    body, they read it alike but for integers beyond 64 bits, which orjson reads as floats: no kept field is
+    a number, so the answer and the queued event are the same."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body.decode("utf-8-sig"), parse_int=_number)
+
+
 def _parse(body: bytes) -> dict:
     """JSON → normalised keys where they are read → a validated envelope's queued form (`minimise`)."""
     if not _is_json(request.mimetype):
         raise Rejection(415, "unsupported_media_type", "Content-Type must be application/json")
     try:
-        # Strictly UTF-8 (RFC 8259 §8.1): json.loads(bytes) would also take UTF-16 and UTF-32.
-        # A `\ud800` escape decodes to a lone surrogate: refused only where it is kept (app/events.py), since
-        # a personal-data attribute holding one is dropped anyway and must not cost an authentic event.
-        # A leading BOM is tolerated (RFC 8259). Integers longer than Python converts (4300 digits) become
-        # floats: no kept field is a number, and a huge one in dropped data must not cost the event.
-        document = normalise_envelope(json.loads(body.decode("utf-8-sig"), parse_int=_number))
+        document = normalise_envelope(parse_json(body))
     except ValueError:  # UnicodeError and JSONDecodeError are ValueErrors
         raise Rejection(400, "invalid_json", "body is not valid UTF-8 JSON") from None
     except RecursionError:

@@ -7,6 +7,7 @@ import json
 import re
 
 import fakeredis
+import orjson
 import pytest
 from flask import request
 from redis import exceptions as redis_errors
@@ -15,7 +16,7 @@ from rq.job import Job
 
 from prometheus_client import REGISTRY
 
-from app import create_app, metrics
+from app import create_app, metrics, webhooks
 from app.events import body_sha256, minimise, normalise_keys
 from app.queue import DEDUPE_PREFIX, dedupe_key, job_id_for
 from app.schemas import load_envelope
@@ -616,6 +617,46 @@ def test_a_huge_integer_in_dropped_data_does_not_cost_the_event(client, redis):
     assert post(client, body).json["status"] == "queued"
     assert queued_event(redis, "evt_test_1")["reference_id"] == "u_1"
     assert_error(post(client, b"1" * 5000), 400, "invalid_envelope")  # JSON, but no envelope
+
+
+JSON_ORJSON_REFUSES = {
+    "bom": lambda body: b"\xef\xbb\xbf" + body,
+    "nan": lambda body: body.replace(b'"name-first": 0', b'"name-first": NaN'),
+    "infinity": lambda body: body.replace(b'"name-first": 0', b'"name-first": -Infinity'),
+    "overflowing-float": lambda body: body.replace(b'"name-first": 0', b'"name-first": 1e400'),
+    "lone-surrogate": lambda body: body.replace(b'"name-first": 0', b'"name-first": "\\udfff"'),
+}
+
+
+@pytest.mark.parametrize("edit", JSON_ORJSON_REFUSES.values(), ids=JSON_ORJSON_REFUSES.keys())
+def test_json_that_orjson_refuses_is_read_as_json_reads_it(client, redis, edit):
+    """orjson reads the body first; what it refuses and json takes is still an event (json decides)."""
+    body = edit(encode(inquiry(**{"name-first": 0})))
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(body)
+    assert post(client, body).json["status"] == "queued"
+    assert queued_event(redis, "evt_test_1")["reference_id"] == "u_1"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"a": 1}', '[1, 2.5, "x", null, true]', '{"a": {"b": [{"c": "\\u00e9\\ud83d\\ude00"}]}}', '"s"', "-0", "1E2"],
+)
+def test_parse_json_reads_with_orjson_what_json_reads_alike(text, monkeypatch):
+    expected = json.loads(text)
+    monkeypatch.setattr(json, "loads", None)  # orjson alone
+    assert webhooks.parse_json(text.encode()) == expected
+
+
+def test_parse_json_reads_an_integer_beyond_64_bits_as_a_number_either_way():
+    """orjson reads it as a float, json as an int: both are numbers, and no kept field is one."""
+    assert webhooks.parse_json(b'{"n": 123456789012345678901234567890}')["n"] == pytest.approx(1.2345678901e29)
+
+
+@pytest.mark.parametrize("body", [b"not json", b'{"a": 1} x', b'{"a": "\x01"}', b'{"a": "\xff"}', b"", b"[" * 5000])
+def test_parse_json_refuses_what_json_refuses(body):
+    with pytest.raises((ValueError, RecursionError)):
+        webhooks.parse_json(body)
 
 
 def test_a_lone_surrogate_in_a_kept_field_is_400_naming_it(client, redis, config):
