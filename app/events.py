@@ -122,17 +122,19 @@ def normalise_keys(value: Any) -> Any:
     return value
 
 
+# The relationships of the event's object that `minimise` reads (`_related_id`).
+RELATIONSHIPS_READ = ("account", "inquiry_template", "template", "inquiry")
 # The dicts of an envelope that validation (app/schemas.py) and `minimise` read, whose own keys are
 # re-cased, as nested shapes: a dict shape names the children to descend into, `[shape]` is every item of
-# a list, `{...: shape}` every value of a dict. Everything below them (personal data, the contents of
-# attributes and checks) keeps its keys as sent.
+# a list. Everything else (personal data, the contents of attributes and checks, other relationships)
+# keeps its keys as sent.
 _READ_SHAPE = {
     "data": {  # the event
         "attributes": {
             "payload": {
                 "data": {  # the object the event is about
                     "attributes": {"checks": [{}]},
-                    "relationships": {...: {"data": {}}},
+                    "relationships": {name: {"data": {}} for name in RELATIONSHIPS_READ},
                 },
                 "included": [{"attributes": {}}],
             },
@@ -155,8 +157,6 @@ def _normalise_shape(value: Any, shape: dict | list) -> Any:
     # A comprehension like normalise_keys': when two keys re-case alike (`reference-id`, `referenceId`),
     # the later one wins, as it does there.
     normalised = {snake_key(k) if isinstance(k, str) else k: v for k, v in value.items()}
-    if ... in shape:
-        return {key: _normalise_shape(child, shape[...]) for key, child in normalised.items()}
     for key, child_shape in shape.items():
         if key in normalised:
             normalised[key] = _normalise_shape(normalised[key], child_shape)
@@ -192,7 +192,8 @@ def _kept(value: Any, field: str) -> str | None:
 
 
 def _related_id(obj: dict, path: str, *names: str) -> str | None:
-    """The id of the first named relationship present, e.g. `inquiry_template` or legacy `template`."""
+    """The id of the first named relationship present, e.g. `inquiry_template` or legacy `template`; each
+    name is one of RELATIONSHIPS_READ, whose keys normalise_envelope re-cases."""
     for name in names:
         related = _kept(_dig(obj, "relationships", name, "data", "id"), f"{path}.relationships.{name}.data.id")
         if related:

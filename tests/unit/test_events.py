@@ -9,11 +9,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from app import events
 from app.events import (
     MAX_TEXT_LENGTH,
     MAX_YEAR,
     MIN_YEAR,
     REFUSED_CATEGORIES,
+    RELATIONSHIPS_READ,
     InvalidEvent,
     body_sha256,
     is_queued_name,
@@ -96,7 +98,7 @@ def camel_inquiry() -> dict:
     relationships = {
         "account": {"data": {"type": "account", "id": "act_1"}},
         "inquiryTemplate": {"data": {"type": "inquiry-template", "id": "itmpl_1", "extraInfo": {"deepKey": 1}}},
-        "sessions": {"data": [{"type": "inquiry-session", "id": "iqse_1", "someKey": 1}]},
+        "sessions": {"data": [{"type": "inquiry-session", "id": "iqse_1"}], "linkInfo": {"someKey": 1}},
     }
     included = [
         {"type": "account", "id": "act_1", "attributes": {"referenceId": "u_1", "nameFirst": {"innerKey": 1}}},
@@ -120,7 +122,7 @@ def test_normalise_envelope_recases_the_keys_that_are_read_and_leaves_the_rest_a
     relationships = {
         "account": {"data": {"type": "account", "id": "act_1"}},
         "inquiry_template": {"data": {"type": "inquiry-template", "id": "itmpl_1", "extra_info": {"deepKey": 1}}},
-        "sessions": {"data": [{"type": "inquiry-session", "id": "iqse_1", "someKey": 1}]},
+        "sessions": {"data": [{"type": "inquiry-session", "id": "iqse_1"}], "linkInfo": {"someKey": 1}},  # not read
     }
     included = [
         {"type": "account", "id": "act_1", "attributes": {"reference_id": "u_1", "name_first": {"innerKey": 1}}},
@@ -149,6 +151,19 @@ def test_normalise_envelope_minimises_every_fixture_as_normalise_keys_does(name,
     read = minimise(load_envelope(normalise_envelope(document)), "hash")
     full = minimise(load_envelope(normalise_keys(document)), "hash")
     assert read == full == {**EXPECTED[name], "body_sha256": "hash"}
+
+
+def test_every_relationship_minimise_reads_is_recased_by_normalise_envelope(monkeypatch):
+    read = []
+    related_id = events._related_id
+
+    def recording(obj, path, *names):
+        read.extend(names)
+        return related_id(obj, path, *names)
+
+    monkeypatch.setattr(events, "_related_id", recording)
+    minimise(inquiry_with_everything(), "hash")
+    assert set(read) == set(RELATIONSHIPS_READ)
 
 
 @pytest.mark.parametrize("document", [[{"someKey": 1}], "data", 7, None, {"data": ["notAnEvent"]}])
