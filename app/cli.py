@@ -303,7 +303,9 @@ def main(**params) -> None:
         output.exit()
     database = Database(config.database_url)
     requester = None if params["dry_run"] else _sync_requester(config)
-    replayer = Replayer(database, jobs.now, _describe(params), params["dry_run"], requester)
+    replayer = Replayer(
+        database, jobs.now, _describe(params), params["dry_run"], requester, bool(config.verisoul_api_url)
+    )
     if params["reconcile"]:
         _reconcile(database, config, replayer, output)
         output.exit()

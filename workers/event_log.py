@@ -30,7 +30,7 @@ def inquiry_of(event: dict) -> str | None:
 def event_insert(event: dict, processed_at: datetime, outcome: str) -> Insert:
     """A plain INSERT: a second run of the event breaks the unique constraint (`is_duplicate`) and its
     transaction rolls back whole, so the event is recorded once and nothing it did is written twice."""
-    return insert(Event).values([event_row(event, processed_at, outcome)])  # no RETURNING: see records.insert_row
+    return insert(Event).values(**event_row(event, processed_at, outcome)).inline()  # no RETURNING: records.insert_row
 
 
 def event_row(event: dict, processed_at: datetime, outcome: str) -> dict:

@@ -104,7 +104,19 @@ def _fail_permanently(event_id: object, error: Exception) -> PermanentJobError:
 
 def replayer(command: str, dry_run: bool = False) -> Replayer:
     """Replays (the CLI, reconciliation) apply events with this worker's code, database and clock."""
-    return Replayer(database(), now, command, dry_run, request_sync=lambda key: request_sync(redis(), sync_queue(), key))
+    return Replayer(
+        database(),
+        now,
+        command,
+        dry_run,
+        request_sync=lambda key: request_sync(redis(), sync_queue(), key),
+        verisoul_configured=verisoul_configured(),
+    )
+
+
+def verisoul_configured() -> bool:
+    """Without VERISOUL_API_URL no sync is queued; the record says why (workers/sync.py `sync_state`)."""
+    return syncer().client is not None
 
 
 class _Duplicate(Exception):
@@ -116,7 +128,7 @@ def _apply_once(event: dict) -> Applied:
     the COMMIT in one round trip (app/db.py). Raises _Duplicate when the event is already recorded."""
     processed_at = now()
     with database().sessions() as session:
-        applied = apply_event(session, event, processed_at)
+        applied = apply_event(session, event, processed_at, verisoul_configured())
         try:
             Database.commit_pipelined(session, [*applied.writes, event_insert(event, processed_at, applied.outcome)])
         except IntegrityError as error:

@@ -46,9 +46,9 @@ _LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(C
 
 
 def insert_row(model, **values) -> Executable:
-    """INSERT one row, in the multi-row form: a single-row INSERT gets `RETURNING id` from SQLAlchemy
-    (for `inserted_primary_key`), and a statement whose rows must be read cannot be pipelined (app/db.py)."""
-    return insert(model).values([values])
+    """INSERT one row, `inline`: without the `RETURNING id` SQLAlchemy would add for `inserted_primary_key`,
+    since a statement whose rows must be read cannot be pipelined (app/db.py)."""
+    return insert(model).values(**values).inline()
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
@@ -97,13 +97,14 @@ class Applied:
             session.execute(statement)
 
 
-def apply_event(session: Session, event: dict, now: datetime) -> Applied:
+def apply_event(session: Session, event: dict, now: datetime, verisoul_configured: bool = True) -> Applied:
     """Lock and read what the event touches, and return the verdict with the writes that record it.
 
-    `now` decides whether a block is in force, for the user's Verisoul sync state."""
+    `now` decides whether a block is in force, for the user's Verisoul sync state (workers/sync.py
+    `sync_state`, which also says what becomes of it without Verisoul)."""
     kind = kind_of(event)
     if kind == "inquiry":
-        return _apply_inquiry(session, event, now)
+        return _apply_inquiry(session, event, now, verisoul_configured)
     if kind == "verification":
         return _apply_verification(session, event)
     verdict = Verdict(IGNORED, None, None)
@@ -193,7 +194,7 @@ class _InquiryIds:
         )
 
 
-def _apply_inquiry(session: Session, event: dict, now: datetime) -> Applied:
+def _apply_inquiry(session: Session, event: dict, now: datetime, verisoul_configured: bool) -> Applied:
     inquiry_id = event["object_id"]
     keys = _user_keys(event.get("reference_id") or event.get("account_reference_id"), event.get("account_id"))
     lock(session, f"inquiry:{inquiry_id}", *(f"user:{key}" for key in keys))
@@ -223,7 +224,8 @@ def _apply_inquiry(session: Session, event: dict, now: datetime) -> Applied:
     plan = _resolve(users, ids, stored.user_id if stored else None)
     writes = [*plan.writes, *_inquiry_writes(inquiry_id, stored, columns, plan)]
     writes.append(_history(plan.user_ref, inquiry_id, event, verdict))
-    user_writes, needs = _mark_sync(plan, _facts(inquiries, inquiry_id, columns, plan), now)
+    facts = _facts(inquiries, inquiry_id, columns, plan)
+    user_writes, needs = _mark_sync(plan, facts, now, verisoul_configured)
     return Applied("inquiry", verdict, plan.reference_id, needs, [*writes, *user_writes])
 
 
@@ -343,13 +345,15 @@ def _facts(inquiries: dict[str, Inquiry], inquiry_id: str, columns: dict, plan: 
     return facts
 
 
-def _mark_sync(plan: _UserPlan, facts: list[InquiryFacts], now: datetime) -> tuple[list[Executable], bool]:
+def _mark_sync(
+    plan: _UserPlan, facts: list[InquiryFacts], now: datetime, configured: bool
+) -> tuple[list[Executable], bool]:
     """The user's Verisoul sync state after the event (workers/sync.py `sync_state`), and whether to sync."""
     from workers.sync import sync_state  # workers.sync reads the record through this module
 
     if plan.reference_id is None:
         return [], False
-    values, needed = sync_state(plan.user, plan.reference_id, plan.account_id, facts, now)
+    values, needed = sync_state(plan.user, plan.reference_id, plan.account_id, facts, now, configured)
     if plan.user is not None:
         values = {name: value for name, value in values.items() if _differs(getattr(plan.user, name), value)}
     if not values:

@@ -200,12 +200,14 @@ class Replayer:
         command: str,
         dry_run: bool = False,
         request_sync: Callable[[str], None] | None = None,
+        verisoul_configured: bool = True,
     ):
         self.database = database
         self.clock = clock
         self.command = command
         self.dry_run = dry_run
         self.request_sync = request_sync
+        self.verisoul_configured = verisoul_configured
 
     def run(self, units: list[Unit], progress: Callable[[Unit], None] = lambda unit: None) -> Report:
         report = Report()
@@ -265,7 +267,7 @@ class Replayer:
         self._reset(session, unit, rows)
         outcomes, reconciled, applied_to = {}, [], set()
         for row in sorted(rows, key=lambda row: snapshot_of(row.payload)):
-            applied = apply_event(session, row.payload, now)
+            applied = apply_event(session, row.payload, now, self.verisoul_configured)
             applied.write(session)
             row.outcome = outcomes[row.event_id] = applied.outcome
             if row.name == RECONCILED_NAME and applied.verdict.changes_state:
@@ -280,7 +282,7 @@ class Replayer:
             row.outcome = outcomes[row.event_id] = RECONCILED
             session.execute(update(History).where(History.event_id == row.event_id).values(outcome=RECONCILED))
         users = [user for user_id in sorted(touched) if (user := session.get(User, user_id)) is not None]
-        to_sync = [user.reference_id for user in users if mark_sync(session, user, now)]
+        to_sync = [user.reference_id for user in users if mark_sync(session, user, now, self.verisoul_configured)]
         after = self._summaries(session, {user.id for user in users}, now)
         changes = [UserChange(ref, before.get(ref), after.get(ref)) for ref in sorted({*before, *after})]
         return outcomes, changes, to_sync

@@ -75,22 +75,30 @@ def needs_sync(user: User, target: Target, now: datetime) -> bool:
 
 
 def sync_state(
-    user: User | None, reference_id: str, account_id: str | None, facts: list[InquiryFacts], now: datetime
+    user: User | None,
+    reference_id: str,
+    account_id: str | None,
+    facts: list[InquiryFacts],
+    now: datetime,
+    configured: bool = True,
 ) -> tuple[dict, bool]:
     """The record's sync columns once the user's inquiries are `facts`, and whether a sync is needed: the
     record is synced exactly when Verisoul already says what it should. A provisional record (`user` None:
     about to be created with `account_id`) is never synced: Verisoul accounts are keyed by the host
-    application's user id, and the record may yet merge into one."""
+    application's user id, and the record may yet merge into one. Without Verisoul (`configured` false)
+    no sync is queued at all: the record says why, and the sweep syncs it once Verisoul is configured."""
     if reference_id == ((user.persona_account_id if user is not None else None) or account_id):
         return {"verisoul_synced": False, "verisoul_error": NO_REFERENCE_ID}, False
+    if not configured:
+        return {"verisoul_synced": False, "verisoul_error": NOT_CONFIGURED}, False
     needed = needs_sync(user if user is not None else _NEW_USER, target_for(facts), now)
     return {"verisoul_synced": not needed}, needed
 
 
-def mark_sync(session: Session, user: User, now: datetime) -> bool:
+def mark_sync(session: Session, user: User, now: datetime, configured: bool = True) -> bool:
     """`sync_state` written to a user read through the ORM (replays); True when a sync is needed."""
     facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
-    values, needed = sync_state(user, user.reference_id, user.persona_account_id, facts, now)
+    values, needed = sync_state(user, user.reference_id, user.persona_account_id, facts, now, configured)
     for name, value in values.items():
         setattr(user, name, value)
     return needed
@@ -221,7 +229,8 @@ class Syncer:
                     setattr(user, name, value)
 
     def sweep(self) -> int:
-        """Queue syncs for expired blocks and for unsynced users whose sync was lost or hit an outage."""
+        """Queue syncs for expired blocks and for unsynced users whose sync was lost, hit an outage, or waited
+    for Verisoul to be configured."""
         if self.client is None:
             return 0
         now = self.clock()
@@ -233,7 +242,11 @@ class Syncer:
             )
             unsynced = (
                 User.verisoul_synced.is_(False),
-                or_(User.verisoul_error.is_(None), User.verisoul_error.like(UNAVAILABLE + "%")),
+                or_(
+                    User.verisoul_error.is_(None),
+                    User.verisoul_error.like(UNAVAILABLE + "%"),
+                    User.verisoul_error == NOT_CONFIGURED,  # recorded before Verisoul was configured
+                ),
             )
             keys = session.scalars(select(User.reference_id).where(or_(and_(*expired), and_(*unsynced)))).all()
         return sum(request_sync(self.connection, self.queue, key) for key in keys)

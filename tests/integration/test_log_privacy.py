@@ -22,6 +22,7 @@ from app.logs import JsonFormatter
 from app.queue import EventQueue, job_id_for
 from app.schemas import load_envelope
 from scripts.devstack import procfile_command
+from scripts.fake_verisoul import create_fake_app as create_fake_verisoul
 from tests.payloads import (
     CASINGS,
     FIXTURE_NAMES,
@@ -33,6 +34,7 @@ from tests.payloads import (
     personal_values,
     recase,
 )
+from tests.servers import serve
 
 pytestmark = pytest.mark.integration
 
@@ -98,9 +100,10 @@ def capture():
 
 
 @pytest.fixture
-def fresh_jobs(worker_env):
+def fresh_jobs(worker_env, monkeypatch):
     """workers.jobs builds its engine, Redis connection and syncer once per process: rebuild them from
-    this test's environment (and so with SQLAlchemy's loggers at the level of the moment)."""
+    this test's environment (and so with SQLAlchemy's loggers at the level of the moment), with the fake
+    Verisoul configured, so that syncs are queued and run (and their lines checked) too."""
     from workers import jobs
 
     def clear() -> None:
@@ -108,9 +111,12 @@ def fresh_jobs(worker_env):
             if callable(getattr(value, "cache_clear", None)):
                 value.cache_clear()
 
-    clear()
-    yield worker_env
-    clear()
+    with serve(create_fake_verisoul()) as verisoul_url:
+        monkeypatch.setenv("VERISOUL_API_URL", verisoul_url)
+        monkeypatch.setenv("VERISOUL_API_KEY", "fake-verisoul-key")
+        clear()
+        yield worker_env
+        clear()
 
 
 def _forbidden(config) -> dict[str, set[str]]:

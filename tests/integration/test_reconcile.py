@@ -235,10 +235,10 @@ def test_the_inquiry_of_a_failed_job_is_not_asked_about_again_within_the_window(
 
 
 def test_the_latest_inquiry_of_a_user_whose_sync_failed_is_a_candidate(fake, monkeypatch, fake_verisoul_url, real_config, real_redis):
-    fail_a_sync(monkeypatch, fake_verisoul_url, real_config, real_redis)  # user_s, approved inq_s: Verisoul said 401
     older = inquiry_event("inq_s0", "declined", "2023-12-01T00:00:00.000Z", "user_s")
     older["timestamps"] = {"created_at": "2023-12-01T00:00:00.000Z"}
     jobs.process_event(older)
+    fail_a_sync(monkeypatch, fake_verisoul_url, real_config, real_redis)  # user_s, approved inq_s: Verisoul said 401
     fake.store_inquiries(inquiry_document("inq_s", "approved", "user_s", decisioned_at="2024-01-09T00:00:00.000Z"))
     before = records(real_config.database_url, real_redis)["user_s"]
     result = replay("--reconcile")

@@ -191,3 +191,27 @@ def test_a_record_without_reference_id_is_synced_only_once_linked(verisoul, cloc
     deliver(real_config, real_redis, inquiry_event("inq_9", "approved", at(clock["now"]), "user_9", "act_9"))
     assert (verisoul.writes("act_9"), verisoul.writes("user_9")) == ([], ["enroll"])
     assert record("user_9")["verisoul"]["synced"] is True
+
+
+def test_without_verisoul_no_sync_job_is_queued_and_the_sweep_syncs_once_it_is_configured(
+    verisoul, monkeypatch, clock, record, real_config, real_redis
+):
+    monkeypatch.delenv("VERISOUL_API_URL")
+    _clear_caches()
+    for n, status in enumerate(["created", "pending", "completed", "approved"]):
+        jobs.process_event(inquiry_event("inq_10", status, at(clock["now"] - DAY + n * timedelta(seconds=1)), "user_10"))
+    assert Queue(real_config.sync_queue, connection=real_redis).count == 0
+    assert record("user_10")["verisoul"]["synced"] is False
+    monkeypatch.setenv("VERISOUL_API_URL", verisoul.url + ("/lists" if verisoul.flavor == "lists" else ""))
+    _clear_caches()
+    assert jobs.sweep_verisoul() == 1
+    drain(real_config, real_redis)
+    assert verisoul.writes("user_10") == ["enroll"]
+    assert record("user_10")["verisoul"]["synced"] is True
+
+
+def test_a_burst_of_events_for_one_user_leaves_one_sync_queued(verisoul, clock, real_config, real_redis):
+    for inquiry in ("inq_11a", "inq_11b"):
+        for n, status in enumerate(["created", "pending", "completed", "approved"]):
+            jobs.process_event(inquiry_event(inquiry, status, at(clock["now"] - DAY + n * timedelta(seconds=1)), "user_11"))
+    assert [job.args for job in Queue(real_config.sync_queue, connection=real_redis).jobs] == [("user_11",)]
