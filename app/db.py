@@ -9,9 +9,11 @@ from typing import Iterable, Iterator
 
 from sqlalchemy import Executable, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 ROOT = Path(__file__).resolve().parent.parent
+_COMMIT = text("COMMIT")
 
 
 def engine_url(url: str) -> str:
@@ -70,11 +72,12 @@ class Database:
 
     @staticmethod
     def commit_pipelined(session: Session, statements: Iterable[Executable]) -> None:
-        """Execute `statements`, then commit. With psycopg 3 on PostgreSQL they are sent in pipeline mode,
-        so the statements and the COMMIT reach the server in one round trip instead of one each; the server
-        still runs them in order, in the transaction. Only statements whose results are not read can be
-        pipelined (Core INSERT, UPDATE, DELETE); an error in any of them surfaces by the commit, as the
-        usual SQLAlchemy DBAPIError, and the caller's session rolls back."""
+        """Execute `statements`, then commit. With psycopg 3 on PostgreSQL they are sent in pipeline mode
+        together with the COMMIT, so they reach the server in one round trip instead of one each; the
+        server still runs them in order, in the transaction, and skips the rest (the COMMIT included) after
+        an error. Only statements whose results are not read can be pipelined (Core INSERT, UPDATE,
+        DELETE). Errors are raised as SQLAlchemy's DBAPIError, as from any other statement, and the
+        transaction is rolled back."""
         driver = session.connection().connection.driver_connection
         if getattr(driver, "pipeline", None) is None or not psycopg_pipeline_supported():
             for statement in statements:
@@ -85,13 +88,20 @@ class Database:
             with driver.pipeline():
                 for statement in statements:
                     session.execute(statement)
-                session.commit()
-        except BaseException:
-            # The failed COMMIT never ran, so the server's transaction is still open, aborted; SQLAlchemy
-            # takes it for ended and would pool the connection as it is (every later statement on it
-            # failing): roll it back here.
+                # COMMIT as one more pipelined statement: psycopg's commit() would wait for it with a Sync
+                # of its own, and leaving the pipeline sends another (two more round trips).
+                session.execute(_COMMIT)
+        except BaseException as error:
+            # The server's transaction is still open, aborted (the COMMIT was skipped): SQLAlchemy does not
+            # know, and would pool the connection as it is. Errors met at the pipeline's end come from
+            # psycopg directly: wrapped like SQLAlchemy wraps those of a statement.
             driver.rollback()
+            if isinstance(error, _psycopg_error()):
+                dialect = session.get_bind().dialect
+                disconnect = dialect.is_disconnect(error, driver, None)
+                raise DBAPIError.instance(None, None, error, _psycopg_error(), connection_invalidated=disconnect) from None
             raise
+        session.commit()  # the server has committed; psycopg sees no transaction and sends nothing
 
     def ping(self) -> None:
         with self.engine.connect() as connection:
@@ -99,6 +109,12 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _psycopg_error() -> type[Exception]:
+    import psycopg
+
+    return psycopg.Error
 
 
 def psycopg_pipeline_supported() -> bool:
