@@ -40,7 +40,7 @@ def _per_event(flights: list[Flight], events: int) -> str:
 
 
 def roundtrip_rows(ctx: Context) -> None:
-    what = "SQL round trips per event, PostgreSQL, 1 worker, at the wire (BEGIN, COMMIT, pre-ping included)"
+    what = "SQL round trips per event, PostgreSQL, 1 worker, at the wire (BEGIN, COMMIT, any pre-ping included)"
     progress(f"roundtrips: {SMALL_USERS * 16} vs {LARGE_USERS * 16} events through a counting proxy x {ctx.reps} reps")
     sizes = {"small": SMALL_USERS, "large": LARGE_USERS}
     streams = {
