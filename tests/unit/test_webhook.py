@@ -239,6 +239,16 @@ def test_deep_nesting_inside_an_envelope_never_errors(client, depth, container):
     assert response.json.get("status") == "queued" or response.json["error"] == "invalid_json"
 
 
+def test_nesting_in_dropped_data_that_the_old_full_recasing_could_not_take_is_queued(client, redis):
+    """Re-casing every key recursed two frames a level and hit Python's recursion limit near 500 levels (a 400
+    invalid_json at a depth that depended on the stack); only the parts that are read are re-cased now, and
+    parsing takes 1024 levels (orjson; json's own limit beyond)."""
+    nested = '{"a":' * 600 + "1" + "}" * 600
+    body = encode(inquiry()).replace(b'"status": "approved"', f'"status": "approved", "deep": {nested}'.encode())
+    assert post(client, body).json["status"] == "queued"
+    assert queued_event(redis, "evt_test_1")["reference_id"] == "u_1"
+
+
 @pytest.mark.parametrize("document", [[], [envelope()], "event", 42, None])
 def test_signed_json_that_is_not_an_object_is_400(client, document):
     detail = assert_error(post(client, encode(document)), 400, "invalid_envelope")["detail"]
