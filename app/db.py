@@ -71,23 +71,24 @@ class Database:
             yield session
 
     @staticmethod
-    def commit_pipelined(session: Session, statements: Iterable[Executable]) -> None:
-        """Execute `statements`, then commit. With psycopg 3 on PostgreSQL they are sent in pipeline mode
-        together with the COMMIT, so they reach the server in one round trip instead of one each; the
-        server still runs them in order, in the transaction, and skips the rest (the COMMIT included) after
-        an error. Only statements whose results are not read can be pipelined (Core INSERT, UPDATE,
-        DELETE). Errors are raised as SQLAlchemy's DBAPIError, as from any other statement, and the
-        transaction is rolled back."""
-        driver = session.connection().connection.driver_connection
+    def commit_pipelined(session: Session, statements: Iterable[tuple[Executable, dict]]) -> None:
+        """Execute `statements` (each with its parameters, on the Core connection), then commit. With
+        psycopg 3 on PostgreSQL they are sent in pipeline mode together with the COMMIT, so they reach the
+        server in one round trip instead of one each; the server still runs them in order, in the
+        transaction, and skips the rest (the COMMIT included) after an error. Only statements whose results
+        are not read can be pipelined (Core INSERT, UPDATE, DELETE). Errors are raised as SQLAlchemy's
+        DBAPIError, as from any other statement, and the transaction is rolled back."""
+        connection = session.connection()
+        driver = connection.connection.driver_connection
         if getattr(driver, "pipeline", None) is None or not psycopg_pipeline_supported():
-            for statement in statements:
-                session.execute(statement)
+            for statement, params in statements:
+                connection.execute(statement, params)
             session.commit()
             return
         try:
             with driver.pipeline():
-                for statement in statements:
-                    session.execute(statement)
+                for statement, params in statements:
+                    connection.execute(statement, params)
                 # COMMIT as one more pipelined statement: psycopg's commit() would wait for it with a Sync
                 # of its own, and leaving the pipeline sends another (two more round trips).
                 session.execute(_COMMIT)

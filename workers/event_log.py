@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import Insert, insert
+from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.models import Event
+from workers.writes import Write, insert_row
 
 RECORDED = "recorded"
 DUPLICATE = "duplicate"
@@ -27,10 +28,10 @@ def inquiry_of(event: dict) -> str | None:
     return event["object_id"] if event["object_type"] == "inquiry" else event.get("inquiry_id")
 
 
-def event_insert(event: dict, processed_at: datetime, outcome: str) -> Insert:
+def event_insert(event: dict, processed_at: datetime, outcome: str) -> Write:
     """A plain INSERT: a second run of the event breaks the unique constraint (`is_duplicate`) and its
     transaction rolls back whole, so the event is recorded once and nothing it did is written twice."""
-    return insert(Event).values(**event_row(event, processed_at, outcome)).inline()  # no RETURNING: records.insert_row
+    return insert_row(Event, **event_row(event, processed_at, outcome))
 
 
 def event_row(event: dict, processed_at: datetime, outcome: str) -> dict:

@@ -23,13 +23,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from sqlalchemy import Executable, and_, delete, insert, or_, select, text, update
+from sqlalchemy import and_, or_, select, text
 from sqlalchemy.orm import Session
 
 from app.events import iso_millis
 from app.models import Event, History, Inquiry, User, Verification
 from workers.event_log import parse_time
 from workers.policy import InquiryFacts
+from workers.writes import NewUser, Write, delete_rows, insert_row, run, update_rows
 from workers.state_machine import (
     IGNORED,
     Snapshot,
@@ -43,12 +44,6 @@ from workers.state_machine import (
 
 # One statement for every key: unnest yields the (sorted) keys in order, so locks are taken in that order.
 _LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:keys AS text[])) AS k")
-
-
-def insert_row(model, **values) -> Executable:
-    """INSERT one row, `inline`: without the `RETURNING id` SQLAlchemy would add for `inserted_primary_key`,
-    since a statement whose rows must be read cannot be pipelined (app/db.py)."""
-    return insert(model).values(**values).inline()
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
@@ -86,15 +81,14 @@ class Applied:
     verdict: Verdict
     user: str | None = None
     needs_sync: bool = False
-    writes: list[Executable] = field(default_factory=list)
+    writes: list[Write] = field(default_factory=list)
 
     @property
     def outcome(self) -> str:
         return self.verdict.outcome
 
     def write(self, session: Session) -> None:
-        for statement in self.writes:
-            session.execute(statement)
+        run(session, self.writes)
 
 
 def apply_event(session: Session, event: dict, now: datetime, verisoul_configured: bool = True) -> Applied:
@@ -268,16 +262,14 @@ class _UserPlan:
     user: User | None = None  # None: created by `writes`, or no user at all
     account_id: str | None = None
     merged: list[int] = field(default_factory=list)  # ids of stray users merged into it
-    writes: list[Executable] = field(default_factory=list)
+    writes: list[Write] = field(default_factory=list)
 
     @property
-    def user_ref(self):
-        """The user's id as a value for other rows: its id, or a sub-select for a user created here."""
+    def user_ref(self) -> int | NewUser | None:
+        """The user's id as a value for other rows: its id, or that of the user created here."""
         if self.reference_id is None:
             return None
-        if self.user is not None:
-            return self.user.id
-        return select(User.id).where(User.reference_id == self.reference_id).scalar_subquery()
+        return self.user.id if self.user is not None else NewUser(self.reference_id)
 
 
 def _resolve(users: _Users, ids: _InquiryIds, owner_id: int | None) -> _UserPlan:
@@ -299,13 +291,13 @@ def _resolve(users: _Users, ids: _InquiryIds, owner_id: int | None) -> _UserPlan
             insert_row(User, reference_id=plan.reference_id, persona_account_id=account_id, created_at=_now())
         )
     elif plan.user.persona_account_id is None and account_id:
-        plan.writes.append(update(User).where(User.id == plan.user.id).values(persona_account_id=account_id))
+        plan.writes.append(update_rows(User, "id", plan.user.id, persona_account_id=account_id))
     for stray_id in plan.merged:
         # Records kept under a Persona account id move to the reference id the account turned out to have.
         plan.writes += [
-            update(Inquiry).where(Inquiry.user_id == stray_id).values(user_id=plan.user_ref),
-            update(History).where(History.user_id == stray_id).values(user_id=plan.user_ref),
-            delete(User).where(User.id == stray_id),
+            update_rows(Inquiry, "user_id", stray_id, user_id=plan.user_ref),
+            update_rows(History, "user_id", stray_id, user_id=plan.user_ref),
+            delete_rows(User, "id", stray_id),
         ]
     return plan
 
@@ -314,7 +306,7 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _inquiry_writes(inquiry_id: str, stored: Inquiry | None, columns: dict, plan: _UserPlan) -> list[Executable]:
+def _inquiry_writes(inquiry_id: str, stored: Inquiry | None, columns: dict, plan: _UserPlan) -> list[Write]:
     owner_changes = plan.reference_id is not None and (
         stored is None or plan.user is None or stored.user_id != plan.user.id
     )
@@ -323,9 +315,9 @@ def _inquiry_writes(inquiry_id: str, stored: Inquiry | None, columns: dict, plan
     if stored is None:
         return [insert_row(Inquiry, id=inquiry_id, **columns)]
     changed = {name: value for name, value in columns.items() if name == "user_id" or _differs(getattr(stored, name), value)}
-    writes = [update(Inquiry).where(Inquiry.id == inquiry_id).values(**changed)] if changed else []
+    writes = [update_rows(Inquiry, "id", inquiry_id, **changed)] if changed else []
     if owner_changes:
-        writes.append(update(History).where(History.inquiry_id == inquiry_id).values(user_id=plan.user_ref))
+        writes.append(update_rows(History, "inquiry_id", inquiry_id, user_id=plan.user_ref))
     return writes
 
 
@@ -347,7 +339,7 @@ def _facts(inquiries: dict[str, Inquiry], inquiry_id: str, columns: dict, plan: 
 
 def _mark_sync(
     plan: _UserPlan, facts: list[InquiryFacts], now: datetime, configured: bool
-) -> tuple[list[Executable], bool]:
+) -> tuple[list[Write], bool]:
     """The user's Verisoul sync state after the event (workers/sync.py `sync_state`), and whether to sync."""
     from workers.sync import sync_state  # workers.sync reads the record through this module
 
@@ -358,7 +350,7 @@ def _mark_sync(
         values = {name: value for name, value in values.items() if _differs(getattr(plan.user, name), value)}
     if not values:
         return [], needed
-    return [update(User).where(User.reference_id == plan.reference_id).values(**values)], needed
+    return [update_rows(User, "reference_id", plan.reference_id, **values)], needed
 
 
 # --- verification events -----------------------------------------------------------------------------
@@ -371,7 +363,7 @@ def _apply_verification(session: Session, event: dict) -> Applied:
     row = session.get(Verification, verification_id, populate_existing=True)
     incoming = snapshot_of(event)
     verdict = judge_verification(_stored_snapshot(row), incoming)
-    writes: list[Executable] = []
+    writes: list[Write] = []
     if inquiry_id and inquiry is None:
         writes.append(insert_row(Inquiry, id=inquiry_id))  # a placeholder until the inquiry's own events come
     if verdict.changes_state:
@@ -384,12 +376,12 @@ def _apply_verification(session: Session, event: dict) -> Applied:
         if row is None:
             writes.append(insert_row(Verification, id=verification_id, **columns))
         else:
-            writes.append(update(Verification).where(Verification.id == verification_id).values(**columns))
+            writes.append(update_rows(Verification, "id", verification_id, **columns))
     writes.append(_history(inquiry.user_id if inquiry else None, inquiry_id, event, verdict))
     return Applied("verification", verdict, writes=writes)
 
 
-def _history(user_id, inquiry_id: str | None, event: dict, verdict: Verdict) -> Executable:
+def _history(user_id, inquiry_id: str | None, event: dict, verdict: Verdict) -> Write:
     return insert_row(
         History,
         user_id=user_id,

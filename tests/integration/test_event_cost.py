@@ -16,6 +16,7 @@ from sqlalchemy import select, text
 
 from app.db import Database
 from app.models import Event, History, Inquiry
+from tests.integration.test_user_records import verification_event
 from workers import jobs
 from workers.jobs import process_event
 
@@ -119,23 +120,6 @@ def test_an_event_finding_its_pooled_connection_dead_is_applied_without_a_retry(
     assert process_event(_inquiry_event("inq_dead", "completed", 2)) == "applied"
 
 
-def _verification_event(verification_id: str, inquiry_id: str, status: str, second: int) -> dict:
-    return {
-        "event_id": f"evt_cost{next(_ids):07d}",
-        "name": f"verification.{status}",
-        "created_at": _at(second),
-        "received_at": _at(second),
-        "body_sha256": "0" * 64,
-        "object_type": "verification/government-id",
-        "object_id": verification_id,
-        "status": status,
-        "inquiry_id": inquiry_id,
-        "verification_type": "government-id",
-        "checks": [{"name": "id_expired_detection", "status": status}],
-        "timestamps": {},
-    }
-
-
 def test_an_event_costs_at_most_five_round_trips_at_the_wire(worker_env, real_database_url, monkeypatch):
     """BEGIN, the lock, two reads, the writes with the COMMIT: counted by a proxy in front of PostgreSQL
     (scripts/roundtrips.py). Issue 10 asked for at most 6."""
@@ -151,12 +135,12 @@ def test_an_event_costs_at_most_five_round_trips_at_the_wire(worker_env, real_da
             # per connection): not what is measured.
             for second in range(1, 9):
                 process_event(_inquiry_event(f"inq_warm{second}", "created", second))
-                process_event(_verification_event(f"ver_warm{second}", f"inq_warm{second}", "submitted", second))
+                process_event(verification_event(f"ver_warm{second}", f"inq_warm{second}", "submitted", _at(second)))
             process_event(_inquiry_event("inq_wire", "created", 1))
             lifecycle = [
                 _inquiry_event("inq_wire", "pending", 2),
-                _verification_event("ver_wire", "inq_wire", "submitted", 3),
-                _verification_event("ver_wire", "inq_wire", "passed", 4),
+                verification_event("ver_wire", "inq_wire", "submitted", _at(3)),
+                verification_event("ver_wire", "inq_wire", "passed", _at(4)),
                 _inquiry_event("inq_wire", "completed", 5),
                 _inquiry_event("inq_wire", "approved", 6),
                 _inquiry_event("inq_wire", "declined", 5),  # late: stale

@@ -134,7 +134,13 @@ def _forbidden(config) -> dict[str, set[str]]:
     return found
 
 
+# The time each line was written (the formatter's `at`): a short number of the fixtures (the latitude
+# `37.751`) can be read off its seconds and milliseconds by chance, which is no leak.
+_LINE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}[+-]\d{2}:\d{2}")
+
+
 def _leaks(texts: list[str], forbidden: dict[str, set[str]]) -> list[tuple[str, str, str]]:
+    texts = [_LINE_TIME.sub("<time>", text) for text in texts]
     leaks = []
     for source, values in forbidden.items():
         for value in values:
