@@ -21,7 +21,7 @@ configure()
 
 # The Procfile runs workers.worker.Worker, a SimpleWorker: jobs run in this process instead of a forked
 # work horse per job, so the engine, its connection pool and SQLAlchemy's statement cache live across
-# jobs (about 5x the events per second of a fork per job, measured with scripts/bench_worker.py).
+# jobs (about 5x the events per second of a forked work horse per job, measured when this was chosen).
 from workers.jobs import database  # noqa: E402
 from workers.worker import wait_for_redis  # noqa: E402
 

@@ -14,7 +14,8 @@ cache live across jobs) with three changes:
   job to the queue's intermediate list (WorkerQueue) as RQ does for a single queue, so a worker stopped
   between taking a job and starting it leaves the job where recovery finds it.
 - Events are taken in batches. When it takes an event's job and more wait behind it, it takes up to
-  EVENT_BATCH of them at once (into the intermediate list, by one script) and records their start in one
+  EVENT_BATCH of them at once, half of those waiting at most (into the intermediate list, by one script,
+  the rest left to other workers) and records their start in one
   round trip; then each runs as RQ runs any job (`perform_job`: its own time limit, result, retries and
   failure), its registry entry renewed as it begins. RQ's per-job loop (dequeue, heartbeats, suspension
   and maintenance checks, two start-up pipelines) runs once per batch instead of once per event, which
@@ -67,11 +68,14 @@ DEQUEUE_SLICE = 1
 # is run in order), large enough that RQ's per-job loop stops counting.
 EVENT_BATCH = 16
 
-# KEYS[1] a queue, KEYS[2] its intermediate list; ARGV[1] how many. Moves up to that many event jobs (their
-# ids: app/queue.py job_id_for) from the head of the queue, stopping at any other job.
+# KEYS[1] a queue, KEYS[2] its intermediate list; ARGV[1] how many at most. Moves event jobs (their ids:
+# app/queue.py job_id_for) from the head of the queue, stopping at any other job, and takes no more than
+# half of what waits: the rest is left to the other workers, and an event never waits behind a long
+# batch while a worker is idle.
 TAKE_EVENT_JOBS = """
 local taken = {}
-for _ = 1, tonumber(ARGV[1]) do
+local wanted = math.min(tonumber(ARGV[1]), math.floor(redis.call('LLEN', KEYS[1]) / 2))
+for _ = 1, wanted do
     local id = redis.call('LINDEX', KEYS[1], 0)
     if not id then break end
     local prefix = string.sub(id, 1, 2)

@@ -24,6 +24,16 @@ def _events(count: int, prefix: str) -> list[dict]:
     ]
 
 
+def _batches_taken_from(waiting: int) -> list[int]:
+    """One job dequeued, then up to EVENT_BATCH - 1 more, half of those still waiting at most."""
+    batches = []
+    while waiting:
+        more = min(EVENT_BATCH - 1, (waiting - 1) // 2)
+        batches.append(1 + more)
+        waiting -= 1 + more
+    return batches
+
+
 def _worker(config, connection) -> Worker:
     return Worker([Queue(name, connection=connection) for name in config.queues], connection=connection)
 
@@ -33,7 +43,7 @@ def _recorded(database_url: str) -> int:
         return session.scalar(select(func.count()).select_from(Event))
 
 
-def test_a_backlog_is_applied_in_batches_each_job_finishing_as_its_own(real_config, real_redis, worker_env, monkeypatch):
+def test_a_backlog_is_applied_in_batches_of_at_most_half_of_it_each_job_finishing_as_its_own(real_config, real_redis, worker_env, monkeypatch):
     events = _events(EVENT_BATCH * 2 + 3, "b")
     queue = EventQueue(real_redis, real_config)
     assert all(queue.enqueue_once(event) for event in events)
@@ -43,7 +53,7 @@ def test_a_backlog_is_applied_in_batches_each_job_finishing_as_its_own(real_conf
 
     _worker(real_config, real_redis).work(burst=True)
 
-    assert batches == [EVENT_BATCH, EVENT_BATCH, 3]
+    assert batches == _batches_taken_from(len(events)) == [16, 10, 5, 2, 1, 1]
     assert _recorded(real_config.database_url) == len(events)
     events_queue = Queue(real_config.events_queue, connection=real_redis)
     finished = FinishedJobRegistry(queue=events_queue)
@@ -89,7 +99,7 @@ def test_a_batch_stops_at_a_job_that_is_not_an_event(real_config, real_redis, wo
 def test_a_worker_killed_mid_batch_leaves_every_unfinished_job_where_recovery_finds_it(
     real_config, real_redis, worker_env, monkeypatch
 ):
-    events = _events(5, "k")
+    events = _events(9, "k")  # the first job, then 4 more (half of the 8 behind it): 5 in the batch
     queue = EventQueue(real_redis, real_config)
     for event in events:
         queue.enqueue_once(event)
@@ -108,4 +118,6 @@ def test_a_worker_killed_mid_batch_leaves_every_unfinished_job_where_recovery_fi
     events_queue = Queue(real_config.events_queue, connection=real_redis)
     started = {StartedJobRegistry.parse_job_id(entry) for entry in real_redis.zrange(StartedJobRegistry(queue=events_queue).key, 0, -1)}
     unfinished = {job_id_for(event["event_id"]) for event in events} - set(performed)
-    assert started == unfinished  # registered as started: requeued once their entries expire (workers/abandoned.py)
+    # The batch's unfinished jobs are registered as started (requeued once their entries expire:
+    # workers/abandoned.py); the jobs it did not take are still queued.
+    assert len(started) == 3 and started | set(events_queue.get_job_ids()) == unfinished
