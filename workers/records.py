@@ -1,9 +1,10 @@
 """Applying one event to the user record: lock what it touches, read it, judge it, then write the result.
 
 Reads and writes are kept apart so that an event costs few database round trips: one lock statement, the
-rows the event touches read in one or two statements, and every write as a Core statement collected in
-`Applied.writes`, which `process_event` sends in one round trip with the COMMIT (app/db.py `pipelined`)
-and a replay runs at once. Nothing read here is modified through the ORM.
+rows the event touches read in one or two statements (as Core rows, from statements built once), and
+every write collected in `Applied.writes` (workers/writes.py), which `process_event` sends in one round
+trip with the COMMIT (app/db.py `commit_pipelined`) and a replay runs at once. The ORM is not used here:
+its objects cost more to build than these queries take to run.
 
 Concurrency: two workers may handle events of one user at once. Each transaction first takes, in one
 statement and sorted, the locks on the inquiry the event is about and on the user keys the event names
@@ -22,8 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 
-from sqlalchemy import and_, or_, select, text
+from sqlalchemy import Row, and_, bindparam, or_, select, text
 from sqlalchemy.orm import Session
 
 from app.events import iso_millis
@@ -59,7 +61,7 @@ def to_iso(moment: datetime) -> str:
 def lock(session: Session, *names: str) -> None:
     """Advisory locks on `names`, sorted, in one statement (PostgreSQL; SQLite's writers already run alone)."""
     if names and session.get_bind().dialect.name == "postgresql":
-        session.execute(_LOCK, {"keys": sorted(set(names))})
+        session.connection().execute(_LOCK, {"keys": sorted(set(names))})
 
 
 def kind_of(event: dict) -> str | None:
@@ -110,7 +112,7 @@ def snapshot_of(event: dict) -> Snapshot:
     return Snapshot.of(event["created_at"], event.get("status") or "", event["event_id"])
 
 
-def _stored_snapshot(row: Inquiry | Verification | None) -> Snapshot | None:
+def _stored_snapshot(row: Row | None) -> Snapshot | None:
     if row is None or row.status is None or row.snapshot_at is None:
         return None
     return Snapshot(to_iso(row.snapshot_at), row.snapshot_rank, row.snapshot_event_id, row.status)
@@ -132,7 +134,7 @@ def _snapshot_columns(snapshot: Snapshot) -> dict:
 class _Users:
     """The users an inquiry event may resolve to, read once after the locks."""
 
-    rows: list[User]
+    rows: list[Row]  # of the users table
 
     def by_reference(self, key: str | None) -> User | None:
         return next((user for user in self.rows if user.reference_id == key), None) if key else None
@@ -147,24 +149,49 @@ def _user_keys(reference_id: str | None, account_id: str | None) -> set[str]:
     return {key for key in (reference_id, account_id) if key}
 
 
-def _users_named(keys: set[str], account_id: str | None):
-    """SQL condition: the users keyed by `keys`, and those linked to the account."""
-    condition = User.reference_id.in_(sorted(keys))
-    if account_id:
-        condition = or_(condition, and_(User.persona_account_id == account_id, User.reference_id != account_id))
-    return condition
+_USERS, _INQUIRIES, _VERIFICATIONS = User.__table__, Inquiry.__table__, Verification.__table__
 
 
-def _read_inquiries(session: Session, inquiry_id: str, keys: set[str], account_id: str | None) -> dict[str, Inquiry]:
+def _users_named(with_account: bool):
+    """SQL condition: the users keyed by `keys`, and (`with_account`) those linked to `account_id`."""
+    condition = _USERS.c.reference_id.in_(bindparam("keys", expanding=True))
+    if not with_account:
+        return condition
+    account = bindparam("account_id")
+    return or_(condition, and_(_USERS.c.persona_account_id == account, _USERS.c.reference_id != account))
+
+
+# The reads, built once: Core rows (attributes named as the columns), not ORM objects, which cost more to
+# make than the query to run.
+@lru_cache(maxsize=None)
+def _inquiries_query(with_account: bool):
+    owners = select(_USERS.c.id).where(_users_named(with_account))
+    return select(_INQUIRIES).where(or_(_INQUIRIES.c.id == bindparam("inquiry_id"), _INQUIRIES.c.user_id.in_(owners)))
+
+
+@lru_cache(maxsize=None)
+def _users_query(with_account: bool):
+    return select(_USERS).where(_users_named(with_account))
+
+
+_INQUIRY_BY_ID = select(_INQUIRIES).where(_INQUIRIES.c.id == bindparam("id"))
+_VERIFICATION_BY_ID = select(_VERIFICATIONS).where(_VERIFICATIONS.c.id == bindparam("id"))
+
+
+def _read_inquiries(session: Session, inquiry_id: str, keys: set[str], account_id: str | None) -> dict[str, Row]:
     """The event's inquiry and every inquiry of the users it may resolve to (their facts decide the sync)."""
-    owners = select(User.id).where(_users_named(keys, account_id))
-    query = select(Inquiry).where(or_(Inquiry.id == inquiry_id, Inquiry.user_id.in_(owners)))
-    return {row.id: row for row in session.scalars(query.execution_options(populate_existing=True))}
+    params = {"inquiry_id": inquiry_id, "keys": sorted(keys), "account_id": account_id}
+    rows = session.connection().execute(_inquiries_query(bool(account_id)), params)
+    return {row.id: row for row in rows}
 
 
 def _read_users(session: Session, keys: set[str], account_id: str | None) -> _Users:
-    query = select(User).where(_users_named(keys, account_id)).execution_options(populate_existing=True)
-    return _Users(list(session.scalars(query)))
+    params = {"keys": sorted(keys), "account_id": account_id}
+    return _Users(list(session.connection().execute(_users_query(bool(account_id)), params)))
+
+
+def _row(session: Session, query, key: str | None) -> Row | None:
+    return session.connection().execute(query, {"id": key}).first() if key else None
 
 
 @dataclass
@@ -177,7 +204,7 @@ class _InquiryIds:
     created_at: datetime | None
 
     @classmethod
-    def of(cls, stored: Inquiry | None, event: dict) -> "_InquiryIds":
+    def of(cls, stored: Row | None, event: dict) -> "_InquiryIds":
         reference_id = event.get("reference_id") or (stored and stored.reference_id) or event.get("account_reference_id")
         created_at = event.get("timestamps", {}).get("created_at")
         return cls(
@@ -223,7 +250,7 @@ def _apply_inquiry(session: Session, event: dict, now: datetime, verisoul_config
     return Applied("inquiry", verdict, plan.reference_id, needs, [*writes, *user_writes])
 
 
-def _status_run(session: Session, stored: Inquiry | None, newest: Snapshot | None, incoming: Snapshot) -> StatusRun | None:
+def _status_run(session: Session, stored: Row | None, newest: Snapshot | None, incoming: Snapshot) -> StatusRun | None:
     """The inquiry's status run once `incoming` is known (workers/state_machine.py); computed from the event
     log when the row predates the `status_run` column, and looked up there when a late event breaks it."""
     if stored is not None and stored.status is not None and stored.status_run is None:
@@ -259,7 +286,7 @@ class _UserPlan:
     """Whom the inquiry belongs to after this event, and the writes that make it so."""
 
     reference_id: str | None = None
-    user: User | None = None  # None: created by `writes`, or no user at all
+    user: Row | None = None  # None: created by `writes`, or no user at all
     account_id: str | None = None
     merged: list[int] = field(default_factory=list)  # ids of stray users merged into it
     writes: list[Write] = field(default_factory=list)
@@ -306,7 +333,7 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _inquiry_writes(inquiry_id: str, stored: Inquiry | None, columns: dict, plan: _UserPlan) -> list[Write]:
+def _inquiry_writes(inquiry_id: str, stored: Row | None, columns: dict, plan: _UserPlan) -> list[Write]:
     owner_changes = plan.reference_id is not None and (
         stored is None or plan.user is None or stored.user_id != plan.user.id
     )
@@ -325,7 +352,7 @@ def _differs(stored, value) -> bool:
     return (as_utc(stored) if isinstance(stored, datetime) else stored) != value
 
 
-def _facts(inquiries: dict[str, Inquiry], inquiry_id: str, columns: dict, plan: _UserPlan) -> list[InquiryFacts]:
+def _facts(inquiries: dict[str, Row], inquiry_id: str, columns: dict, plan: _UserPlan) -> list[InquiryFacts]:
     """The resolved user's inquiries once this event is applied: its own, its merged strays', and this one."""
     owners = set(plan.merged) | ({plan.user.id} if plan.user is not None else set())
     facts = [facts_of(row) for row in inquiries.values() if row.id != inquiry_id and row.user_id in owners and row.status]
@@ -359,8 +386,8 @@ def _mark_sync(
 def _apply_verification(session: Session, event: dict) -> Applied:
     inquiry_id, verification_id = event.get("inquiry_id"), event["object_id"]
     lock(session, *([f"inquiry:{inquiry_id}"] if inquiry_id else []), f"verification:{verification_id}")
-    inquiry = session.get(Inquiry, inquiry_id, populate_existing=True) if inquiry_id else None
-    row = session.get(Verification, verification_id, populate_existing=True)
+    inquiry = _row(session, _INQUIRY_BY_ID, inquiry_id)
+    row = _row(session, _VERIFICATION_BY_ID, verification_id)
     incoming = snapshot_of(event)
     verdict = judge_verification(_stored_snapshot(row), incoming)
     writes: list[Write] = []
@@ -404,7 +431,7 @@ def inquiries_of(session: Session, user: User) -> list[Inquiry]:
     )
 
 
-def facts_of(inquiry: Inquiry) -> InquiryFacts:
+def facts_of(inquiry: Inquiry | Row) -> InquiryFacts:
     created = inquiry.inquiry_created_at or inquiry.snapshot_at
     since = inquiry.status_since or inquiry.snapshot_at
     return InquiryFacts(inquiry.id, inquiry.status, to_iso(created), to_iso(since))

@@ -15,7 +15,7 @@ from typing import Callable
 
 from redis import Redis
 from rq import Queue, Retry
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Row, and_, or_, select
 from sqlalchemy.orm import Session
 
 from app.db import Database
@@ -75,7 +75,7 @@ def needs_sync(user: User, target: Target, now: datetime) -> bool:
 
 
 def sync_state(
-    user: User | None,
+    user: User | Row | None,
     reference_id: str,
     account_id: str | None,
     facts: list[InquiryFacts],
