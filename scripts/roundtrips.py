@@ -30,7 +30,8 @@ From the command line, in front of PostgreSQL:
 prints the totals every few seconds and on Ctrl-C (with --show, the flights since the last total); point
 the client at 127.0.0.1:15432 (with sslmode=disable, so the statements can be read).
 
-Built on scripts/tcp_proxy.py's TcpProxy (its loop, start/stop, modes): only forwarding is counted.
+Built on scripts/tcp_proxy.py's TcpProxy (its loop, start/stop, modes), through its two hooks for forwarded
+connections: only forwarding is counted.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import make_url
 
-from scripts.tcp_proxy import CHUNK, TcpProxy, _reset
+from scripts.tcp_proxy import TcpProxy
 
 SSL_REQUEST, GSSENC_REQUEST, CANCEL_REQUEST = 80877103, 80877104, 80877102
 STATEMENT_CHARS = 120
@@ -227,49 +228,16 @@ class RoundTripProxy(TcpProxy):
         if tasks:
             await asyncio.wait(tasks, timeout=5)
 
-    # --- the loop ---
+    # --- on the proxy's loop: TcpProxy's hooks ---
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.mode != "forward":
-            await super()._handle(reader, writer)
-            return
-        self.counts["accepted"] += 1
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            self.counts["target_refused"] += 1
-            _reset(writer)
-            return
-        self.counts["forwarded"] += 1
+    def _opened_connection(self) -> _Conversation:
         self._opened += 1
-        conversation = _Conversation(self._opened, self.postgres)
-        entry = (writer, upstream_writer)
-        self._connections.add(entry)
-        try:
-            await asyncio.gather(
-                self._relay(reader, upstream_writer, conversation, from_client=True),
-                self._relay(upstream_reader, writer, conversation, from_client=False),
-            )
-        finally:
-            self._connections.discard(entry)
-            writer.transport.abort()
-            upstream_writer.transport.abort()
+        return _Conversation(self._opened, self.postgres)
 
-    async def _relay(self, reader, writer, conversation: _Conversation, from_client: bool) -> None:
-        try:
-            while data := await reader.read(CHUNK):
-                if from_client:
-                    self._client_sent(conversation, data)
-                else:
-                    conversation.client_turn = False
-                writer.write(data)
-                await writer.drain()
-            if writer.can_write_eof():
-                writer.write_eof()
-        except (ConnectionError, OSError, RuntimeError):
-            writer.transport.abort()
-
-    def _client_sent(self, conversation: _Conversation, data: bytes) -> None:
+    def _forwarding(self, data: bytes, conversation: _Conversation, from_client: bool) -> None:
+        if not from_client:
+            conversation.client_turn = False
+            return
         if not conversation.client_turn:  # the server answered since the client last sent: a new flight
             conversation.client_turn = True
             self._flights += 1

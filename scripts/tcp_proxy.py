@@ -162,18 +162,33 @@ class TcpProxy:
             _reset(writer)
             return
         self.counts["forwarded"] += 1
+        connection = self._opened_connection()
         entry = (writer, upstream_writer)
         self._connections.add(entry)
         try:
-            await asyncio.gather(self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer))
+            await asyncio.gather(
+                self._pipe(reader, upstream_writer, connection, from_client=True),
+                self._pipe(upstream_reader, writer, connection, from_client=False),
+            )
         finally:
             self._connections.discard(entry)
             writer.transport.abort()
             upstream_writer.transport.abort()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _opened_connection(self) -> object:
+        """What a subclass keeps about one forwarded connection (handed to `_forwarding`); nothing here."""
+        return None
+
+    def _forwarding(self, data: bytes, connection: object, from_client: bool) -> None:
+        """Called with every chunk as it is forwarded, on the proxy's loop: a subclass's hook
+        (scripts/roundtrips.py counts round trips with it)."""
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connection: object, from_client: bool
+    ) -> None:
         try:
             while data := await reader.read(CHUNK):
+                self._forwarding(data, connection, from_client)
                 writer.write(data)
                 await writer.drain()
             if writer.can_write_eof():

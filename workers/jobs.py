@@ -130,8 +130,7 @@ def _apply_once(event: dict) -> Applied:
     with database().sessions() as session:
         applied = apply_event(session, event, processed_at, verisoul_configured())
         try:
-            writes = [*applied.writes, event_insert(event, processed_at, applied.outcome)]
-            Database.commit_pipelined(session, [(write.statement, write.params) for write in writes])
+            Database.commit_pipelined(session, [*applied.writes, event_insert(event, processed_at, applied.outcome)])
         except IntegrityError as error:
             if is_duplicate(error):
                 raise _Duplicate from None

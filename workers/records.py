@@ -136,10 +136,10 @@ class _Users:
 
     rows: list[Row]  # of the users table
 
-    def by_reference(self, key: str | None) -> User | None:
+    def by_reference(self, key: str | None) -> Row | None:
         return next((user for user in self.rows if user.reference_id == key), None) if key else None
 
-    def linked_to(self, account_id: str) -> User | None:
+    def linked_to(self, account_id: str) -> Row | None:
         """The user a reference id was linked to this Persona account by an earlier event."""
         linked = [u for u in self.rows if u.persona_account_id == account_id and u.reference_id != account_id]
         return min(linked, key=lambda user: user.id, default=None)
@@ -242,7 +242,7 @@ def _apply_inquiry(session: Session, event: dict, now: datetime, verisoul_config
     if run is not None:
         columns.update(status_since=parse_time(run.start.at), status_run=_run_json(run))
 
-    plan = _resolve(users, ids, stored.user_id if stored else None)
+    plan = _resolve(users, ids)
     writes = [*plan.writes, *_inquiry_writes(inquiry_id, stored, columns, plan)]
     writes.append(_history(plan.user_ref, inquiry_id, event, verdict))
     facts = _facts(inquiries, inquiry_id, columns, plan)
@@ -299,7 +299,7 @@ class _UserPlan:
         return self.user.id if self.user is not None else NewUser(self.reference_id)
 
 
-def _resolve(users: _Users, ids: _InquiryIds, owner_id: int | None) -> _UserPlan:
+def _resolve(users: _Users, ids: _InquiryIds) -> _UserPlan:
     """DESIGN §4: the reference id, else the Persona account id until an event links it to one."""
     reference_id, account_id = ids.reference_id, ids.account_id
     if not reference_id and not account_id:
@@ -356,12 +356,14 @@ def _facts(inquiries: dict[str, Row], inquiry_id: str, columns: dict, plan: _Use
     """The resolved user's inquiries once this event is applied: its own, its merged strays', and this one."""
     owners = set(plan.merged) | ({plan.user.id} if plan.user is not None else set())
     facts = [facts_of(row) for row in inquiries.values() if row.id != inquiry_id and row.user_id in owners and row.status]
-    status = columns.get("status") or (inquiries[inquiry_id].status if inquiry_id in inquiries else None)
-    if status is not None:
-        snapshot_at = columns.get("snapshot_at") or as_utc(inquiries[inquiry_id].snapshot_at)
-        since = columns.get("status_since") or snapshot_at
-        facts.append(InquiryFacts(inquiry_id, status, iso_millis(columns["inquiry_created_at"] or snapshot_at), iso_millis(since)))
+    stored = inquiries.get(inquiry_id)
+    after = {name: columns.get(name) or (getattr(stored, name) if stored else None) for name in _FACT_COLUMNS}
+    if after["status"] is not None:
+        facts.append(_facts_from(inquiry_id, **after))
     return facts
+
+
+_FACT_COLUMNS = ("status", "inquiry_created_at", "snapshot_at", "status_since")
 
 
 def _mark_sync(
@@ -432,6 +434,16 @@ def inquiries_of(session: Session, user: User) -> list[Inquiry]:
 
 
 def facts_of(inquiry: Inquiry | Row) -> InquiryFacts:
-    created = inquiry.inquiry_created_at or inquiry.snapshot_at
-    since = inquiry.status_since or inquiry.snapshot_at
-    return InquiryFacts(inquiry.id, inquiry.status, to_iso(created), to_iso(since))
+    return _facts_from(inquiry.id, *(getattr(inquiry, name) for name in _FACT_COLUMNS))
+
+
+def _facts_from(
+    inquiry_id: str,
+    status: str,
+    inquiry_created_at: datetime | None,
+    snapshot_at: datetime,
+    status_since: datetime | None,
+) -> InquiryFacts:
+    """What the policy needs of an inquiry; its snapshot's time stands in for a created-at or since not known."""
+    created, since = inquiry_created_at or snapshot_at, status_since or snapshot_at
+    return InquiryFacts(inquiry_id, status, to_iso(created), to_iso(since))

@@ -121,6 +121,14 @@ def chunks(values: Iterable[str]) -> Iterator[list[str]]:
         yield values[start : start + CHUNK]
 
 
+def user_ids(session: Session, reference_ids: set[str]) -> set[int]:
+    """The ids of the users with these reference ids (those that exist)."""
+    found: set[int] = set()
+    for chunk in chunks(reference_ids):
+        found.update(session.scalars(select(User.id).where(User.reference_id.in_(chunk))))
+    return found
+
+
 def _owners(session: Session, inquiry_ids: set[str]) -> dict[str, str]:
     """Inquiry id → the reference id of the user it belongs to, for the inquiries that have one."""
     owners: dict[str, str] = {}
@@ -277,7 +285,7 @@ class Replayer:
         self._record_replay(session, unit, now)
         session.flush()
         session.expire_all()  # the rows were written with Core statements, past the ORM's identity map
-        touched |= self._ids_of(session, applied_to)
+        touched |= user_ids(session, applied_to)
         for row in self._changed_by_reconciliation(session, reconciled, statuses):
             row.outcome = outcomes[row.event_id] = RECONCILED
             session.execute(update(History).where(History.event_id == row.event_id).values(outcome=RECONCILED))
@@ -304,20 +312,11 @@ class Replayer:
         return dict(rows.all())
 
     @staticmethod
-    def _ids_of(session: Session, reference_ids: set[str]) -> set[int]:
-        found: set[int] = set()
-        for chunk in chunks(reference_ids):
-            found.update(session.scalars(select(User.id).where(User.reference_id.in_(chunk))))
-        return found
-
-    @staticmethod
     def _named_users(session: Session, rows: list[Event]) -> set[int]:
         """Existing users the events name, whom the rebuild may give an inquiry: their state before counts."""
         keys = {key for row in rows for name in ("reference_id", "account_reference_id") if (key := row.payload.get(name))}
         accounts = {account for row in rows if (account := row.payload.get("account_id"))}
-        found: set[int] = set()
-        for chunk in chunks(keys):
-            found.update(session.scalars(select(User.id).where(User.reference_id.in_(chunk))))
+        found = user_ids(session, keys)
         for chunk in chunks(accounts):
             found.update(session.scalars(select(User.id).where(User.persona_account_id.in_(chunk))))
         return found

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from sqlalchemy import Executable, Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
@@ -24,8 +25,9 @@ class NewUser:
     reference_id: str
 
 
-@dataclass(frozen=True)
-class Write:
+class Write(NamedTuple):
+    """A statement and its parameters: what app/db.py `commit_pipelined` takes."""
+
     statement: Executable
     params: dict
 
