@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import psycopg
 from sqlalchemy import Executable, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
@@ -14,6 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 ROOT = Path(__file__).resolve().parent.parent
 _COMMIT = text("COMMIT")
+# Pipeline mode needs libpq 14 or newer (psycopg's binary wheels bundle one).
+PIPELINE_SUPPORTED = psycopg.Pipeline.is_supported()
 
 
 def engine_url(url: str) -> str:
@@ -80,7 +83,7 @@ class Database:
         DBAPIError, as from any other statement, and the transaction is rolled back."""
         connection = session.connection()
         driver = connection.connection.driver_connection
-        if getattr(driver, "pipeline", None) is None or not psycopg_pipeline_supported():
+        if not (isinstance(driver, psycopg.Connection) and PIPELINE_SUPPORTED):
             for statement, params in statements:
                 connection.execute(statement, params)
             session.commit()
@@ -91,16 +94,15 @@ class Database:
                     connection.execute(statement, params)
                 # COMMIT as one more pipelined statement: psycopg's commit() would wait for it with a Sync
                 # of its own, and leaving the pipeline sends another (two more round trips).
-                session.execute(_COMMIT)
+                connection.execute(_COMMIT)
         except BaseException as error:
             # The server's transaction is still open, aborted (the COMMIT was skipped): SQLAlchemy does not
             # know, and would pool the connection as it is. Errors met at the pipeline's end come from
             # psycopg directly: wrapped like SQLAlchemy wraps those of a statement.
             driver.rollback()
-            if isinstance(error, _psycopg_error()):
-                dialect = session.get_bind().dialect
-                disconnect = dialect.is_disconnect(error, driver, None)
-                raise DBAPIError.instance(None, None, error, _psycopg_error(), connection_invalidated=disconnect) from None
+            if isinstance(error, psycopg.Error):
+                disconnect = connection.dialect.is_disconnect(error, driver, None)
+                raise DBAPIError.instance(None, None, error, psycopg.Error, connection_invalidated=disconnect) from None
             raise
         session.commit()  # the server has committed; psycopg sees no transaction and sends nothing
 
@@ -110,19 +112,6 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-def _psycopg_error() -> type[Exception]:
-    import psycopg
-
-    return psycopg.Error
-
-
-def psycopg_pipeline_supported() -> bool:
-    """Pipeline mode needs libpq 14 or newer (psycopg's binary wheels bundle one)."""
-    import psycopg
-
-    return psycopg.Pipeline.is_supported()
 
 
 def alembic_config(url: str):
