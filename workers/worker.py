@@ -88,25 +88,33 @@ return taken
 
 
 def wait_for_redis(ping: Callable[[], object], stop_requested: Callable[[], bool] = lambda: False, what: str = "") -> None:
-    """Call `ping` until it succeeds, sleeping REDIS_RETRY_FIRST doubling up to REDIS_RETRY_CAP between
-    tries; one log line when Redis is lost and one when it answers again. Raises StopRequested when
-    `stop_requested()` turns true while waiting."""
+    """Call `ping` until Redis answers PONG, sleeping REDIS_RETRY_FIRST doubling up to REDIS_RETRY_CAP
+    between tries; one log line when Redis is lost and one when it answers again. Raises StopRequested
+    when `stop_requested()` turns true while waiting."""
     delay, lost_at = REDIS_RETRY_FIRST, None
-    while True:
-        try:
-            ping()
-        except REDIS_OUTAGE as error:
-            if lost_at is None:
-                lost_at = time.monotonic()
-                log.error("redis unavailable; waiting for it", extra={"reason": f"{what}{type(error).__name__}"})
-            if stop_requested():
-                raise StopRequested() from None
-            time.sleep(delay)
-            delay = min(delay * 2, REDIS_RETRY_CAP)
-            continue
-        if lost_at is not None:
-            log.warning("redis available again", extra={"duration_ms": round((time.monotonic() - lost_at) * 1000)})
-        return
+    while (reason := _no_pong(ping)) is not None:
+        if lost_at is None:
+            lost_at = time.monotonic()
+            log.error("redis unavailable; waiting for it", extra={"reason": f"{what}{reason}"})
+        if stop_requested():
+            raise StopRequested()
+        time.sleep(delay)
+        delay = min(delay * 2, REDIS_RETRY_CAP)
+    if lost_at is not None:
+        log.warning("redis available again", extra={"duration_ms": round((time.monotonic() - lost_at) * 1000)})
+
+
+def _no_pong(ping: Callable[[], object]) -> str | None:
+    """None when `ping` got Redis' PONG, else why not (an exception's type name).
+
+    Anything else is no answer, not a crash: while nothing listens on Redis' port, a connect can land on
+    its own socket (TCP simultaneous open, when the client's ephemeral port is the server's port); it
+    then reads back its own commands and redis-py fails with an AttributeError in its handshake."""
+    try:
+        answered = ping()
+    except Exception as error:  # noqa: BLE001 - the peer is not (yet) a working Redis, whatever it said
+        return type(error).__name__
+    return None if answered is True else "no PONG"
 
 
 class WorkerQueue(Queue):
