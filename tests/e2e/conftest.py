@@ -43,11 +43,14 @@ class Stack:
         }
         self.log_dir = log_dir
         self.processes: list[subprocess.Popen] = []
+        self.logs: list[Path] = []  # each process' stdout and stderr, in the order started
 
     def start(self, kind: str) -> subprocess.Popen:
-        log = open(self.log_dir / f"{kind}-{len(self.processes)}.log", "wb")
-        process = subprocess.Popen(procfile_command(kind), cwd=ROOT, env=self.env, stdout=log, stderr=log)
+        path = self.log_dir / f"{kind}-{len(self.processes)}.log"
+        with open(path, "wb") as log:
+            process = subprocess.Popen(procfile_command(kind), cwd=ROOT, env=self.env, stdout=log, stderr=log)
         self.processes.append(process)
+        self.logs.append(path)
         return process
 
     def wait_ready(self, timeout: float = 30) -> None:

@@ -84,5 +84,14 @@ def enqueue_counted(redis: Redis, key: str, seconds: float = 0.0, timeout: int =
 
 
 def exited(stack: Stack) -> list[str]:
-    """The processes that exited, as `program pid exit-status`."""
-    return [f"{p.args[0].rsplit('/', 1)[-1]} pid {p.pid} exit {p.returncode}" for p in stack.processes if p.poll() is not None]
+    """The processes that exited, as `program pid exit-status: last log line`, so a failure says why."""
+    return [
+        f"{p.args[0].rsplit('/', 1)[-1]} pid {p.pid} exit {p.returncode}: {last_line(log)}"
+        for p, log in zip(stack.processes, stack.logs)
+        if p.poll() is not None
+    ]
+
+
+def last_line(path: Path) -> str:
+    lines = path.read_text(errors="replace").strip().splitlines()
+    return lines[-1][-500:] if lines else "(no output)"

@@ -57,10 +57,10 @@ def test_workers_ride_out_a_redis_kill_and_run_the_held_job_again(own_redis, pro
 
 
 def test_a_worker_started_while_redis_is_down_starts_when_redis_does(own_redis, processes):
-    worker = processes.start("worker")
-    scheduler = processes.start("scheduler")
+    processes.start("worker")
+    processes.start("scheduler")
     time.sleep(5)
-    assert (worker.poll(), scheduler.poll()) == (None, None), "started during an outage, a process exited"
+    assert exited(processes) == [], "started during an outage, a process exited"
     own_redis.start()
     redis = own_redis.client()
     enqueue_counted(redis, "late")
