@@ -16,11 +16,14 @@ cache live across jobs) with three changes:
 - Events are taken in batches. When it takes an event's job and more wait behind it, it takes up to
   EVENT_BATCH of them at once, half of those waiting at most (into the intermediate list, by one script,
   the rest left to other workers) and records their start in one
-  round trip; then each runs as RQ runs any job (`perform_job`: its own time limit, result, retries and
-  failure), its registry entry renewed as it begins. RQ's per-job loop (dequeue, heartbeats, suspension
-  and maintenance checks, two start-up pipelines) runs once per batch instead of once per event, which
-  was most of an event's cost. A worker killed mid-batch leaves each unfinished job registered as started
-  or in the intermediate list, where recovery finds it.
+  round trip; then each runs as RQ runs any job (`perform_job`: its own time limit, retries and failure).
+  The successes are recorded together when the batch ends, in one transaction doing for each job what
+  RQ's `handle_job_success` does (status, result, finished registry, the end of its execution). RQ's
+  per-job loop (dequeue, heartbeats, suspension and maintenance checks, two start-up pipelines, three
+  round trips to end a job) runs once per batch instead of once per event, which was most of an event's
+  cost. A worker killed mid-batch leaves each job whose end was not recorded registered as started or
+  in the intermediate list, where recovery finds it and runs it again: an event applied already comes
+  out a `duplicate` (workers/jobs.py), so nothing is applied twice.
 
 Scheduling (retries, unblocks at a block's expiry, the periodic sweep and reconciliation) is not the
 worker's: the scheduler process owns it (workers/scheduler.py), so no worker forks a scheduler child
@@ -37,7 +40,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.exceptions import StopRequested
 from rq.executions import Execution
-from rq.job import Job
+from rq.job import Job, JobStatus, Retry
 from rq.queue import Queue
 from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
@@ -64,6 +67,10 @@ REDIS_RETRY_CAP = 5.0
 MAINTENANCE_INTERVAL = 30
 # Seconds an idle worker blocks on the events queue before looking at every queue again.
 DEQUEUE_SLICE = 1
+# Seconds between renewals of a batch's registry entries. Each was set to expire its job's time limit +
+# HEARTBEAT_MARGIN after the batch began; renewed this often (when a job begins), a job always has its
+# full time limit ahead of it, with room for a busy machine's scheduling delay.
+BATCH_RENEW_EVERY = HEARTBEAT_MARGIN / 5
 # Event jobs taken at once when several wait. Small enough that the last of a batch starts soon (a batch
 # is run in order), large enough that RQ's per-job loop stops counting.
 EVENT_BATCH = 16
@@ -139,6 +146,7 @@ class WorkerQueue(Queue):
 
 class Worker(SimpleWorker):
     max_connection_wait_time = REDIS_RETRY_CAP
+    clock = staticmethod(time.monotonic)  # seconds, for the batch's renewals
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
@@ -146,15 +154,27 @@ class Worker(SimpleWorker):
         # After RQ has checked the queues it was given (plain Queues, from `rq worker` or a caller): only
         # dequeuing goes through the class, and WorkerQueue changes nothing else.
         self.queue_class = WorkerQueue
-        self._batch: dict[str, Execution] = {}  # jobs of the running batch not begun yet
+        self._batch: dict[str, tuple[Job, Execution]] = {}  # jobs of the running batch not begun yet
+        self._succeeded: list[tuple[Job, Execution]] | None = None  # the running batch's, not recorded yet
+        self._renewed_at = 0.0
         self._take_event_jobs = self.connection.register_script(TAKE_EVENT_JOBS)
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         """The job leaves its intermediate list as it is registered as started (RQ does this for one queue
-        only); a job of a batch was registered with the batch, and only its registry entry is renewed."""
+        only); a job of a batch was registered with the batch, and its entry is renewed if due."""
         if job.id in self._batch:
-            return self._renew(job, self._batch.pop(job.id))
+            begun = self._batch.pop(job.id)
+            if self.clock() - self._renewed_at >= BATCH_RENEW_EVERY:
+                self._renew([begun, *self._batch.values()])
+            return None
         super().prepare_job_execution(job, remove_from_intermediate_queue=True)
+
+    def _finalize_success(self, job: Job, queue: Queue, execution: Execution, return_value) -> None:
+        """A batch's job that returned is recorded with the batch's others (_record_successes)."""
+        if self._succeeded is None or isinstance(return_value, Retry):
+            return super()._finalize_success(job, queue, execution, return_value)
+        job.ended_at, job._result, job._status = now(), return_value, JobStatus.FINISHED
+        self._succeeded.append((job, execution))
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """The job's time limit plus HEARTBEAT_MARGIN: a SimpleWorker sends no heartbeat during a job."""
@@ -216,32 +236,67 @@ class Worker(SimpleWorker):
         return [job for job in jobs if job is not None]  # a job deleted meanwhile is gone from everywhere
 
     def _execute_batch(self, jobs: list[Job], queue: Queue) -> None:
-        """Record every job's start in one round trip, then run each as RQ runs a job."""
+        """Record every job's start in one round trip, run each as RQ runs a job, record the successes."""
         with self.connection.pipeline() as pipeline:
             for job in jobs:
                 ttl = self.get_heartbeat_ttl(job)
                 execution = Execution.create(job, ttl, pipeline=pipeline, worker_name=self.name)
                 self.executions[execution.id] = execution
-                self._batch[job.id] = execution
+                self._batch[job.id] = (job, execution)
                 job.prepare_for_execution(self.name, pipeline=pipeline)
                 pipeline.persist(job.key)
                 pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
             self.set_state(WorkerStatus.BUSY, pipeline=pipeline)
             self.heartbeat(self.get_heartbeat_ttl(jobs[0]), pipeline=pipeline)
             pipeline.execute()
-        for job in jobs:  # a stop request (SIGTERM) waits for the batch, as RQ waits for a job: a few seconds
-            self.perform_job(job, queue, self._batch[job.id])
-        self._batch.clear()
+        self._renewed_at, self._succeeded = self.clock(), []
+        try:
+            for job in jobs:  # a stop request (SIGTERM) waits for the batch, as RQ waits for a job: a few seconds
+                self.perform_job(job, queue, self._batch[job.id][1])
+            self._record_successes(self._succeeded)
+        finally:
+            self._batch.clear()
+            self._succeeded = None
         self.set_state(WorkerStatus.IDLE)
 
-    def _renew(self, job: Job, execution: Execution) -> None:
-        """A batch's job begins: its registry entry (and the worker's) expire its time limit from now."""
-        ttl = self.get_heartbeat_ttl(job)
+    def _record_successes(self, succeeded: list[tuple[Job, Execution]]) -> None:
+        """RQ's `handle_job_success` for each job, in one transaction: its status, result and expiry, the
+        finished registry, the worker's counters, the end of its execution; then RQ's `Job OK` line. No
+        WATCH on the job's dependents, which RQ takes for jobs enqueued `depends_on` one while it ran: no
+        job depends on an event's (the webhook, replay and reconciliation enqueue them, never depends_on)."""
+        if not succeeded:
+            return
         with self.connection.pipeline() as pipeline:
-            execution.heartbeat(job.started_job_registry, ttl, pipeline=pipeline)
-            job.heartbeat(now(), ttl, pipeline=pipeline)
+            for job, execution in succeeded:
+                job.heartbeat(job.ended_at, 0, pipeline=pipeline)  # RQ's handle_execution_ended
+                self.increment_successful_job_count(pipeline=pipeline)
+                self.increment_total_working_time(job.ended_at - job.started_at, pipeline)
+                result_ttl = job.get_result_ttl(self.default_result_ttl)
+                if result_ttl != 0:
+                    job._handle_success(
+                        result_ttl,
+                        pipeline=pipeline,
+                        worker_name=self.name,
+                        execution_id=execution.id,
+                        execution_started_at=execution.created_at,
+                        execution_ended_at=job.ended_at,
+                    )
+                job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
+                self.cleanup_execution(job, pipeline=pipeline, execution=execution)
+            pipeline.execute()
+        for job, _execution in succeeded:
+            self.log.info("Worker %s: %s: %s (%s)", self.name, job.origin, "Job OK", job.id)
+
+    def _renew(self, jobs: list[tuple[Job, Execution]]) -> None:
+        """Renew the registry entries of a batch's jobs (and the worker's): they expire a job's time limit
+        + HEARTBEAT_MARGIN from now."""
+        with self.connection.pipeline() as pipeline:
+            for job, execution in jobs:
+                ttl = self.get_heartbeat_ttl(job)
+                execution.heartbeat(job.started_job_registry, ttl, pipeline=pipeline)
             self.heartbeat(ttl, pipeline=pipeline)
             pipeline.execute()
+        self._renewed_at = self.clock()
 
     def teardown(self) -> None:
         """Leaving: a Redis outage must not turn a clean stop into a traceback."""

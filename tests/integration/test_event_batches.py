@@ -117,7 +117,27 @@ def test_a_worker_killed_mid_batch_leaves_every_unfinished_job_where_recovery_fi
 
     events_queue = Queue(real_config.events_queue, connection=real_redis)
     started = {StartedJobRegistry.parse_job_id(entry) for entry in real_redis.zrange(StartedJobRegistry(queue=events_queue).key, 0, -1)}
-    unfinished = {job_id_for(event["event_id"]) for event in events} - set(performed)
-    # The batch's unfinished jobs are registered as started (requeued once their entries expire:
-    # workers/abandoned.py); the jobs it did not take are still queued.
-    assert len(started) == 3 and started | set(events_queue.get_job_ids()) == unfinished
+    batch = {job_id_for(event["event_id"]) for event in events[:5]}
+    # Every job of the batch is registered as started, the two applied too (their ends are recorded when
+    # the batch ends): recovery requeues them once their entries expire (workers/abandoned.py), and the
+    # applied ones then come out duplicates. The jobs the batch did not take are still queued.
+    assert started == batch and set(events_queue.get_job_ids()) == {job_id_for(e["event_id"]) for e in events[5:]}
+    assert _recorded(real_config.database_url) == len(performed) == 2
+
+
+def test_a_batch_renews_its_registry_entries_when_its_jobs_run_long(real_config, real_redis, worker_env, monkeypatch):
+    events = _events(5, "r")  # the first job and 2 more (half of the 4 behind it)
+    queue = EventQueue(real_redis, real_config)
+    for event in events:
+        queue.enqueue_once(event)
+    renewals, renew = [], Worker._renew
+    monkeypatch.setattr(Worker, "_renew", lambda self, jobs: renewals.append(sorted(j.id for j, _ in jobs)) or renew(self, jobs))
+    worker = _worker(real_config, real_redis)
+    clock = iter(range(0, 1000, 2))
+    worker.clock = lambda: float(next(clock))  # each look is 2 s later: every job begins past BATCH_RENEW_EVERY
+
+    worker.work(burst=True)
+
+    ids = [job_id_for(event["event_id"]) for event in events]
+    assert renewals[:3] == [sorted(ids[0:3]), sorted(ids[1:3]), sorted(ids[2:3])]
+    assert _recorded(real_config.database_url) == len(events)
