@@ -4,6 +4,7 @@ handle it as they handle RQ's own jobs."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -73,3 +74,39 @@ def test_an_abandoned_job_is_requeued_with_its_event(real_config, real_redis):
     assert requeue_abandoned(queue) == [job.id]
     assert queue.job_ids == [job.id]
     assert Job.fetch(job.id, connection=real_redis).args == (event,)
+
+
+def test_a_redis_that_lost_the_script_still_queues_each_event_once(real_config, real_redis):
+    events = EventQueue(real_redis, real_config)
+    first = inquiry_event("inq_1", "created", "2024-01-01T00:00:00.000Z", "user_1")
+    assert events.enqueue_once(first)
+    real_redis.script_flush()  # as after a restart without persistence of scripts
+    second = inquiry_event("inq_2", "created", "2024-01-01T00:00:00.000Z", "user_2")
+    assert (events.enqueue_once(second), events.enqueue_once(first)) == (True, False)
+    assert Queue(real_config.events_queue, connection=real_redis).job_ids == [
+        job_id_for(first["event_id"]),
+        job_id_for(second["event_id"]),
+    ]
+
+
+def test_concurrent_deliveries_sent_together_queue_each_event_once(real_config, real_redis):
+    """Requests at the same moment share a round trip (app/group_commit.py); two deliveries of one event
+    in it are still one job: the second script finds the first one's mark."""
+    events = EventQueue(real_redis, real_config)
+    distinct = [inquiry_event(f"inq_{n}", "created", "2024-01-01T00:00:00.000Z", f"user_{n}") for n in range(10)]
+    deliveries = distinct * 4
+    start = threading.Barrier(len(deliveries))
+    answers: list[bool] = []
+
+    def deliver(event: dict) -> None:
+        start.wait()
+        answers.append(events.enqueue_once(event))
+
+    threads = [threading.Thread(target=deliver, args=(event,)) for event in deliveries]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert (answers.count(True), answers.count(False)) == (10, 30)
+    queued = Queue(real_config.events_queue, connection=real_redis).job_ids
+    assert sorted(queued) == sorted({job_id_for(event["event_id"]) for event in deliveries})
