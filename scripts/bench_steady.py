@@ -33,7 +33,7 @@ from app.config import DEFAULT_EVENTS_QUEUE, DEFAULT_SYNC_QUEUE
 
 from scripts.bench_events import INQUIRY_7KB, INQUIRY_SLOTS, SignedEvents, Template, lifecycle_rows
 from scripts.bench_load import PacedResult, paced_post
-from scripts.bench_stack import SECRET, Context, Web, libpq_url, procfile_command, progress
+from scripts.bench_stack import SECRET, Context, Web, children_of, libpq_url, procfile_command, progress
 from scripts.bench_table import Row, Target, median, quantile, spread, verdict
 
 RATES = (100, 200)
@@ -119,18 +119,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        if int(fields[1]) == pid:  # the field after the state is the parent's pid
-            found.append(int(stat.parent.name))
-    return found
 
 
 class Stack:

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
 from rq import Queue
 
 from app.config import DEFAULT_EVENTS_QUEUE
 from scripts.bench_events import INQUIRY_7KB, INQUIRY_65KB, INQUIRY_SLOTS, SignedEvents, Template, distinct_rows
 from scripts.bench_load import PacedResult, Wrk, WrkResult, paced_post
-from scripts.bench_stack import CEILING_APP, SECRET, Context, Web, progress
+from scripts.bench_stack import CEILING_APP, SECRET, Context, Web, children_of, cpu_seconds, progress
 from scripts.bench_table import Row, Target, median, quantile, spread, verdict
 
 SIZES = (("7 KB", INQUIRY_7KB, Target.at_least(0.7)), ("65 KB", INQUIRY_65KB, Target.at_least(0.6)))
@@ -46,15 +47,33 @@ def _data(ctx: Context, template: Template, count: int, tag: str):
     return events, path
 
 
-def _saturate(ctx: Context, wrk: Wrk, web: Web, data, seconds: float, service: bool) -> WrkResult:
+@dataclass
+class Saturation:
+    """A saturation run: wrk's result, and the CPU the servers used per answered request, in µs."""
+
+    wrk: WrkResult
+    web_us: float  # the gunicorn master and its workers
+    redis_us: float
+
+    @property
+    def rate(self) -> float:
+        return self.wrk.rate
+
+
+def _saturate(ctx: Context, wrk: Wrk, web: Web, data, seconds: float, service: bool) -> Saturation:
     if service:
         ctx.redis.flush()  # the bodies are reused between runs: no dedupe mark may survive
+    web_pids = [web.process.pid, *children_of(web.process.pid)]
+    web_cpu, redis_cpu = cpu_seconds(web_pids), cpu_seconds([ctx.redis.process.pid])
     result = wrk.run(web.url, data, seconds, "queued" if service else "received", wrap=not service)
+    answered = max(1, result.expected)
+    web_us = (cpu_seconds(web_pids) - web_cpu) / answered * 1e6
+    redis_us = (cpu_seconds([ctx.redis.process.pid]) - redis_cpu) / answered * 1e6
     if service:
         _settle(ctx)
     if (problem := result.problem()) is not None:
         raise BadRun(f"{'service' if service else 'ceiling'}: {problem}")
-    return result
+    return Saturation(result, web_us, redis_us)
 
 
 def _settle(ctx: Context, quiet: float = 0.5, limit: float = 15.0) -> None:
@@ -114,7 +133,7 @@ def _size_rows(ctx, wrk, service, ceiling, label, template, target) -> None:
     _latency_row(ctx, service, ceiling, events, label, median([s for s, _ in rates]) / 2, latency_seconds)
 
 
-def _saturation_samples(ctx, wrk, service, ceiling, data, seconds, label) -> list[tuple[WrkResult, WrkResult]]:
+def _saturation_samples(ctx, wrk, service, ceiling, data, seconds, label) -> list[tuple[Saturation, Saturation]]:
     samples = []
     for rep in range(ctx.reps):
         progress(f"webhook: {label}: saturation, rep {rep + 1}/{ctx.reps}")
@@ -131,10 +150,28 @@ def _saturation_samples(ctx, wrk, service, ceiling, data, seconds, label) -> lis
 def _note_generator(ctx: Context, label: str, samples) -> None:
     """wrk's own CPU while driving the ceiling: it is not the bottleneck when the ceiling runs well above
     the service with the same wrk, and this says how much of the 2 cores it took from the servers."""
-    cpu = max(c.cpu_seconds / c.duration for _, c in samples)
+    cpu = max(c.wrk.cpu_seconds / c.wrk.duration for _, c in samples)
     ctx.table.note(
         f"webhook {label}: wrk used at most {cpu:.2f} of a core while driving the ceiling; "
-        f"{sum(s.expected for s, _ in samples):,} distinct events queued over the service's runs, none refused"
+        f"{sum(s.wrk.expected for s, _ in samples):,} distinct events queued over the service's runs, none refused"
+    )
+    _note_cpu(ctx, label, samples)
+
+
+def _note_cpu(ctx: Context, label: str, samples) -> None:
+    """Where a request's CPU goes at saturation, and what a ratio target leaves the service: on a
+    saturated machine, bare Flask's rate says what a request costs the whole machine (cores / rate);
+    at a ratio r the service may spend (1/r - 1) times that on top, all of it, Redis included."""
+    web = median([s.web_us for s, _ in samples])
+    redis = median([s.redis_us for s, _ in samples])
+    bare = median([c.web_us for _, c in samples])
+    machine = (os.cpu_count() or 1) / median([c.rate for _, c in samples]) * 1e6
+    budget = ", ".join(f"{machine * (1 / r - 1):.0f} µs at {r}" for r in (0.7, 0.6))
+    ctx.table.note(
+        f"webhook {label}: CPU per request at saturation (median): the service's gunicorn {web:.0f} µs + its "
+        f"Redis {redis:.0f} µs, bare Flask's gunicorn {bare:.0f} µs; a saturated machine spends "
+        f"{machine:.0f} µs per bare Flask request, so a ratio leaves the service this much more per request "
+        f"than bare Flask: {budget}"
     )
 
 
