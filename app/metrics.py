@@ -18,7 +18,13 @@ import time
 from typing import Iterable
 
 from flask import Blueprint, Response, current_app
-from prometheus_client import (
+
+# A process may be the host's first to start (a scheduler, `replay-event`): its metrics' files are opened
+# as prometheus_client makes each metric, below, and would fail on a directory nobody has made yet.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
+from prometheus_client import (  # noqa: E402
     CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,

@@ -34,7 +34,6 @@ from rq.scripts import acquire_or_refresh_lock, release_lock
 
 from app.config import Config
 from workers.abandoned import requeue_abandoned
-from workers.sync import SWEEP_EVERY
 from workers.worker import REDIS_OUTAGE, wait_for_redis
 
 log = logging.getLogger("workers.scheduler")  # not __main__ under `python -m`
@@ -60,7 +59,10 @@ RECONCILE_TIMEOUT = 900
 
 def periodic_jobs(cron: CronScheduler, config: Config) -> None:
     """Register the service's periodic jobs on RQ's cron scheduler."""
+    # Imported here, not at the top: they import prometheus_client, which main() must not let in before
+    # share_metrics_dir() has chosen the metrics directory.
     from workers import jobs
+    from workers.sync import SWEEP_EVERY
 
     cron.register(
         jobs.sweep_verisoul, config.sync_queue, interval=int(SWEEP_EVERY.total_seconds()), job_timeout=SWEEP_TIMEOUT, result_ttl=3600

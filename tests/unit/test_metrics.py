@@ -3,7 +3,11 @@ the Flask test client, fakeredis, and the default registry read before and after
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import fakeredis
 import pytest
@@ -18,6 +22,8 @@ from app.metrics import count_transition, timed_job
 from workers.verisoul import ATTEMPTS, VerisoulError, VerisoulUnavailable
 from tests.payloads import WEBHOOK, encode, envelope, headers
 from tests.unit.test_verisoul_client import client_for, fake, fake_url, recorder  # noqa: F401 (fixtures)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(
     metrics.MULTIPROC_DIR is not None, reason="unit tests read the default registry: unset PROMETHEUS_MULTIPROC_DIR"
@@ -235,3 +241,22 @@ def test_share_metrics_dir_defaults_to_var_metrics_and_creates_it(tmp_path, monk
     chosen = tmp_path / "elsewhere"
     assert share_metrics_dir({"PROMETHEUS_MULTIPROC_DIR": str(chosen)}) == str(chosen)
     assert chosen.is_dir()
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_process_first_on_the_host_makes_the_metrics_directory_instead_of_crashing(tmp_path):
+    """The scheduler and replay-event died of FileNotFoundError when no other process had made it yet."""
+    directory = tmp_path / "not-yet" / "metrics"
+    run = _python("import app.metrics", PROMETHEUS_MULTIPROC_DIR=str(directory))
+    assert run.returncode == 0, run.stderr
+    assert directory.is_dir()
+
+
+def test_the_scheduler_module_lets_prometheus_client_in_only_after_main_has_chosen_the_directory():
+    run = _python("import sys, workers.scheduler; print('prometheus_client' in sys.modules)")
+    assert (run.returncode, run.stdout.strip()) == (0, "False"), run.stderr

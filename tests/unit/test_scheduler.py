@@ -41,7 +41,7 @@ def jobs_of(connection, queue: str, function: str) -> list[Job]:
 
 
 def test_the_sweep_is_enqueued_every_interval_whatever_became_of_the_last_run(connection, config, monkeypatch):
-    monkeypatch.setattr(scheduler, "SWEEP_EVERY", timedelta(seconds=1))
+    monkeypatch.setattr("workers.sync.SWEEP_EVERY", timedelta(seconds=1))
     leader = Scheduler(connection, config)
     assert leader.tick()
     [first] = jobs_of(connection, config.sync_queue, SWEEP)
