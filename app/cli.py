@@ -114,7 +114,9 @@ def _check_text(params: dict) -> None:
                 try:
                     text.encode("utf-8")
                 except UnicodeEncodeError:
-                    raise click.UsageError(f"{_flag(name)}: {text.encode('utf-8', 'replace').decode()!r} is not valid UTF-8")
+                    raise click.UsageError(
+                        f"{_flag(name)}: {text.encode('utf-8', 'replace').decode()!r} is not valid UTF-8"
+                    )
 
 
 def _check_usage(params: dict) -> None:
@@ -234,7 +236,12 @@ def _report(report: Report, output: Output, dry_run: bool, extra: dict | None = 
             "dry_run": dry_run,
             "events": [asdict(result) for result in report.events],
             "users": [
-                {"reference_id": ref, "changes": {k: list(v) for k, v in change.changed.items()}, "before": change.before, "after": change.after}
+                {
+                    "reference_id": ref,
+                    "changes": {k: list(v) for k, v in change.changed.items()},
+                    "before": change.before,
+                    "after": change.after,
+                }
                 for ref, change in sorted(report.users.items())
             ],
             "syncs_queued": report.to_sync,
@@ -264,9 +271,13 @@ def _requeue_failed(config: Config, params: dict, output: Output) -> None:
                 output.problem(job.job_id, f"not requeued: {type(error).__name__}: {error}")
                 continue
         listed.append(job)
-        output.line(f"{'would requeue' if params['dry_run'] else 'requeued'} {job.job_id} {job.description}: {job.error}")
+        output.line(
+            f"{'would requeue' if params['dry_run'] else 'requeued'} {job.job_id} {job.description}: {job.error}"
+        )
     output.line(f"{len(listed)} failed jobs {'would be ' if params['dry_run'] else ''}requeued")
-    output.document({"dry_run": params["dry_run"], "jobs": [asdict(job) for job in listed], "failed": len(output.problems)})
+    output.document(
+        {"dry_run": params["dry_run"], "jobs": [asdict(job) for job in listed], "failed": len(output.problems)}
+    )
 
 
 def _reconcile(database: Database, config: Config, replayer: Replayer, output: Output) -> None:

@@ -76,7 +76,8 @@ STATE_TRANSITIONS = Counter(
 )
 # Each HTTP attempt to Verisoul (retries included), by result: its error rate and our rate-limit use.
 VERISOUL_CALLS = Counter(
-    "persona_verisoul_calls", "HTTP attempts to Verisoul, by method and result (ok | http_<status> | error)",
+    "persona_verisoul_calls",
+    "HTTP attempts to Verisoul, by method and result (ok | http_<status> | error)",
     ["method", "result"],
 )
 

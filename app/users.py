@@ -56,7 +56,9 @@ def _refusal():
         return _error(503, "admin_api_disabled", "set ADMIN_API_TOKEN to enable the users API")
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        return _error(401, "unauthorized", "a valid Authorization: Bearer token is required", **{"WWW-Authenticate": "Bearer"})
+        return _error(
+            401, "unauthorized", "a valid Authorization: Bearer token is required", **{"WWW-Authenticate": "Bearer"}
+        )
     return None
 
 

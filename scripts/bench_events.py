@@ -154,8 +154,11 @@ def distinct_rows(template: Template, count: int, tag: str, users: int = 1000) -
     defaults = {slot: str(value) for slot, value in template.defaults.items()}
     return [
         {
-            **defaults, "evt": f"evt_{tag}{i:08d}", "inq": f"inq_{tag}{i:08d}",
-            "ref": f"bench_user_{tag}{i % users}", "act": f"act_{tag}{i % users}",
+            **defaults,
+            "evt": f"evt_{tag}{i:08d}",
+            "inq": f"inq_{tag}{i:08d}",
+            "ref": f"bench_user_{tag}{i % users}",
+            "act": f"act_{tag}{i % users}",
         }  # fmt: skip
         for i in range(count)
     ]

@@ -197,7 +197,9 @@ class Wrk:
         if summary is None:
             raise RuntimeError(f"wrk printed no summary:\n{output[-2000:]}")
         counts = json.loads(summary.removeprefix("BENCH_WRK "))
-        error = next((line.removeprefix("BENCH_WRK_ERROR ") for line in lines if line.startswith("BENCH_WRK_ERROR ")), "")
+        error = next(
+            (line.removeprefix("BENCH_WRK_ERROR ") for line in lines if line.startswith("BENCH_WRK_ERROR ")), ""
+        )
         return WrkResult(counts["expected"], counts["duration_us"] / 1e6, counts, cpu, error)
 
 

@@ -44,7 +44,9 @@ def roundtrip_rows(ctx: Context) -> None:
     progress(f"roundtrips: {SMALL_USERS * 16} vs {LARGE_USERS * 16} events through a counting proxy x {ctx.reps} reps")
     sizes = {"small": SMALL_USERS, "large": LARGE_USERS}
     streams = {
-        (rep, label): lifecycle_stream(f"{label[0]}{rep}x", users, 4) for rep in range(ctx.reps) for label, users in sizes.items()
+        (rep, label): lifecycle_stream(f"{label[0]}{rep}x", users, 4)
+        for rep in range(ctx.reps)
+        for label, users in sizes.items()
     }
     order = paired_phases(ctx.reps, "small", "large")
     phases = [Phase(f"{label}{rep}", events=streams[(rep, label)]) for rep, label in order]
@@ -53,7 +55,9 @@ def roundtrip_rows(ctx: Context) -> None:
         run = WorkerRun(ctx, ctx.fresh_database("postgresql"), 1, worker_database_url=proxy.url)
         try:
             # While the worker is parked at each barrier, so a phase's count is exactly its own.
-            run.run(phases, lifecycle_stream("w", 2, 1), at_barrier=lambda index: marks.__setitem__(index, proxy.flights()))
+            run.run(
+                phases, lifecycle_stream("w", 2, 1), at_barrier=lambda index: marks.__setitem__(index, proxy.flights())
+            )
         except BenchError as error:
             progress(f"roundtrips: run failed: {error}")
             ctx.table.add(Row.invalid(what, str(error)))

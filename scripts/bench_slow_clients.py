@@ -236,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trickle", type=float, default=0.5, help="seconds between a trickling client's bytes")
     parser.add_argument("--settle", type=float, default=1.0, help="seconds between opening an attack and posting")
     parser.add_argument(
-        "--hold", type=float, default=12.0,
+        "--hold",
+        type=float,
+        default=12.0,
         help="seconds a phase's webhooks are spread over: longer than the server's deadlines, so it cuts slow "
         "connections off (and the attack reopens them) while webhooks arrive",
     )
@@ -273,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
                         now = time.monotonic()
                         if now > phase_start + args.phase_seconds:
                             break
-                        time.sleep(max(0.0, phase_start + k * args.hold / args.requests - now) + random.uniform(0, 0.02))
+                        time.sleep(
+                            max(0.0, phase_start + k * args.hold / args.requests - now) + random.uniform(0, 0.02)
+                        )
                         elapsed, in_time = sender.post()
                         latencies[phase].append(elapsed)
                         missed[phase] += not in_time

@@ -286,7 +286,8 @@ def _steady_row(ctx: Context, rate: int, seconds: float, runs: list[dict], failu
         ctx.table.note(
             f"steady {rate}/s: {missing:,} of {sum(r['count'] for r in runs):,} events were not recorded "
             f"{_drain_cap(seconds):.0f} s after the last POST (counted at that bound: the percentiles marked >= "
-            f"are lower bounds)" + (f"; {dropped:,} queued jobs were then dropped so the next run starts empty" if dropped else "")
+            f"are lower bounds)"
+            + (f"; {dropped:,} queued jobs were then dropped so the next run starts empty" if dropped else "")
         )
     ctx.table.note(
         f"steady {rate}/s: the same latency taken from `processed_at` (the worker's clock as it starts the event, before "

@@ -109,7 +109,9 @@ class Fake:
         self.log_path = log_path
         self.log = open(log_path, "wb")
         command = [sys.executable, "-m", "scripts.fake_verisoul", "--host", "127.0.0.1", "--port", "0"]
-        self.process = subprocess.Popen(command, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.url = self._wait_ready()
 
     def _wait_ready(self, timeout: float = 20.0) -> str:
@@ -197,8 +199,7 @@ class ScratchDatabase:
 def make_events(round_index: int, count: int) -> list[dict]:
     at = f"2026-01-01T00:{round_index // 60 % 60:02d}:{round_index % 60:02d}.000Z"
     return [
-        inquiry_event(f"inq_r{round_index}_{i}", "approved", at, f"bench_r{round_index}_u{i}")
-        for i in range(count)
+        inquiry_event(f"inq_r{round_index}_{i}", "approved", at, f"bench_r{round_index}_u{i}") for i in range(count)
     ]
 
 
@@ -218,9 +219,7 @@ def wait_until_idle(*queues: Queue) -> float | None:
     return None
 
 
-def run_round(
-    round_: Round, queue: EventQueue, engine, fake: Fake, redis: Redis, config: Config, baseline: int
-) -> int:
+def run_round(round_: Round, queue: EventQueue, engine, fake: Fake, redis: Redis, config: Config, baseline: int) -> int:
     """Enqueue, time until all applied, then heal Verisoul and wait for both queues to empty.
     Returns the new count of event rows."""
     events = make_events(round_.index, round_.events)
@@ -313,8 +312,10 @@ def busy_in(spans: list[tuple[float, float, str, str, bool]], start: float, end:
         overlap = min(span_end, end) - max(span_start, start)
         if overlap < 0 or (overlap == 0 and not start <= span_start <= end):
             continue
-        kind = "event" if queue == "persona-events" else next(
-            (name for name in ("sync_verisoul", "sweep_verisoul") if name in description), description
+        kind = (
+            "event"
+            if queue == "persona-events"
+            else next((name for name in ("sync_verisoul", "sweep_verisoul") if name in description), description)
         )
         seconds, jobs, first = busy.get(kind, (0.0, 0, []))
         if span_start <= start and kind != "event":
@@ -338,12 +339,18 @@ def report(rounds: list[Round], title: list[str]) -> None:
         print(line)
     print()
     print("per round (in order):")
-    print("  #  mode          events/s  s to apply  enqueue s  sync retries scheduled      syncs queued   Verisoul requests       drain s")
-    print("                                                     start  window end  drained  at window end  window | round+drain  as-is  healed")
+    print(
+        "  #  mode          events/s  s to apply  enqueue s  sync retries scheduled      syncs queued   Verisoul requests       drain s"
+    )
+    print(
+        "                                                     start  window end  drained  at window end  window | round+drain  as-is  healed"
+    )
     for r in rounds:
         seconds = f"{r.seconds:9.2f}" if r.seconds is not None else f"  >{ROUND_LIMIT:.0f} ({r.applied}/{r.events})"
         calls = ",".join(f"{k}:{v}" for k, v in sorted(r.calls_window.items())) or "0"
-        drains = "  ".join(f"{d:6.1f}" if d is not None else f" >{DRAIN_LIMIT:.0f}" for d in (r.drain_seconds, r.heal_seconds))
+        drains = "  ".join(
+            f"{d:6.1f}" if d is not None else f" >{DRAIN_LIMIT:.0f}" for d in (r.drain_seconds, r.heal_seconds)
+        )
         print(
             f"  {r.index:<2} {r.mode:<12} {fmt_rate(r.rate)}  {seconds}  {r.enqueue_seconds:9.2f}"
             f"  {r.scheduled_start:>5}  {r.scheduled_end:>10}  {r.scheduled_drained:>7}  {r.sync_queued_end:>13}"
@@ -353,7 +360,9 @@ def report(rounds: list[Round], title: list[str]) -> None:
     healthy = [r.rate for r in rounds if r.mode == "healthy" and r.rate]
     healthy_median = statistics.median(healthy) if healthy else None
     print("per mode:")
-    print("  mode          rounds  median ev/s  min-max ev/s   ratio vs healthy                Verisoul requests (all rounds: windows | round+drain)  sync retries scheduled after the drain (median, max)")
+    print(
+        "  mode          rounds  median ev/s  min-max ev/s   ratio vs healthy                Verisoul requests (all rounds: windows | round+drain)  sync retries scheduled after the drain (median, max)"
+    )
     for mode in MODES:
         mine = [r for r in rounds if r.mode == mode]
         if not mine:
@@ -363,7 +372,15 @@ def report(rounds: list[Round], title: list[str]) -> None:
         median = statistics.median(rates) if rates else None
         spread = f"{min(rates):6.1f}-{max(rates):<6.1f}" if rates else "     -       "
         ratio = f"{median / healthy_median:5.2f}" if median and healthy_median else "    -"
-        target = "" if mode == "healthy" else ("  (target >= 0.90: met)" if median and healthy_median and median / healthy_median >= 0.9 else "  (target >= 0.90: NOT met)")
+        target = (
+            ""
+            if mode == "healthy"
+            else (
+                "  (target >= 0.90: met)"
+                if median and healthy_median and median / healthy_median >= 0.9
+                else "  (target >= 0.90: NOT met)"
+            )
+        )
         window_calls = sum(sum(r.calls_window.values()) for r in mine)
         total_calls = sum(r.calls_total for r in mine)
         retries = [r.scheduled_drained for r in mine]
@@ -373,8 +390,12 @@ def report(rounds: list[Round], title: list[str]) -> None:
             f"  {window_calls:>8} | {total_calls:<8}                                       {statistics.median(retries):>6.0f}, {max(retries)}{note}"
         )
     print()
-    print("what the 2 workers did while each round's events waited (worker-seconds, summed over both workers; from their logs):")
-    print("  mode          ev/s   window s  events jobs (s)   sync_verisoul jobs (s), failed  sweep (s)  jobs already running at round start (s into the round they ended)")
+    print(
+        "what the 2 workers did while each round's events waited (worker-seconds, summed over both workers; from their logs):"
+    )
+    print(
+        "  mode          ev/s   window s  events jobs (s)   sync_verisoul jobs (s), failed  sweep (s)  jobs already running at round start (s into the round they ended)"
+    )
     for r in rounds:
         if not r.busy:
             continue
@@ -382,9 +403,11 @@ def report(rounds: list[Round], title: list[str]) -> None:
         sync_s, sync_n, sync_first = r.busy.get("sync_verisoul", (0.0, 0, []))
         sweep_s, sweep_n, _ = r.busy.get("sweep_verisoul", (0.0, 0, []))
         failed = r.busy.get("sync_failed", 0)
-        other = {k: v for k, v in r.busy.items() if k not in ("event", "sync_verisoul", "sweep_verisoul", "sync_failed")}
+        other = {
+            k: v for k, v in r.busy.items() if k not in ("event", "sync_verisoul", "sweep_verisoul", "sync_failed")
+        }
         extra = "  other: " + ", ".join(f"{k} {v[1]} ({v[0]:.2f} s)" for k, v in other.items()) if other else ""
-        window = (r.ended_at - r.started_at)
+        window = r.ended_at - r.started_at
         print(
             f"  {r.mode:<12} {fmt_rate(r.rate)}  {window:7.2f}  {event_n:>5} ({event_s:6.2f})"
             f"  {sync_n:>8} ({sync_s:6.2f}), {failed:<4}   {sweep_n} ({sweep_s:4.2f})  {sync_first}{extra}"
@@ -395,8 +418,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", help="a postgresql:// server on 127.0.0.1 (default: a temp SQLite file)")
     parser.add_argument("--events", type=int, default=400, help="events per round (default 400)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per failing mode (default 3; healthy runs twice as many)")
-    parser.add_argument("--keep-logs", type=Path, help="copy the worker, scheduler and fake logs here before cleaning up")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds per failing mode (default 3; healthy runs twice as many)"
+    )
+    parser.add_argument(
+        "--keep-logs", type=Path, help="copy the worker, scheduler and fake logs here before cleaning up"
+    )
     args = parser.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_outage_"))
@@ -432,7 +459,14 @@ def main(argv: list[str] | None = None) -> int:
             logs[name] = tmp / f"{name}.log"
             with open(logs[name], "wb") as log:
                 processes.append(
-                    subprocess.Popen(procfile_command(kind), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                    subprocess.Popen(
+                        procfile_command(kind),
+                        cwd=ROOT,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
                 )
         deadline = time.monotonic() + 60
         while len(Worker.all(connection=redis)) < WORKERS:
@@ -453,7 +487,11 @@ def main(argv: list[str] | None = None) -> int:
             round_ = Round(mode, index, args.events)
             applied = run_round(round_, queue, engine, fake, redis, config, applied)
             rounds.append(round_)
-            rate = f"{round_.rate:.1f} events/s" if round_.rate else f"not finished in {ROUND_LIMIT:.0f} s ({round_.applied}/{round_.events})"
+            rate = (
+                f"{round_.rate:.1f} events/s"
+                if round_.rate
+                else f"not finished in {ROUND_LIMIT:.0f} s ({round_.applied}/{round_.events})"
+            )
             print(f"  round {index:2d} {mode:<12} {rate}; sync retries scheduled {round_.scheduled_end}", flush=True)
     finally:
         for process in processes:

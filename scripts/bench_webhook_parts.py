@@ -67,7 +67,9 @@ def create_app():
     if "nolog" in off:
         webhooks.log.disabled = True
     if "nometrics" in off:
-        webhooks.metrics = SimpleNamespace(WEBHOOKS=_Nothing(), SIGNATURE_FAILURES=_Nothing(), WEBHOOK_DURATION=_Nothing())
+        webhooks.metrics = SimpleNamespace(
+            WEBHOOKS=_Nothing(), SIGNATURE_FAILURES=_Nothing(), WEBHOOK_DURATION=_Nothing()
+        )
     if "noverify" in off:
         webhooks._verify = lambda body: None
     return service_app()
@@ -75,7 +77,9 @@ def create_app():
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("variants", nargs="*", default=list(DEFAULT_VARIANTS), help="comma lists of parts off ('' = the service)")
+    parser.add_argument(
+        "variants", nargs="*", default=list(DEFAULT_VARIANTS), help="comma lists of parts off ('' = the service)"
+    )
     parser.add_argument("--size", choices=("7", "65"), default="7")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0)
@@ -89,7 +93,9 @@ def main(argv: list[str] | None = None) -> None:
         webs = {"bare Flask": Web(children, "ceiling", env, CEILING_APP)}
         for n, variant in enumerate(args.variants):
             name = f"service, off: {variant}" if variant else "service"
-            webs[name] = Web(children, f"variant{n}", {**env, "BENCH_VARIANT": variant}, "scripts.bench_webhook_parts:create_app()")
+            webs[name] = Web(
+                children, f"variant{n}", {**env, "BENCH_VARIANT": variant}, "scripts.bench_webhook_parts:create_app()"
+            )
         template = Template(INQUIRY_7KB if args.size == "7" else INQUIRY_65KB, INQUIRY_SLOTS)
         _events, data = bench_web._data(ctx, template, 40000, "parts")
         wrk = Wrk(children, directory, connections=bench_web.CONNECTIONS)
@@ -100,7 +106,9 @@ def main(argv: list[str] | None = None) -> None:
                 run = bench_web._saturate(ctx, wrk, webs[name], data, args.seconds, service=name != "bare Flask")
                 rates[name].append(run.rate)
         bare = statistics.median(rates["bare Flask"])
-        print(f"webhook parts, {args.size} KB, {args.reps} reps of {args.seconds:.0f} s, os.cpu_count()={os.cpu_count()}")
+        print(
+            f"webhook parts, {args.size} KB, {args.reps} reps of {args.seconds:.0f} s, os.cpu_count()={os.cpu_count()}"
+        )
         for name, values in rates.items():
             rate = statistics.median(values)
             print(f"{name:50} {rate:7.0f} req/s ({min(values):.0f}-{max(values):.0f})  ratio {rate / bare:.2f}")

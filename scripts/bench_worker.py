@@ -225,7 +225,8 @@ def _events_vs_noop(ctx: Context, kind: str, workers: int, users: int) -> list[t
     warmup = lifecycle_stream("w", 2 * workers, 1)
     seconds = WorkerRun(ctx, ctx.fresh_database(kind), workers).run(phases, warmup)
     return [
-        (len(streams[rep]) / seconds[f"events{rep}"], len(streams[rep]) / seconds[f"noop{rep}"]) for rep in range(ctx.reps)
+        (len(streams[rep]) / seconds[f"events{rep}"], len(streams[rep]) / seconds[f"noop{rep}"])
+        for rep in range(ctx.reps)
     ]
 
 
@@ -233,7 +234,9 @@ def worker_rows(ctx: Context) -> None:
     users = _sizes(ctx)["users"]
     for kind in ("sqlite", "postgresql"):
         for workers in PROCESS_COUNTS:
-            progress(f"worker: {LABELS[kind]}, {workers} process(es), {users * 16} events vs no-op jobs, {ctx.reps} reps")
+            progress(
+                f"worker: {LABELS[kind]}, {workers} process(es), {users * 16} events vs no-op jobs, {ctx.reps} reps"
+            )
             what = _what(kind, workers, users * 16)
             try:
                 _add_row(ctx, what, TARGETS.get((kind, workers), NO_TARGET), _events_vs_noop(ctx, kind, workers, users))

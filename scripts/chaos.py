@@ -575,9 +575,9 @@ class Checker:
         """Stored event ids; event ids stored twice; event ids with more than one history row."""
         with self.engine.connect() as db:
             ids = [row[0] for row in db.execute(text("SELECT event_id FROM events"))]
-            history = db.execute(
-                text("SELECT event_id FROM history GROUP BY event_id HAVING COUNT(*) > 1")
-            ).scalars().all()
+            history = (
+                db.execute(text("SELECT event_id FROM history GROUP BY event_id HAVING COUNT(*) > 1")).scalars().all()
+            )
         twice = [e for e, n in Counter(ids).items() if n > 1]
         return set(ids), twice, list(history)
 
@@ -1135,9 +1135,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="faults:\n" + "\n".join(f"  {name:15} {what}" for name, what in FAULTS.items()),
     )  # fmt: skip
-    parser.add_argument(
-        "--fault", action="append", choices=list(FAULTS), help="repeatable; default: all but baseline"
-    )
+    parser.add_argument("--fault", action="append", choices=list(FAULTS), help="repeatable; default: all but baseline")
     parser.add_argument("--users", type=int, default=100, help="users in each fault's stream (default 100)")
     parser.add_argument("--database", choices=("postgresql", "sqlite"), default="postgresql")
     parser.add_argument(

@@ -213,7 +213,10 @@ class RoundTripProxy(TcpProxy):
 
     @staticmethod
     def describe(flights: list[Flight]) -> str:
-        lines = (f"flight {f.number} (connection {f.connection}): {'; '.join(map(_clip, f.statements)) or 'messages ' + f.messages}" for f in flights)
+        lines = (
+            f"flight {f.number} (connection {f.connection}): {'; '.join(map(_clip, f.statements)) or 'messages ' + f.messages}"
+            for f in flights
+        )
         return "\n".join(lines)
 
     def stop(self) -> None:

@@ -97,5 +97,7 @@ def _run_again(job: Job, queue: Queue) -> bool:
         log.error("abandoned job failed", extra={"job_id": job.id, "reason": reason})
         return False
     queue.enqueue_job(job, at_front=True)
-    log.warning("abandoned job requeued", extra={"job_id": job.id, "queue": queue.name, "outcome": f"run {abandonments + 1}"})
+    log.warning(
+        "abandoned job requeued", extra={"job_id": job.id, "queue": queue.name, "outcome": f"run {abandonments + 1}"}
+    )
     return True

@@ -71,7 +71,9 @@ def syncer() -> Syncer:
     client = None
     if config.verisoul_api_url:
         limiter = RateLimiter(redis(), "verisoul", config.verisoul_rate_limit)
-        client = make_client(config.verisoul_api_url, config.verisoul_api_key or "", config.verisoul_api_flavor, limiter.acquire)
+        client = make_client(
+            config.verisoul_api_url, config.verisoul_api_key or "", config.verisoul_api_flavor, limiter.acquire
+        )
     return Syncer(database(), client, redis(), sync_queue(), clock=lambda: now())
 
 
@@ -178,7 +180,9 @@ def process_event(event: dict) -> str:
         try:
             request_sync(redis(), sync_queue(), applied.user)
         except RedisError as error:
-            log.warning("sync not queued; the sweep will", extra={"event_id": event["event_id"], "reason": _first_line(error)})
+            log.warning(
+                "sync not queued; the sweep will", extra={"event_id": event["event_id"], "reason": _first_line(error)}
+            )
     log.info("event processed", extra={"event_id": event["event_id"], "event_name": event["name"], "outcome": outcome})
     return outcome
 

@@ -224,7 +224,9 @@ def _canonical_json(document) -> bytes:
     try:
         # surrogatepass: a lone surrogate in personal data the service drops must not cost the event
         # (the webhook takes it too); in a kept field, load_envelope refuses it, naming the field.
-        return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+        return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+            "utf-8", "surrogatepass"
+        )
     except (TypeError, ValueError, RecursionError):  # not JSON-shaped, or nested too deeply
         raise InvalidEvent("body: not a JSON document") from None
 

@@ -55,7 +55,9 @@ class RateLimiter:
         """Take a slot, waiting for the oldest request in the span to turn a minute old when none is
         free; raises RateLimited instead when that is more than `max_wait` seconds away."""
         while True:
-            wait_ms = self._take(keys=[self.key], args=[int(self.clock() * 1000), WINDOW_MS, self.limit, uuid.uuid4().hex])
+            wait_ms = self._take(
+                keys=[self.key], args=[int(self.clock() * 1000), WINDOW_MS, self.limit, uuid.uuid4().hex]
+            )
             if not wait_ms:
                 return
             wait = int(wait_ms) / 1000

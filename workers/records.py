@@ -205,7 +205,9 @@ class _InquiryIds:
 
     @classmethod
     def of(cls, stored: Row | None, event: dict) -> "_InquiryIds":
-        reference_id = event.get("reference_id") or (stored and stored.reference_id) or event.get("account_reference_id")
+        reference_id = (
+            event.get("reference_id") or (stored and stored.reference_id) or event.get("account_reference_id")
+        )
         created_at = event.get("timestamps", {}).get("created_at")
         return cls(
             reference_id,
@@ -341,7 +343,9 @@ def _inquiry_writes(inquiry_id: str, stored: Row | None, columns: dict, plan: _U
         columns = {**columns, "user_id": plan.user_ref}
     if stored is None:
         return [insert_row(Inquiry, id=inquiry_id, **columns)]
-    changed = {name: value for name, value in columns.items() if name == "user_id" or _differs(getattr(stored, name), value)}
+    changed = {
+        name: value for name, value in columns.items() if name == "user_id" or _differs(getattr(stored, name), value)
+    }
     writes = [update_rows(Inquiry, "id", inquiry_id, **changed)] if changed else []
     if owner_changes:
         writes.append(update_rows(History, "inquiry_id", inquiry_id, user_id=plan.user_ref))
@@ -355,7 +359,9 @@ def _differs(stored, value) -> bool:
 def _facts(inquiries: dict[str, Row], inquiry_id: str, columns: dict, plan: _UserPlan) -> list[InquiryFacts]:
     """The resolved user's inquiries once this event is applied: its own, its merged strays', and this one."""
     owners = set(plan.merged) | ({plan.user.id} if plan.user is not None else set())
-    facts = [facts_of(row) for row in inquiries.values() if row.id != inquiry_id and row.user_id in owners and row.status]
+    facts = [
+        facts_of(row) for row in inquiries.values() if row.id != inquiry_id and row.user_id in owners and row.status
+    ]
     stored = inquiries.get(inquiry_id)
     after = {name: columns.get(name) or (getattr(stored, name) if stored else None) for name in _FACT_COLUMNS}
     if after["status"] is not None:
@@ -366,9 +372,7 @@ def _facts(inquiries: dict[str, Row], inquiry_id: str, columns: dict, plan: _Use
 _FACT_COLUMNS = ("status", "inquiry_created_at", "snapshot_at", "status_since")
 
 
-def _mark_sync(
-    plan: _UserPlan, facts: list[InquiryFacts], now: datetime, configured: bool
-) -> tuple[list[Write], bool]:
+def _mark_sync(plan: _UserPlan, facts: list[InquiryFacts], now: datetime, configured: bool) -> tuple[list[Write], bool]:
     """The user's Verisoul sync state after the event (workers/sync.py `sync_state`), and whether to sync."""
     from workers.sync import sync_state  # workers.sync reads the record through this module
 

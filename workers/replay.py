@@ -82,7 +82,11 @@ class UserChange:
     def changed(self) -> dict:
         """Field → (before, after) for every field that differs; a user created or merged away shows whole."""
         before, after = self.before or {}, self.after or {}
-        return {name: (before.get(name), after.get(name)) for name in {*before, *after} if before.get(name) != after.get(name)}
+        return {
+            name: (before.get(name), after.get(name))
+            for name in {*before, *after}
+            if before.get(name) != after.get(name)
+        }
 
 
 @dataclass
@@ -251,7 +255,9 @@ class Replayer:
             reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             report.events.extend(EventResult(event_id, error=reason) for event_id in sorted(unit.selected))
             return
-        report.events.extend(EventResult(event_id, outcome=outcomes.get(event_id)) for event_id in sorted(unit.selected))
+        report.events.extend(
+            EventResult(event_id, outcome=outcomes.get(event_id)) for event_id in sorted(unit.selected)
+        )
         for change in changes:
             earlier = report.users.get(change.reference_id)
             report.users[change.reference_id] = UserChange(
@@ -314,7 +320,9 @@ class Replayer:
     @staticmethod
     def _named_users(session: Session, rows: list[Event]) -> set[int]:
         """Existing users the events name, whom the rebuild may give an inquiry: their state before counts."""
-        keys = {key for row in rows for name in ("reference_id", "account_reference_id") if (key := row.payload.get(name))}
+        keys = {
+            key for row in rows for name in ("reference_id", "account_reference_id") if (key := row.payload.get(name))
+        }
         accounts = {account for row in rows if (account := row.payload.get("account_id"))}
         found = user_ids(session, keys)
         for chunk in chunks(accounts):
@@ -350,7 +358,9 @@ class Replayer:
         event_ids = [row.event_id for row in rows]
         verification_ids = [row.object_id for row in rows if row.object_type.startswith("verification")]
         session.execute(
-            delete(History).where(or_(History.inquiry_id.in_(sorted(unit.inquiry_ids)), History.event_id.in_(event_ids)))
+            delete(History).where(
+                or_(History.inquiry_id.in_(sorted(unit.inquiry_ids)), History.event_id.in_(event_ids))
+            )
         )
         session.execute(
             delete(Verification).where(

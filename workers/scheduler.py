@@ -65,7 +65,11 @@ def periodic_jobs(cron: CronScheduler, config: Config) -> None:
     from workers.sync import SWEEP_EVERY
 
     cron.register(
-        jobs.sweep_verisoul, config.sync_queue, interval=int(SWEEP_EVERY.total_seconds()), job_timeout=SWEEP_TIMEOUT, result_ttl=3600
+        jobs.sweep_verisoul,
+        config.sync_queue,
+        interval=int(SWEEP_EVERY.total_seconds()),
+        job_timeout=SWEEP_TIMEOUT,
+        result_ttl=3600,
     )
     if config.persona_api_key:
         cron.register(
@@ -84,7 +88,9 @@ class Scheduler:
         self.connection = connection
         self.queues = [Queue(name, connection=connection) for name in config.queues]
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.rq_scheduler = RQScheduler(config.queues, connection=connection, interval=TICK_SECONDS, name=RQ_SCHEDULER_NAME)
+        self.rq_scheduler = RQScheduler(
+            config.queues, connection=connection, interval=TICK_SECONDS, name=RQ_SCHEDULER_NAME
+        )
         self.cron = CronScheduler(connection=connection, name=f"persona-events:{self.token}")
         periodic_jobs(self.cron, config)
         self.clock = clock

@@ -187,7 +187,9 @@ class Syncer:
     def _call(self, step: str, reference_id: str, inquiry_id: str | None, target: Target) -> str:
         if step == UNBLOCK:
             self.client.unblock(reference_id)
-            self._record(reference_id, verisoul_blocked=False, verisoul_blocked_until=None, verisoul_permanent_block=False)
+            self._record(
+                reference_id, verisoul_blocked=False, verisoul_blocked_until=None, verisoul_permanent_block=False
+            )
         elif step == ENROLL:
             return self._enroll(reference_id, inquiry_id)
         elif step == BLOCK:
@@ -230,7 +232,7 @@ class Syncer:
 
     def sweep(self) -> int:
         """Queue syncs for expired blocks and for unsynced users whose sync was lost, hit an outage, or waited
-    for Verisoul to be configured."""
+        for Verisoul to be configured."""
         if self.client is None:
             return 0
         now = self.clock()

@@ -94,7 +94,9 @@ return taken
 """
 
 
-def wait_for_redis(ping: Callable[[], object], stop_requested: Callable[[], bool] = lambda: False, what: str = "") -> None:
+def wait_for_redis(
+    ping: Callable[[], object], stop_requested: Callable[[], bool] = lambda: False, what: str = ""
+) -> None:
     """Call `ping` until Redis answers PONG, sleeping REDIS_RETRY_FIRST doubling up to REDIS_RETRY_CAP
     between tries; one log line when Redis is lost and one when it answers again. Raises StopRequested
     when `stop_requested()` turns true while waiting."""
@@ -225,7 +227,9 @@ class Worker(SimpleWorker):
             else:
                 super().execute_job(job, queue)
         except REDIS_OUTAGE as error:
-            log.error("job outcome not recorded; redis unavailable", extra={"job_id": job.id, "reason": type(error).__name__})
+            log.error(
+                "job outcome not recorded; redis unavailable", extra={"job_id": job.id, "reason": type(error).__name__}
+            )
             self.executions.clear()  # forget it here; its registry entry in Redis expires and it runs again
             self._batch.clear()
             wait_for_redis(self.connection.ping, lambda: self._stop_requested, what="after a job: ")

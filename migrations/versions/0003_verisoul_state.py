@@ -13,7 +13,13 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-FLAGS = ("verisoul_enrolled", "verisoul_blocked", "verisoul_permanent_block", "verisoul_duplicate_account", "verisoul_synced")
+FLAGS = (
+    "verisoul_enrolled",
+    "verisoul_blocked",
+    "verisoul_permanent_block",
+    "verisoul_duplicate_account",
+    "verisoul_synced",
+)
 
 
 def upgrade() -> None:

@@ -78,7 +78,10 @@ def test_gunicorn_reads_any_reference_id_raw_and_encoded(stack, real_database_ur
     _start_web(stack)
 
     answers = {target: _get(stack.url, target) for _, targets in READS for target in targets}
-    read = {target: (status, body.get("reference_id") if isinstance(body, dict) else body) for target, (status, body) in answers.items()}
+    read = {
+        target: (status, body.get("reference_id") if isinstance(body, dict) else body)
+        for target, (status, body) in answers.items()
+    }
     assert read == {target: (200, reference_id) for reference_id, targets in READS for target in targets}
 
     for target in ["/users/team%2Fbob", "/users/team/bob", "/users/%2E%2E%2E"]:

@@ -116,7 +116,11 @@ def test_replay_from_persona_rebuilds_the_records_live_delivery_made(
     stack.wait_ready()
     rebuilt = _records(stack.url, stream.users)
     differing = {
-        key: {name: (live[key].get(name), rebuilt[key].get(name)) for name in live[key] if live[key][name] != rebuilt[key].get(name)}
+        key: {
+            name: (live[key].get(name), rebuilt[key].get(name))
+            for name in live[key]
+            if live[key][name] != rebuilt[key].get(name)
+        }
         for key in stream.users
         if live[key] != rebuilt[key]
     }

@@ -50,7 +50,9 @@ class SlowClients:
     def __init__(self, port: int):
         self.idle = [_connect(port, _head(port, 1000)) for _ in range(IDLE)]
         self.slow_body = [_connect(port, _head(port, 100_000)) for _ in range(SLOW_BODY)]
-        self.slow_headers = [_connect(port, f"POST {WEBHOOK} HTTP/1.1\r\nHost: x\r\n".encode()) for _ in range(SLOW_HEADERS)]
+        self.slow_headers = [
+            _connect(port, f"POST {WEBHOOK} HTTP/1.1\r\nHost: x\r\n".encode()) for _ in range(SLOW_HEADERS)
+        ]
         self.received = {conn: b"" for conn in self.all}
         self.closed: set[socket.socket] = set()
         self._stop = threading.Event()

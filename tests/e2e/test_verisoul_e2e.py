@@ -263,7 +263,9 @@ def _converge(stack, redis, database: Database, expected_events: int) -> int:
     while True:
         _wait_for_quiet(stack, redis, database, expected_events)
         unsynced = {
-            key: error for key, (synced, error) in _sync_states(database).items() if not synced and not _is_provisional(key)
+            key: error
+            for key, (synced, error) in _sync_states(database).items()
+            if not synced and not _is_provisional(key)
         }
         if not unsynced:
             return rounds
@@ -348,9 +350,7 @@ def _record_problems(e: Expected, record: dict, writes: list[str], reads: int) -
         "permanent_block": e.permanent,
         # Set when an enroll found the account linked: certain for verified users, possible for those that
         # were verified only in some intermediate state (then it goes with a read of the account).
-        "duplicate_account": (
-            reads > 0 if e.duplicate and either else (e.duplicate and e.verified)
-        ),
+        "duplicate_account": (reads > 0 if e.duplicate and either else (e.duplicate and e.verified)),
         "synced": not e.provisional,
     }
     problems = [

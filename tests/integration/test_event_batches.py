@@ -43,13 +43,17 @@ def _recorded(database_url: str) -> int:
         return session.scalar(select(func.count()).select_from(Event))
 
 
-def test_a_backlog_is_applied_in_batches_of_at_most_half_of_it_each_job_finishing_as_its_own(real_config, real_redis, worker_env, monkeypatch):
+def test_a_backlog_is_applied_in_batches_of_at_most_half_of_it_each_job_finishing_as_its_own(
+    real_config, real_redis, worker_env, monkeypatch
+):
     events = _events(EVENT_BATCH * 2 + 3, "b")
     queue = EventQueue(real_redis, real_config)
     assert all(queue.enqueue_once(event) for event in events)
     batches = []
     original = Worker._execute_batch
-    monkeypatch.setattr(Worker, "_execute_batch", lambda self, jobs, q: batches.append(len(jobs)) or original(self, jobs, q))
+    monkeypatch.setattr(
+        Worker, "_execute_batch", lambda self, jobs, q: batches.append(len(jobs)) or original(self, jobs, q)
+    )
 
     _worker(real_config, real_redis).work(burst=True)
 
@@ -88,7 +92,9 @@ def test_a_batch_stops_at_a_job_that_is_not_an_event(real_config, real_redis, wo
     queue.enqueue_once(second)
     batches = []
     original = Worker._execute_batch
-    monkeypatch.setattr(Worker, "_execute_batch", lambda self, jobs, q: batches.append([j.id for j in jobs]) or original(self, jobs, q))
+    monkeypatch.setattr(
+        Worker, "_execute_batch", lambda self, jobs, q: batches.append([j.id for j in jobs]) or original(self, jobs, q)
+    )
 
     _worker(real_config, real_redis).work(burst=True)
 
@@ -116,7 +122,10 @@ def test_a_worker_killed_mid_batch_leaves_every_unfinished_job_where_recovery_fi
         _worker(real_config, real_redis).work(burst=True)
 
     events_queue = Queue(real_config.events_queue, connection=real_redis)
-    started = {StartedJobRegistry.parse_job_id(entry) for entry in real_redis.zrange(StartedJobRegistry(queue=events_queue).key, 0, -1)}
+    started = {
+        StartedJobRegistry.parse_job_id(entry)
+        for entry in real_redis.zrange(StartedJobRegistry(queue=events_queue).key, 0, -1)
+    }
     batch = {job_id_for(event["event_id"]) for event in events[:5]}
     # Every job of the batch is registered as started, the two applied too (their ends are recorded when
     # the batch ends): recovery requeues them once their entries expire (workers/abandoned.py), and the
@@ -131,7 +140,9 @@ def test_a_batch_renews_its_registry_entries_when_its_jobs_run_long(real_config,
     for event in events:
         queue.enqueue_once(event)
     renewals, renew = [], Worker._renew
-    monkeypatch.setattr(Worker, "_renew", lambda self, jobs: renewals.append(sorted(j.id for j, _ in jobs)) or renew(self, jobs))
+    monkeypatch.setattr(
+        Worker, "_renew", lambda self, jobs: renewals.append(sorted(j.id for j, _ in jobs)) or renew(self, jobs)
+    )
     worker = _worker(real_config, real_redis)
     clock = iter(range(0, 1000, 2))
     worker.clock = lambda: float(next(clock))  # each look is 2 s later: every job begins past BATCH_RENEW_EVERY

@@ -114,7 +114,9 @@ def test_an_event_finding_its_pooled_connection_dead_is_applied_without_a_retry(
     killer = Database(real_database_url)
     with killer.transaction() as session:
         session.execute(
-            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
         )
     killer.dispose()
     assert process_event(_inquiry_event("inq_dead", "completed", 2)) == "applied"

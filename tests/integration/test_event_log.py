@@ -48,7 +48,11 @@ def test_stored_row_holds_the_minimised_event(real_client, real_config, real_red
     real_client.post("/webhooks/persona", data=body, headers=headers(body))
     _drain(real_config, real_redis)
     [row] = _rows(real_config.database_url)
-    assert (row.name, row.object_type, row.object_id) == ("inquiry.approved", "inquiry", "inq_AGa6mNLe7BfgZBopxR86A7WRdmUr")
+    assert (row.name, row.object_type, row.object_id) == (
+        "inquiry.approved",
+        "inquiry",
+        "inq_AGa6mNLe7BfgZBopxR86A7WRdmUr",
+    )
     assert row.payload["reference_id"] == "user_42"
     assert row.occurred_at.isoformat().startswith("2024-07-08T14:29:24.297")
     assert len(row.body_sha256) == 64

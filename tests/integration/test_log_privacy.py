@@ -202,11 +202,16 @@ def test_personal_values_are_a_real_list():
     sandbox = personal_values(load_fixture(SANDBOX))
     assert {"1977-07-17", "ALEXANDER J", "SAMPLE", "600 CALIFORNIA STREET", "I1234562", "87.157.115.169"} <= sandbox
     assert len(sandbox) > 30
-    assert {"Jane", "Doe", "1995-09-08", "jane@doe.com", "123 Main St"} <= personal_values(load_fixture("docs_inquiry_completed.json"))
+    assert {"Jane", "Doe", "1995-09-08", "jane@doe.com", "123 Main St"} <= personal_values(
+        load_fixture("docs_inquiry_completed.json")
+    )
     assert {"JANE", "DOE", "1990-01-01", "Y123ABC"} <= personal_values(load_fixture("docs_verification_passed.json"))
     # The same values in every key casing.
     for name in FIXTURE_NAMES:
-        assert all(personal_values(recase(load_fixture(name), casing)) == personal_values(load_fixture(name)) for casing in CASINGS)
+        assert all(
+            personal_values(recase(load_fixture(name), casing)) == personal_values(load_fixture(name))
+            for casing in CASINGS
+        )
 
 
 def test_no_personal_value_reaches_any_log(real_config, real_redis, fresh_jobs, capture):
@@ -218,7 +223,9 @@ def test_no_personal_value_reaches_any_log(real_config, real_redis, fresh_jobs, 
         for casing in CASINGS:
             body = encode(_case_document(name, casing))
             for expected in ("queued", "duplicate"):
-                answer = client.post(WEBHOOK, data=body, headers=headers(body, **{"Persona-Webhook-Attempts-Made": "1"}))
+                answer = client.post(
+                    WEBHOOK, data=body, headers=headers(body, **{"Persona-Webhook-Attempts-Made": "1"})
+                )
                 assert (answer.status_code, answer.json["status"]) == (200, expected), (name, casing)
             queued[answer.json["event_id"]] = name
     assert len(queued) == len(FIXTURE_NAMES) * len(CASINGS)
@@ -243,7 +250,9 @@ def test_no_personal_value_reaches_any_log(real_config, real_redis, fresh_jobs, 
 
     # The web process's line and the worker's line of one event share its event_id; RQ's lines its job id.
     webhook = {e["event_id"]: e for e in entries if e["logger"] == "app.webhooks" and e.get("outcome") == "queued"}
-    processed = {e["event_id"]: e for e in entries if e["logger"] == "workers.jobs" and e["message"] == "event processed"}
+    processed = {
+        e["event_id"]: e for e in entries if e["logger"] == "workers.jobs" and e["message"] == "event processed"
+    }
     assert set(webhook) == set(processed) >= set(queued)  # plus the sandbox with an odd attempts header
     for event_id in webhook:
         assert webhook[event_id]["event_name"] == processed[event_id]["event_name"]
@@ -253,7 +262,10 @@ def test_no_personal_value_reaches_any_log(real_config, real_redis, fresh_jobs, 
     # The failed job: its traceback was captured (and checked above), with the exception's class and message.
     [failure] = [e for e in entries if e["logger"] == "rq.worker" and e["level"] == "error"]
     assert failure["job_id"] == job_id_for(BROKEN_EVENT_ID) and failure["queue"] == real_config.events_queue
-    assert "Traceback" in failure["message"] and "PermanentJobError: event evt_broken_for_logs: KeyError: 'created_at'" in failure["message"]
+    assert (
+        "Traceback" in failure["message"]
+        and "PermanentJobError: event evt_broken_for_logs: KeyError: 'created_at'" in failure["message"]
+    )
     assert "arguments" not in failure  # RQ's extra with the job's arguments is not allowlisted
 
     # The rejected requests were logged, by outcome only.
@@ -271,7 +283,13 @@ def test_procfile_worker_writes_only_json(real_config, real_redis, real_client, 
 
     env = {**os.environ, **worker_env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
     result = subprocess.run(
-        [*procfile_command("worker"), "--burst"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+        [*procfile_command("worker"), "--burst"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
@@ -280,7 +298,10 @@ def test_procfile_worker_writes_only_json(real_config, real_redis, real_client, 
 
     jobs_lines = [e for e in entries if e["logger"] == "workers.jobs" and e["message"] == "event processed"]
     assert [e["event_id"] for e in jobs_lines] == [event_id]
-    assert any(e["logger"] == "rq.worker" and e.get("job_id") == job_id_for(event_id) and "Job OK" in e["message"] for e in entries)
+    assert any(
+        e["logger"] == "rq.worker" and e.get("job_id") == job_id_for(event_id) and "Job OK" in e["message"]
+        for e in entries
+    )
     [failure] = [e for e in entries if e["logger"] == "rq.worker" and e["level"] == "error"]
     assert failure["job_id"] == job_id_for(BROKEN_EVENT_ID)
     assert "KeyError: 'created_at'" in failure["message"]

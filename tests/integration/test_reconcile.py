@@ -143,7 +143,12 @@ def test_reconcile_applies_the_expiry_persona_reports(fake, real_config, real_re
     assert (row.event_id, row.outcome, row.inquiry_id) == (f"rec_inq_r1_expired_{SNAPSHOT_AT}", "reconciled", "inq_r1")
     assert row.payload["status"] == "expired" and row.replayed_by == "replay-event --reconcile"
     entry = user["history"][-1]
-    assert (entry["event_id"], entry["from"], entry["to"], entry["at"]) == (row.event_id, "pending", "expired", SNAPSHOT_AT)
+    assert (entry["event_id"], entry["from"], entry["to"], entry["at"]) == (
+        row.event_id,
+        "pending",
+        "expired",
+        SNAPSHOT_AT,
+    )
     assert checked_at(url, "inq_r1") == NOW
     assert asked(fake) == ["inq_r1"]
 
@@ -152,7 +157,9 @@ def test_the_history_says_the_inquiry_was_reconciled(fake, real_config, real_red
     expired_at_persona(fake)
     assert replay("--reconcile").exit_code == 0
     [row] = reconciled_rows(real_config.database_url)
-    [entry] = [h for h in records(real_config.database_url, real_redis)["user_r1"]["history"] if h["event_id"] == row.event_id]
+    [entry] = [
+        h for h in records(real_config.database_url, real_redis)["user_r1"]["history"] if h["event_id"] == row.event_id
+    ]
     # The events table says `reconciled`; the user's history, which the host application reads, should agree.
     assert entry["outcome"] == row.outcome == "reconciled"
 
@@ -169,7 +176,9 @@ def test_a_second_run_asks_persona_nothing_and_changes_nothing(fake, clock, real
     assert tables(real_config.database_url) == after_first
 
 
-def test_an_inquiry_persona_still_reports_pending_is_left_as_it_is_and_asked_once_a_window(fake, clock, real_config, real_redis):
+def test_an_inquiry_persona_still_reports_pending_is_left_as_it_is_and_asked_once_a_window(
+    fake, clock, real_config, real_redis
+):
     url = real_config.database_url
     pending_since_august("inq_p", "user_p")
     fake.store_inquiries(inquiry_document("inq_p", "pending", "user_p", started_at="2024-08-01T00:05:00.000Z"))
@@ -234,7 +243,9 @@ def test_the_inquiry_of_a_failed_job_is_not_asked_about_again_within_the_window(
     assert asked(fake) == ["inq_f"]
 
 
-def test_the_latest_inquiry_of_a_user_whose_sync_failed_is_a_candidate(fake, monkeypatch, fake_verisoul_url, real_config, real_redis):
+def test_the_latest_inquiry_of_a_user_whose_sync_failed_is_a_candidate(
+    fake, monkeypatch, fake_verisoul_url, real_config, real_redis
+):
     older = inquiry_event("inq_s0", "declined", "2023-12-01T00:00:00.000Z", "user_s")
     older["timestamps"] = {"created_at": "2023-12-01T00:00:00.000Z"}
     jobs.process_event(older)
@@ -244,7 +255,9 @@ def test_the_latest_inquiry_of_a_user_whose_sync_failed_is_a_candidate(fake, mon
     result = replay("--reconcile")
     assert (result.exit_code, result.stderr) == (0, "")
     assert asked(fake) == ["inq_s"]
-    assert without_history(records(real_config.database_url, real_redis))["user_s"] == without_history({"u": before})["u"]
+    assert (
+        without_history(records(real_config.database_url, real_redis))["user_s"] == without_history({"u": before})["u"]
+    )
 
 
 def test_a_decision_made_in_the_same_second_as_the_completion_is_reconciled(fake, real_config, real_redis):

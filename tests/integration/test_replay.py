@@ -112,7 +112,9 @@ def env(monkeypatch, worker_env, real_redis, clock):
 
 def records(database_url: str, redis) -> dict[str, dict]:
     """Every user's record, read through GET /users as the host application reads it."""
-    config = Config(webhook_secrets=(SECRET,), redis_url="redis://unused", database_url=database_url, admin_api_token=TOKEN)
+    config = Config(
+        webhook_secrets=(SECRET,), redis_url="redis://unused", database_url=database_url, admin_api_token=TOKEN
+    )
     app = create_app(config, redis=redis)
     try:
         with app.extensions["database"].sessions() as session:
@@ -260,8 +262,12 @@ def test_replaying_everything_twice_rebuilds_the_records_live_processing_made(
     assert once == in_order
     for name in ("users", "inquiries", "verifications"):
         assert once_tables[name] == live_tables[name]
-    assert without(once_tables["events"], "outcome", *REPLAY_FIELDS) == without(live_tables["events"], "outcome", *REPLAY_FIELDS)
-    assert {e: row.outcome for e, row in events_of(url).items()} == {e: row.outcome for e, row in events_of(ordered_url).items()}
+    assert without(once_tables["events"], "outcome", *REPLAY_FIELDS) == without(
+        live_tables["events"], "outcome", *REPLAY_FIELDS
+    )
+    assert {e: row.outcome for e, row in events_of(url).items()} == {
+        e: row.outcome for e, row in events_of(ordered_url).items()
+    }
 
     clock["now"] = NOW + timedelta(hours=1)
     second = replay("--since", "2000-01-01")
@@ -269,7 +275,9 @@ def test_replaying_everything_twice_rebuilds_the_records_live_processing_made(
     assert records(url, real_redis) == once
     twice_tables = tables(url)
     assert without(twice_tables["events"], *REPLAY_FIELDS) == without(once_tables["events"], *REPLAY_FIELDS)
-    assert {k: v for k, v in twice_tables.items() if k != "events"} == {k: v for k, v in once_tables.items() if k != "events"}
+    assert {k: v for k, v in twice_tables.items() if k != "events"} == {
+        k: v for k, v in once_tables.items() if k != "events"
+    }
     for row in events_of(url).values():
         assert row.replay_count == 2
         assert as_utc(row.replayed_at) == NOW + timedelta(hours=1)
@@ -304,7 +312,11 @@ def test_dry_run_shows_a_corrupted_record_writes_nothing_and_the_replay_repairs_
     url = real_config.database_url
     user_1_and_3()
     good, good_tables = records(url, real_redis), tables(url)
-    assert (good["user_1"]["status"], good["user_1"]["decision"], len(good["user_1"]["verifications"])) == ("approved", "allow", 1)
+    assert (good["user_1"]["status"], good["user_1"]["decision"], len(good["user_1"]["verifications"])) == (
+        "approved",
+        "allow",
+        1,
+    )
     # A bug stored a decline a day ago that Persona never sent, and lost the verification.
     yesterday = NOW - timedelta(days=1)
     corrupt(url, update(Inquiry).where(Inquiry.id == "inq_1").values(
@@ -648,7 +660,12 @@ def fake_persona(env, monkeypatch, fake_persona_url) -> FakePersonaControl:
     return use_fake_persona(monkeypatch, fake_persona_url)
 
 
-PERSONAL = {"name-first": "Alexander", "name-last": "Sample", "birthdate": "1977-07-17", "address-street-1": "600 California Street"}
+PERSONAL = {
+    "name-first": "Alexander",
+    "name-last": "Sample",
+    "birthdate": "1977-07-17",
+    "address-street-1": "600 California Street",
+}
 
 
 def webhook_document(event: dict) -> dict:
@@ -660,7 +677,10 @@ def webhook_document(event: dict) -> dict:
         attributes["created-at"] = event["timestamps"]["created_at"]
         relationships["inquiry-template"] = {"data": {"type": "inquiry-template", "id": event["template_id"]}}
     else:
-        attributes["checks"] = [{"name": c["name"], "status": c["status"], "reasons": [], "requirement": "required"} for c in event["checks"]]
+        attributes["checks"] = [
+            {"name": c["name"], "status": c["status"], "reasons": [], "requirement": "required"}
+            for c in event["checks"]
+        ]
         attributes["identification-number"] = "I1234562"
         relationships["inquiry"] = {"data": {"type": "inquiry", "id": event["inquiry_id"]}}
     included = []
@@ -668,7 +688,12 @@ def webhook_document(event: dict) -> dict:
         relationships["account"] = {"data": {"type": "account", "id": event["account_id"]}}
         account = {"reference-id": event.get("account_reference_id"), "name-first": "Alexander"}
         included.append({"type": "account", "id": event["account_id"], "attributes": account})
-    obj = {"type": event["object_type"], "id": event["object_id"], "attributes": attributes, "relationships": relationships}
+    obj = {
+        "type": event["object_type"],
+        "id": event["object_id"],
+        "attributes": attributes,
+        "relationships": relationships,
+    }
     body = {"name": event["name"], "created-at": event["created_at"], "payload": {"data": obj, "included": included}}
     return {"data": {"type": "event", "id": event["event_id"], "attributes": body}}
 

@@ -79,7 +79,9 @@ def test_account_only_records_merge_into_the_reference_id(record):
 
 
 def test_account_reference_id_resolves_the_user(record):
-    process_event(inquiry_event("inq_c", "completed", "2024-01-01T00:00:00.000Z", None, "act_2", account_reference_id="user_2"))
+    process_event(
+        inquiry_event("inq_c", "completed", "2024-01-01T00:00:00.000Z", None, "act_2", account_reference_id="user_2")
+    )
     assert record("user_2")["status"] == "completed"
 
 
@@ -97,7 +99,10 @@ def test_verification_before_its_inquiry_creates_a_placeholder(record):
 def test_unknown_status_and_name_are_ignored(record):
     process_event(inquiry_event("inq_e", "pending", "2024-01-01T00:00:00.000Z", "user_4"))
     assert process_event(inquiry_event("inq_e", "something_new", "2024-01-01T00:00:01.000Z", "user_4")) == "ignored"
-    assert process_event(inquiry_event("inq_e", "pending", "2024-01-01T00:00:02.000Z", "user_4", name="inquiry.bogus")) == "applied"
+    assert (
+        process_event(inquiry_event("inq_e", "pending", "2024-01-01T00:00:02.000Z", "user_4", name="inquiry.bogus"))
+        == "applied"
+    )
     user = record("user_4")
     assert user["status"] == "pending"
     assert [h["outcome"] for h in user["history"]] == ["applied", "ignored", "applied"]

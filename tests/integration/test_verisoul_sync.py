@@ -61,7 +61,11 @@ class Fake:
     def writes(self, account_id):
         calls = requests.get(f"{self.url}/_control/calls", timeout=5).json()
         names = {self.ENROLL[self.flavor]: "enroll", "block": "block", "unblock": "unblock"}
-        return [names[c["action"]] for c in calls if c["status"] < 400 and c["account_id"] == account_id and c["action"] in names]
+        return [
+            names[c["action"]]
+            for c in calls
+            if c["status"] < 400 and c["account_id"] == account_id and c["action"] in names
+        ]
 
     def configure(self, **switches):
         requests.post(f"{self.url}/_control/config", json=switches, timeout=5).raise_for_status()
@@ -123,7 +127,9 @@ def test_linked_account_is_not_enrolled_and_goes_to_review(verisoul, clock, reco
     assert (user["verisoul"]["duplicate_account"], user["decision"], user["next_action"]) == (True, "review", "wait")
 
 
-def test_decline_blocks_for_a_week_from_the_event_and_unblocks_at_expiry(verisoul, clock, record, real_config, real_redis):
+def test_decline_blocks_for_a_week_from_the_event_and_unblocks_at_expiry(
+    verisoul, clock, record, real_config, real_redis
+):
     declined_at = clock["now"] - DAY
     deliver(real_config, real_redis, inquiry_event("inq_3", "declined", at(declined_at), "user_3"))
     assert verisoul.writes("user_3") == ["block"]
@@ -175,7 +181,9 @@ def test_a_refusal_fails_the_job_with_verisouls_message(verisoul, clock, record,
     assert user["verisoul"]["synced"] is False and user["verisoul"]["enrolled"] is False
 
 
-def test_without_verisoul_the_sync_is_skipped_and_the_record_says_so(worker_env, monkeypatch, clock, record, real_config, real_redis):
+def test_without_verisoul_the_sync_is_skipped_and_the_record_says_so(
+    worker_env, monkeypatch, clock, record, real_config, real_redis
+):
     monkeypatch.delenv("VERISOUL_API_URL", raising=False)
     _clear_caches()
     deliver(real_config, real_redis, inquiry_event("inq_8", "approved", at(clock["now"]), "user_8"))
@@ -199,7 +207,9 @@ def test_without_verisoul_no_sync_job_is_queued_and_the_sweep_syncs_once_it_is_c
     monkeypatch.delenv("VERISOUL_API_URL")
     _clear_caches()
     for n, status in enumerate(["created", "pending", "completed", "approved"]):
-        jobs.process_event(inquiry_event("inq_10", status, at(clock["now"] - DAY + n * timedelta(seconds=1)), "user_10"))
+        jobs.process_event(
+            inquiry_event("inq_10", status, at(clock["now"] - DAY + n * timedelta(seconds=1)), "user_10")
+        )
     assert Queue(real_config.sync_queue, connection=real_redis).count == 0
     assert record("user_10")["verisoul"]["synced"] is False
     monkeypatch.setenv("VERISOUL_API_URL", verisoul.url + ("/lists" if verisoul.flavor == "lists" else ""))
@@ -213,5 +223,7 @@ def test_without_verisoul_no_sync_job_is_queued_and_the_sweep_syncs_once_it_is_c
 def test_a_burst_of_events_for_one_user_leaves_one_sync_queued(verisoul, clock, real_config, real_redis):
     for inquiry in ("inq_11a", "inq_11b"):
         for n, status in enumerate(["created", "pending", "completed", "approved"]):
-            jobs.process_event(inquiry_event(inquiry, status, at(clock["now"] - DAY + n * timedelta(seconds=1)), "user_11"))
+            jobs.process_event(
+                inquiry_event(inquiry, status, at(clock["now"] - DAY + n * timedelta(seconds=1)), "user_11")
+            )
     assert [job.args for job in Queue(real_config.sync_queue, connection=real_redis).jobs] == [("user_11",)]

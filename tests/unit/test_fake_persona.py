@@ -268,7 +268,9 @@ def test_an_encoded_slash_is_not_a_separator(client):
 def test_over_real_http_a_dot_dot_id_stays_the_id():
     """The werkzeug server decodes PATH_INFO; the fake must still see the request line's segments."""
     with serve(create_fake_app()) as url:
-        requests.post(f"{url}/_control/events", json=[event("..", "2024-01-01T00:00:01.000Z")], timeout=5).raise_for_status()
+        requests.post(
+            f"{url}/_control/events", json=[event("..", "2024-01-01T00:00:01.000Z")], timeout=5
+        ).raise_for_status()
         connection = HTTPConnection(url.removeprefix("http://"), timeout=5)
         connection.request("GET", "/api/v1/events/%2E%2E", headers=AUTH)
         response = connection.getresponse()

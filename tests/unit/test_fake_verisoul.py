@@ -405,12 +405,17 @@ def test_control_accounts_take_encoded_ids(client):
     assert call(client, "GET", "/account/a%2F%2E%2E").get_json()["numAccounts"] == 2
 
 
-@pytest.mark.parametrize("target, account_id", [("/account/%2E%2E/enroll", ".."), ("/account/%2E/enroll", "."), ("/account/a%2F%2E%2E%2Fb/enroll", "a/../b")])
+@pytest.mark.parametrize(
+    "target, account_id",
+    [("/account/%2E%2E/enroll", ".."), ("/account/%2E/enroll", "."), ("/account/a%2F%2E%2E%2Fb/enroll", "a/../b")],
+)
 def test_over_real_http_dots_and_slashes_stay_in_the_id(target, account_id):
     """The werkzeug server decodes PATH_INFO; the fake must still see the request line's segments."""
     with serve(create_fake_app()) as url:
         connection = HTTPConnection(url.removeprefix("http://"), timeout=5)
-        connection.request("POST", target, body=b'{"externalId": "e"}', headers={**KEY, "Content-Type": "application/json"})
+        connection.request(
+            "POST", target, body=b'{"externalId": "e"}', headers={**KEY, "Content-Type": "application/json"}
+        )
         assert connection.getresponse().status == 200
         connection.close()
         [logged] = requests.get(f"{url}/_control/calls", timeout=5).json()

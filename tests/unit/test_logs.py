@@ -56,7 +56,9 @@ def test_an_exception_gives_its_class_only():
 
 def test_a_multiline_message_stays_one_json_line():
     traceback_text = "Traceback (most recent call last):\n  File \"x.py\"\nKeyError: 'created_at'"
-    entry = _format(_record("rq.worker", "job %s: exception raised\n%s", ("e_evt_1", traceback_text), job_id="e_evt_1", queue="q"))
+    entry = _format(
+        _record("rq.worker", "job %s: exception raised\n%s", ("e_evt_1", traceback_text), job_id="e_evt_1", queue="q")
+    )
     assert entry["message"].endswith("KeyError: 'created_at'")
     assert (entry["job_id"], entry["queue"]) == ("e_evt_1", "q")
 
@@ -64,7 +66,11 @@ def test_a_multiline_message_stays_one_json_line():
 @pytest.mark.parametrize(
     "msg, args, job_id",
     [
-        ("Worker %s: %s: %s (%s)", ("w1", "persona-events", "process_event evt_1 inquiry.approved", "e_evt_1"), "e_evt_1"),
+        (
+            "Worker %s: %s: %s (%s)",
+            ("w1", "persona-events", "process_event evt_1 inquiry.approved", "e_evt_1"),
+            "e_evt_1",
+        ),
         ("Worker %s: %s: %s (%s)", ("w1", "persona-events", blue("Job OK"), blue("e_evt_2")), "e_evt_2"),
         ("Worker %s: job %s result is kept for %s seconds", ("w1", "h-" + "ab" * 32, 86400), "h-" + "ab" * 32),
         ("Worker %s: %s: %s (%s)", ("w1", "persona-events", "Job OK", "sweep-verisoul-1"), None),
@@ -122,7 +128,11 @@ def test_rq_adds_no_plain_text_handler_after_configure(restore_loggers, monkeypa
     captured = capsys.readouterr()
     assert captured.out == ""
     [entry] = [json.loads(line) for line in captured.err.splitlines()]
-    assert (entry["logger"], entry["job_id"], entry["message"]) == ("rq.worker", "e_evt_1", "Worker w1: persona-events: Job OK (e_evt_1)")
+    assert (entry["logger"], entry["job_id"], entry["message"]) == (
+        "rq.worker",
+        "e_evt_1",
+        "Worker w1: persona-events: Job OK (e_evt_1)",
+    )
 
 
 def test_without_configure_rq_would_add_its_own_handler(restore_loggers, monkeypatch):

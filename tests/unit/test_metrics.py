@@ -194,8 +194,9 @@ def test_timed_job_runs_under_rq_by_dotted_name(redis):
 def test_count_transition_labels_object_and_statuses():
     labels = {"object": "inquiry", "from": "pending", "to": "completed"}
     first = {"object": "verification", "from": "none", "to": "initiated"}
-    before, before_first = value("persona_state_transitions_total", **labels), value(
-        "persona_state_transitions_total", **first
+    before, before_first = (
+        value("persona_state_transitions_total", **labels),
+        value("persona_state_transitions_total", **first),
     )
     count_transition("inquiry", "pending", "completed")
     count_transition("verification", None, "initiated")

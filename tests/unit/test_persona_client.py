@@ -479,18 +479,32 @@ def near_envelopes():
         json_values | checks,
     )
     obj = st.fixed_dictionaries(
-        {"type": mostly(st.sampled_from(["inquiry", "verification/government-id", "verification", "account"])),
-         "id": ids},
+        {
+            "type": mostly(st.sampled_from(["inquiry", "verification/government-id", "verification", "account"])),
+            "id": ids,
+        },
         optional={"attributes": mostly(attributes), "relationships": mostly(relationships)},
     )
-    included = st.lists(mostly(obj | st.fixed_dictionaries({"type": st.just("account"), "id": ids,
-                                                            "attributes": attributes})), max_size=3)
+    included = st.lists(
+        mostly(obj | st.fixed_dictionaries({"type": st.just("account"), "id": ids, "attributes": attributes})),
+        max_size=3,
+    )
     payload = st.fixed_dictionaries({"data": mostly(obj)}, optional={"included": mostly(included)})
-    created_at = st.sampled_from(["2024-07-08T14:29:24.297Z", "2024-07-08T14:29:24+02:00", "2024-07-08T14:29:24",
-                                  "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+    created_at = st.sampled_from(
+        [
+            "2024-07-08T14:29:24.297Z",
+            "2024-07-08T14:29:24+02:00",
+            "2024-07-08T14:29:24",
+            "0001-01-01T00:00:00+01:00",
+            "9999-12-31T23:59:59-01:00",
+        ]
+    )
     event_attributes = st.fixed_dictionaries(
-        {"name": mostly(st.sampled_from(["inquiry.approved", "verification.passed", "account.created", ""])),
-         "created-at": mostly(created_at), "payload": mostly(payload)}
+        {
+            "name": mostly(st.sampled_from(["inquiry.approved", "verification.passed", "account.created", ""])),
+            "created-at": mostly(created_at),
+            "payload": mostly(payload),
+        }
     )
     event = st.fixed_dictionaries({"type": mostly(st.just("event")), "id": ids, "attributes": mostly(event_attributes)})
     document = st.fixed_dictionaries({"data": event}, optional={"links": json_values})
@@ -531,7 +545,9 @@ SEGMENT_IDS = [".", "..", "/", "a/b", "../events", "evt/../x", "?page[size]=1", 
 
 @pytest.mark.parametrize("object_id", SEGMENT_IDS)
 def test_every_id_is_one_segment_of_its_own_route(fake, client, object_id):
-    fake.store_events({"data": {"type": "event", "id": object_id, "attributes": {"created-at": "2024-07-08T14:29:24.297Z"}}})
+    fake.store_events(
+        {"data": {"type": "event", "id": object_id, "attributes": {"created-at": "2024-07-08T14:29:24.297Z"}}}
+    )
     fake.store_inquiries({"data": {"type": "inquiry", "id": object_id, "attributes": {}}, "included": []})
     assert client.get_event(object_id)["data"]["id"] == object_id
     assert client.get_inquiry(object_id)["data"]["id"] == object_id

@@ -223,9 +223,7 @@ def test_custom_block_lengths_decide_expiry():
 
 # --- properties ------------------------------------------------------------------------------------------
 
-moments = st.datetimes(
-    min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(timezone.utc)
-)
+moments = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(timezone.utc))
 facts = st.builds(
     InquiryFacts,
     id=st.sampled_from([f"inq_{n}" for n in range(10)]),

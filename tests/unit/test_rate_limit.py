@@ -48,7 +48,9 @@ def clock():
 def limiter(server, clock, limit: int, name: str = "verisoul", max_wait: float = WINDOW) -> RateLimiter:
     """Each limiter gets its own connection, as each worker process would; patient enough to wait a
     whole window unless a test says otherwise."""
-    return RateLimiter(fakeredis.FakeRedis(server=server), name, limit, clock=clock, sleep=clock.sleep, max_wait=max_wait)
+    return RateLimiter(
+        fakeredis.FakeRedis(server=server), name, limit, clock=clock, sleep=clock.sleep, max_wait=max_wait
+    )
 
 
 def test_a_wait_longer_than_the_patience_is_refused_without_sleeping(server, clock):

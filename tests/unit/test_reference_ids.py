@@ -40,7 +40,9 @@ def test_segment_is_one_segment_that_decodes_back(value):
     assert is_built(f"http://host/account/{encoded}/enroll")
 
 
-@pytest.mark.parametrize("value, encoded", [(".", "%2E"), ("..", "%2E%2E"), ("...", "%2E%2E%2E"), ("a.b", "a.b"), ("a/b", "a%2Fb")])
+@pytest.mark.parametrize(
+    "value, encoded", [(".", "%2E"), ("..", "%2E%2E"), ("...", "%2E%2E%2E"), ("a.b", "a.b"), ("a/b", "a%2Fb")]
+)
 def test_dots_are_encoded_only_where_they_make_a_dot_segment(value, encoded):
     assert segment(value) == encoded
 
@@ -147,7 +149,10 @@ def _check_verisoul(url: str, account_id: str) -> None:
         for operation, (method, route, action) in routes.items():
             _run(client, operation, account_id)
             expected.append((method, route.format(segment(account_id)), "", flavor, action, account_id, 200))
-    seen = [(c["method"], c["path"], c["query"], c["flavor"], c["action"], c["account_id"], c["status"]) for c in _verisoul_calls(url)]
+    seen = [
+        (c["method"], c["path"], c["query"], c["flavor"], c["action"], c["account_id"], c["status"])
+        for c in _verisoul_calls(url)
+    ]
     assert seen == expected
 
 
@@ -169,7 +174,9 @@ def _check_persona(url: str, object_id: str) -> None:
     """get_event and get_inquiry ask for this id at their own route, and get that object back."""
     fake = FakePersonaControl(url)
     fake.reset()
-    fake.store_events({"data": {"type": "event", "id": object_id, "attributes": {"created-at": "2024-07-08T14:29:24.297Z"}}})
+    fake.store_events(
+        {"data": {"type": "event", "id": object_id, "attributes": {"created-at": "2024-07-08T14:29:24.297Z"}}}
+    )
     fake.store_inquiries({"data": {"type": "inquiry", "id": object_id, "attributes": {}}, "included": []})
     client = PersonaClient(url, fake_persona.DEFAULT_API_KEY, sleep=lambda _: None)
     assert client.get_event(object_id)["data"]["id"] == object_id
@@ -239,4 +246,3 @@ def test_reference_ids_strategy_reaches_the_tricky_cases():
 
     collect()
     assert all(seen.values()), seen
-

@@ -123,7 +123,10 @@ def test_a_job_that_every_worker_dies_on_fails_with_a_reason(connection):
     job.save_meta()
     assert requeue_abandoned(queue) == []
     assert FailedJobRegistry(queue=queue).get_job_ids() == [job.id]
-    assert "its worker died each of the 5 times it ran" in Job.fetch(job.id, connection=connection).latest_result().exc_string
+    assert (
+        "its worker died each of the 5 times it ran"
+        in Job.fetch(job.id, connection=connection).latest_result().exc_string
+    )
 
 
 def test_a_job_taken_by_a_worker_stopped_before_it_started_it_is_requeued(connection, monkeypatch):

@@ -127,9 +127,7 @@ def test_time_outranks_status_rank():
 # --- ties at the same millisecond ------------------------------------------------------------------------
 
 TIERS = [("created",), ("pending",), ("completed",), ("approved", "declined", "failed")]
-TIE_PAIRS = [
-    (low, high) for i, lows in enumerate(TIERS) for highs in TIERS[i + 1 :] for low in lows for high in highs
-]
+TIE_PAIRS = [(low, high) for i, lows in enumerate(TIERS) for highs in TIERS[i + 1 :] for low in lows for high in highs]
 
 
 @pytest.mark.parametrize("low, high", TIE_PAIRS)
@@ -153,7 +151,13 @@ def test_same_millisecond_and_rank_is_decided_by_event_id(first, second):
 
 # --- any delivery order, any number of deliveries --------------------------------------------------------
 
-REVIEWED = [snap("created", 0), snap("pending", 10), snap("completed", 20), snap("needs_review", 30), snap("approved", 40)]
+REVIEWED = [
+    snap("created", 0),
+    snap("pending", 10),
+    snap("completed", 20),
+    snap("needs_review", 30),
+    snap("approved", 40),
+]
 REVERSED = [snap("created", 0), snap("pending", 10), snap("completed", 20), snap("approved", 30), snap("declined", 40)]
 # completed and approved in the same millisecond, then a redaction-style re-send of approved
 TIED = [snap("created", 0), snap("pending", 10), snap("completed", 20), snap("approved", 20), snap("approved", 90)]

@@ -47,7 +47,6 @@ def test_unknown_user_is_404(guarded):
     assert answer.json["error"] == "user_not_found"
 
 
-
 # --- any reference id can be read (issue 9: `/` in an id answered Flask's 404, raw or as %2F) --------------
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -104,7 +103,9 @@ def test_any_reference_id_is_read(guarded_app, reference_id):
         assert _read(guarded_app, f"/users/{raw}")["reference_id"] == reference_id
 
 
-@pytest.mark.parametrize("path", ["/users/nobody%2Fat-all", "/users/nobody/at/all", "/users/%2E%2E", "/users/x/inquiries"])
+@pytest.mark.parametrize(
+    "path", ["/users/nobody%2Fat-all", "/users/nobody/at/all", "/users/%2E%2E", "/users/x/inquiries"]
+)
 def test_an_unknown_reference_id_of_any_shape_is_the_json_404(guarded, path):
     answer = guarded.get(path, headers=AUTH)
     assert answer.status_code == 404

@@ -292,7 +292,9 @@ def test_connection_refused_is_retried_then_unavailable(client_for, recorder, fl
 
 def test_read_timeout_is_retried_then_unavailable(recorder, monkeypatch):
     monkeypatch.setattr(verisoul, "TIMEOUTS", (1, 0.05))
-    with serve(create_fake_app(FakeState(FakeConfig(delay_seconds=0.5)))) as url:  # its own server: late answers land there
+    with serve(
+        create_fake_app(FakeState(FakeConfig(delay_seconds=0.5)))
+    ) as url:  # its own server: late answers land there
         transport = Transport(url, DEFAULT_API_KEY, acquire=recorder.acquire, sleep=recorder.sleep)
         with pytest.raises(VerisoulUnavailable, match="ReadTimeout"):
             AccountApi(transport).get_account("u1")

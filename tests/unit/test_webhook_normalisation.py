@@ -26,9 +26,7 @@ from app.schemas import EnvelopeSchema, first_error, load_event
 from tests.payloads import SECRET, WEBHOOK, headers, recase_key
 
 PROPERTY = settings(max_examples=400, deadline=None)
-THROUGH_THE_APP = settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+THROUGH_THE_APP = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 # --- the reference: the pipeline before normalise_envelope ----------------------------------------------------
