@@ -21,12 +21,10 @@ import hashlib
 import re
 
 from redis import Redis
-from redis.exceptions import NoScriptError
 from rq import Queue, Retry
 from rq.utils import now, utcformat
 
 from app.config import Config
-from app.group_commit import GroupCommit
 
 PROCESS_EVENT = "workers.jobs.process_event"
 DEDUPE_PREFIX = "persona-events:seen:"
@@ -88,8 +86,7 @@ def dedupe_key(event_id: str) -> str:
 
 
 class EventQueue:
-    """The events queue of one Redis connection. The enqueues of a process' concurrent requests go to
-    Redis together (app/group_commit.py): one round trip, each event's script run on its own."""
+    """The events queue of one Redis connection."""
 
     def __init__(self, connection: Redis, config: Config):
         self.connection = connection
@@ -97,32 +94,15 @@ class EventQueue:
         self.dedupe_ttl = config.dedupe_ttl
         fields = ", ".join(_lua_string(item) for item in _constant_fields(self.queue))
         self._script = connection.register_script(DEDUPE_ENQUEUE % fields)
-        self._group = GroupCommit(self._run_scripts)
 
     def enqueue_once(self, event: dict) -> bool:
-        """Queue `process_event(event)` unless this event id was queued before; True when queued now.
-        Raises RedisError when Redis cannot say which."""
+        """Queue `process_event(event)` unless this event id was queued before; True when queued now."""
         job_id = job_id_for(event["event_id"])
         queue = self.queue
         keys = [DEDUPE_PREFIX + job_id, queue.job_class.key_for(job_id), queue.key, queue.redis_queues_keys]
         data = queue.serializer.dumps((PROCESS_EVENT, None, (event,), {}))  # Job.data's layout
         description = f"process_event {event['event_id']} {event['name']}"
-        return bool(self._group.submit((keys, [self.dedupe_ttl, job_id, data, utcformat(now()), description])))
-
-    def _run_scripts(self, calls: list[tuple[list, list]]) -> list:
-        """Each (keys, args) through the script, in one round trip; a script Redis lost (a restart, SCRIPT
-        FLUSH) is loaded and the calls sent again, which is safe: a NOSCRIPT call ran nothing."""
-        results = self._pipelined(calls)
-        if any(isinstance(result, NoScriptError) for result in results):
-            self._script.sha = self.connection.script_load(self._script.script)
-            results = self._pipelined(calls)
-        return results
-
-    def _pipelined(self, calls: list[tuple[list, list]]) -> list:
-        with self.connection.pipeline(transaction=False) as pipeline:
-            for keys, args in calls:
-                pipeline.evalsha(self._script.sha, len(keys), *keys, *args)
-            return pipeline.execute(raise_on_error=False)
+        return bool(self._script(keys=keys, args=[self.dedupe_ttl, job_id, data, utcformat(now()), description]))
 
     def ping(self) -> bool:
         return bool(self.connection.ping())

@@ -165,8 +165,8 @@ def test_the_request_builds_no_rq_job_and_sends_a_handful_of_arguments(config, m
     redis = fresh_redis()
     event_queue = EventQueue(redis, config)
     calls = []
-    send = event_queue._group._send
-    monkeypatch.setattr(event_queue._group, "_send", lambda batch: calls.extend(batch) or send(batch))
+    script = event_queue._script
+    monkeypatch.setattr(event_queue, "_script", lambda keys, args: calls.append((keys, args)) or script(keys, args))
 
     def no_job(*args, **kwargs):
         raise AssertionError("an RQ Job was built in the request")

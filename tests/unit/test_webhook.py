@@ -399,7 +399,7 @@ def test_any_redis_error_is_503_and_the_retry_is_queued(flaky, monkeypatch, erro
         raise error("boom")
 
     event_queue = flaky.application.extensions["event_queue"]
-    monkeypatch.setattr(event_queue, "_pipelined", failing)
+    monkeypatch.setattr(event_queue, "_script", failing)
     assert_unavailable(post(flaky, BODY))
     monkeypatch.undo()
     assert post(flaky, BODY).json["status"] == "queued"
