@@ -15,7 +15,6 @@ from app.config import Config, ConfigError, load_config
 from app.db import Database
 from app.queue import EventQueue, connect_redis
 
-
 # A database outage is usually a restart or a failover: seconds, rarely more.
 RETRY_AFTER_SECONDS = 5
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import click
 from redis.exceptions import RedisError
@@ -59,7 +59,7 @@ class Moment(click.ParamType):
             return value
         try:
             moment = datetime.fromisoformat(value)
-            return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+            return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
         except (ValueError, OverflowError):  # OverflowError: a time whose UTC falls outside year 1..9999
             self.fail(f"{value!r} is not an ISO 8601 time such as 2024-07-08 or 2024-07-08T14:29:24Z", param, ctx)
 
@@ -116,7 +116,7 @@ def _check_text(params: dict) -> None:
                 except UnicodeEncodeError:
                     raise click.UsageError(
                         f"{_flag(name)}: {text.encode('utf-8', 'replace').decode()!r} is not valid UTF-8"
-                    )
+                    ) from None
 
 
 def _check_usage(params: dict) -> None:

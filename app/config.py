@@ -8,9 +8,9 @@ the entry points print that line and exit instead of showing a traceback.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Mapping
 
 # Defaults, each with the reason it is what it is.
 # Persona documents no tolerance; 5 minutes absorbs clock skew and never rejects a retry,

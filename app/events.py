@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Any
 
@@ -99,7 +99,7 @@ def parse_timestamp(value: str) -> datetime:
         offset = timedelta(hours=int(off_hours or 0), minutes=int(off_minutes or 0)) * (-1 if sign == "-" else 1)
         micros = int((fraction or "0")[:6].ljust(6, "0"))
         parts = (int(part) for part in (year, month, day, hour, minute, second))
-        moment = datetime(*parts, micros, timezone(offset)).astimezone(timezone.utc)
+        moment = datetime(*parts, micros, timezone(offset)).astimezone(UTC)
     except (ValueError, OverflowError) as error:
         raise ValueError(f"is not a valid time ({error})") from None
     if not MIN_YEAR <= moment.year <= MAX_YEAR:
@@ -250,7 +250,7 @@ def verification_kind(object_type: str) -> str | None:
 
 def iso_millis(moment: datetime) -> str:
     """UTC, millisecond precision, `Z` suffix: the form Persona uses and the order events are compared in."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def minimise(envelope: dict, body_hash: str) -> dict:

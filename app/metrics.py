@@ -15,7 +15,7 @@ import functools
 import logging
 import os
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from flask import Blueprint, Response, current_app
 

@@ -9,7 +9,7 @@ fetched from Persona) refuses the same events, each with the field at fault.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
@@ -31,7 +31,7 @@ class UtcDateTime(fields.AwareDateTime):
     def _deserialize(self, value, attr, data, **kwargs) -> datetime:
         moment = super()._deserialize(value, attr, data, **kwargs)
         try:
-            moment = moment.astimezone(timezone.utc)
+            moment = moment.astimezone(UTC)
         except OverflowError:
             raise self.make_error("invalid", input=value, obj_type=self.OBJ_TYPE) from None
         if not MIN_YEAR <= moment.year <= MAX_YEAR:

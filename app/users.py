@@ -5,7 +5,7 @@ disabled (503), never open."""
 from __future__ import annotations
 
 import hmac
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.routing import BaseConverter
@@ -70,7 +70,7 @@ def get_user(reference_id: str):
     if refusal is not None:
         return refusal
     with current_app.extensions["database"].sessions() as session:
-        record = load_user_record(session, reference_id, datetime.now(timezone.utc))
+        record = load_user_record(session, reference_id, datetime.now(UTC))
     if record is None:
         return _error(404, "user_not_found", f"no user with reference id {reference_id!r}")
     return jsonify(record)

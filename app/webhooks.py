@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -20,7 +20,7 @@ from marshmallow import ValidationError
 from redis.exceptions import RedisError
 
 from app import metrics, signature
-from app.events import body_sha256, iso_millis, is_queued_name, normalise_envelope
+from app.events import body_sha256, is_queued_name, iso_millis, normalise_envelope
 from app.schemas import first_error, load_event
 
 bp = Blueprint("webhooks", __name__)
@@ -133,7 +133,7 @@ def _parse(body: bytes) -> dict:
 
 
 def _queue(event: dict) -> str:
-    event["received_at"] = iso_millis(datetime.now(timezone.utc))
+    event["received_at"] = iso_millis(datetime.now(UTC))
     try:
         queued = current_app.extensions["event_queue"].enqueue_once(event)
     except RedisError as error:

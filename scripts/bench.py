@@ -54,7 +54,7 @@ import sys
 import tempfile
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from scripts.bench_stack import ROOT, BenchRedis, Children, Context, SqliteTemplate, ensure_postgres, progress
@@ -102,7 +102,7 @@ def _load() -> str:
 
 
 def _header(args: argparse.Namespace, started: float, load_at_start: str) -> str:
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     mode = "--quick" if args.quick else "full"
     return (
         f"persona-events bench, {when}, {_code_version()}, os.cpu_count()={os.cpu_count()}, "
@@ -128,12 +128,12 @@ def replay_rows(ctx: Context) -> None:
         progress(f"replay: {len(events)} events, {users} users, rep {rep + 1}/{ctx.reps}")
         database = Database(ctx.fresh_database("postgresql"))
         try:
-            for label, fetched in zip(labels, (events, None)):
+            for label, fetched in zip(labels, (events, None), strict=True):
                 with database.sessions() as session:
                     stored = [] if fetched else list(session.scalars(select(Event)))
                     units = plan_units(session, stored, fetched or [])
                 started = time.perf_counter()
-                report = Replayer(database, lambda: datetime.now(timezone.utc), "bench", False).run(units)
+                report = Replayer(database, lambda: datetime.now(UTC), "bench", False).run(units)
                 rates[label].append(len(events) / (time.perf_counter() - started))
                 if report.failed:
                     raise RuntimeError(f"{len(report.failed)} events failed to replay, e.g. {report.failed[0]}")

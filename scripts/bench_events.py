@@ -18,10 +18,10 @@ import json
 import random
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterable
 
 from app.events import body_sha256, iso_millis, minimise, normalise_keys
 from app.schemas import load_envelope
@@ -52,7 +52,7 @@ VERIFICATION_SLOTS = {
 _IDS = frozenset({"evt", "inq", "ver", "act"})
 _MARKER = re.compile(r"@@(\w+)@@")
 _SAFE_VALUE = re.compile(r"[A-Za-z0-9_.:-]+")  # inserted into JSON strings as they are: nothing to escape
-BASE_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
+BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _indent_of(raw: str, document: dict) -> int:
@@ -98,7 +98,7 @@ class Template:
 
     def render(self, values: dict[str, str]) -> bytes:
         out = [self.parts[0]]
-        for gap, part in zip(self.gaps, self.parts[1:]):
+        for gap, part in zip(self.gaps, self.parts[1:], strict=True):
             out.append(values[gap].encode())
             out.append(part)
         return b"".join(out)
@@ -141,7 +141,7 @@ class SignedEvents:
             out.write(f"{len(self.template.parts)} {len(self.rows)}\n".encode())
             for part in self.template.parts:
                 out.write(f"{len(part)}\n".encode() + part)
-            for row, header in zip(self.rows, self.headers):
+            for row, header in zip(self.rows, self.headers, strict=True):
                 out.write("\t".join([header, *(row[gap] for gap in self.template.gaps)]).encode() + b"\n")
 
 
@@ -187,7 +187,7 @@ def queued_event(body: bytes) -> dict:
     """What POST /webhooks/persona queues for `body` (after its signature check), via the app's functions."""
     envelope = load_envelope(normalise_keys(json.loads(body.decode("utf-8-sig"))))
     event = minimise(envelope, body_sha256(body))
-    event["received_at"] = iso_millis(datetime.now(timezone.utc))
+    event["received_at"] = iso_millis(datetime.now(UTC))
     return event
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 
@@ -26,7 +26,7 @@ from workers.replay import Replayer, plan_units
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _timed(database: Database, label: str, count: int, dry_run: bool, fetched: list[dict] | None = None) -> None:

@@ -35,7 +35,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -132,7 +131,7 @@ class Attack:
             if conn is not None:
                 conn.close()
 
-    def start(self) -> "Attack":
+    def start(self) -> Attack:
         self._process.start()
         self._ready.wait(timeout=60)
         return self
@@ -288,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             web.stop()
 
     base = summarise(latencies["baseline"])
-    print(f"\nvalid webhook latency (new connection per webhook; ratio = phase / no-attack baseline, same run)")
+    print("\nvalid webhook latency (new connection per webhook; ratio = phase / no-attack baseline, same run)")
     print(
         f"{'phase':<20}{'n':>5}{'missed 5s':>10}{'median ms':>11}{'p99 ms':>9}{'spread ms':>11}"
         f"{'median x':>10}{'p99 x':>8}{'spread x':>10}{'p99<=1s':>9}{'server closed':>15}"
@@ -297,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         if not latencies[phase]:
             continue
         s = summarise(latencies[phase])
-        ratio = lambda key: s[key] / base[key] if base[key] else float("nan")  # noqa: E731
+        ratio = lambda key, s=s: s[key] / base[key] if base[key] else float("nan")  # noqa: E731
         closed = sum(a.closed_by_server for a in attacks[phase])
         print(
             f"{phase:<20}{len(latencies[phase]):>5}{missed[phase]:>10}{s['median'] * 1000:>11.1f}"

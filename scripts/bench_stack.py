@@ -112,7 +112,9 @@ class BenchRedis:
                 return
             except redis_lib.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("bench: redis-server did not start; see redis.log in the bench directory")
+                    raise SystemExit(
+                        "bench: redis-server did not start; see redis.log in the bench directory"
+                    ) from None
                 time.sleep(0.05)
 
     def flush(self) -> None:
@@ -235,7 +237,7 @@ class Context:
     sqlite: SqliteTemplate
     quick: bool
     reps: int
-    table: "Table"
+    table: Table
     steady_seconds: float = 30.0
 
     def env(self, database_url: str, **extra: str) -> dict[str, str]:

@@ -30,7 +30,6 @@ import psycopg
 from rq import Queue, Worker
 
 from app.config import DEFAULT_EVENTS_QUEUE, DEFAULT_SYNC_QUEUE
-
 from scripts.bench_events import INQUIRY_7KB, INQUIRY_SLOTS, SignedEvents, Template, lifecycle_rows
 from scripts.bench_load import PacedResult, paced_post
 from scripts.bench_stack import SECRET, Context, Web, children_of, libpq_url, procfile_command, progress
@@ -109,7 +108,7 @@ def growth(samples: list[tuple[float, int]]) -> float:
     xs, ys = [t for t, _ in half], [d for _, d in half]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     var = sum((x - mx) ** 2 for x in xs)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else 0.0
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var if var else 0.0
     return slope * (xs[-1] - xs[0])
 
 
@@ -267,7 +266,7 @@ def _steady(ctx: Context, stack: Stack) -> None:
 
 def _ms(runs: list[dict], key: str, q: float, digits: int = 0) -> str:
     values = [1000 * quantile(r[key], q) for r in runs]
-    censored = key == "record" and any(1000 * r["bound"] <= value for r, value in zip(runs, values))
+    censored = key == "record" and any(1000 * r["bound"] <= value for r, value in zip(runs, values, strict=True))
     return (">= " if censored else "") + spread(values, "ms", digits)
 
 

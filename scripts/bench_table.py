@@ -8,8 +8,8 @@ the median of the per-repetition ratios, each taken between runs measured next t
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 
 def median(values: Sequence[float]) -> float:
@@ -48,11 +48,11 @@ class Target:
     check: Callable[[float], bool]
 
     @classmethod
-    def at_least(cls, bound: float, what: str = "") -> "Target":
+    def at_least(cls, bound: float, what: str = "") -> Target:
         return cls(f"{what}>= {bound:g}".strip(), lambda value: value >= bound)
 
     @classmethod
-    def at_most(cls, bound: float, what: str = "") -> "Target":
+    def at_most(cls, bound: float, what: str = "") -> Target:
         return cls(f"{what}<= {bound:g}".strip(), lambda value: value <= bound)
 
 
@@ -69,7 +69,7 @@ class Row:
     met: str = ""
 
     @classmethod
-    def invalid(cls, what: str, why: str) -> "Row":
+    def invalid(cls, what: str, why: str) -> Row:
         return cls(what, f"INVALID: {why}", met="no")
 
 

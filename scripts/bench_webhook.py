@@ -22,8 +22,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from flask import Flask, jsonify, request
 from redis import Redis

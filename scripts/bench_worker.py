@@ -282,7 +282,7 @@ def _long_inquiry_row(ctx: Context, length: int) -> None:
     per_event = {key: seconds[f"{key[1]}{key[0]}"] / len(stream) for key, stream in streams.items()}
     long_costs = [per_event[(rep, "long")] for rep in range(ctx.reps)]
     short_costs = [per_event[(rep, "short")] for rep in range(ctx.reps)]
-    ratios = [a / b for a, b in zip(long_costs, short_costs)]
+    ratios = [a / b for a, b in zip(long_costs, short_costs, strict=True)]
     target = Target.at_most(1.2)
     ctx.table.add(Row(
         what, spread([1000 * a for a in long_costs], "ms/event", 2),

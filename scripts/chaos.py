@@ -47,11 +47,11 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 from urllib.parse import quote
 
 import requests
@@ -100,7 +100,7 @@ DURATIONS = {"redis-down": 30.0, "db-down": 60.0, "verisoul-down": 120.0}
 
 
 def log(message: str) -> None:
-    print(f"chaos {datetime.now(timezone.utc):%H:%M:%S} {message}", file=sys.stderr, flush=True)
+    print(f"chaos {datetime.now(UTC):%H:%M:%S} {message}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,7 +160,7 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 15.0) -> "RedisServer":
+    def start(self, timeout: float = 15.0) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         command = [
             self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir),
@@ -181,7 +181,9 @@ class RedisServer:
                     return self
                 except redis.RedisError:
                     if self.process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"redis-server did not start on {self.port}; see {self.data_dir}/redis.log")
+                        raise RuntimeError(
+                            f"redis-server did not start on {self.port}; see {self.data_dir}/redis.log"
+                        ) from None
                     time.sleep(0.05)
         finally:
             client.close()
@@ -422,7 +424,7 @@ class Sender:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def start(self) -> "Sender":
+    def start(self) -> Sender:
         now = time.monotonic()
         self._heap = [(now + i / self.rate, i) for i in range(len(self.deliveries))]
         heapq.heapify(self._heap)
@@ -547,7 +549,7 @@ class Checker:
 
     def problems(self, acked: set[str]) -> dict[str, list[str]]:
         facts = [fact for fact in self.stream.facts if fact.event_id in acked]
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         expected = expected_records(facts, now)
         sub = Stream(now=self.stream.now, facts=facts, bodies={e: b"" for e in acked}, users=sorted(expected))
         verisoul = _expectations(sub, now, self.started, set())
@@ -556,7 +558,7 @@ class Checker:
         writes, reads = _writes(calls, FLAVOR), _successful_reads(calls)
         out: dict[str, list[str]] = {}
         keys = sorted(expected)
-        for key, answer in zip(keys, self.pool.map(self._get, keys)):
+        for key, answer in zip(keys, self.pool.map(self._get, keys), strict=True):
             if isinstance(answer, Exception):
                 out[key] = [f"GET /users failed: {type(answer).__name__}"]
                 continue
@@ -1003,7 +1005,7 @@ def run_scenario(fault: str, settings: Settings, index: int, work: Path) -> Row:
             stack.start_all()
             if stack.wait_ready() is None:
                 raise RuntimeError(f"the web process did not become ready; logs in {work}")
-            started = datetime.now(timezone.utc)
+            started = datetime.now(UTC)
             stream = generate(settings.seed + index, settings.users, started)
             posts = deliveries(stream, settings.seed + index)
             row.users, row.events, row.posts = len(stream.users), len(stream.event_ids), len(posts)

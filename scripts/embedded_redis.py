@@ -39,7 +39,7 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> "EmbeddedRedis":
+    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         command = [
             server_binary(),
@@ -65,7 +65,9 @@ class EmbeddedRedis:
                 return
             except redis.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"embedded redis-server did not start; see {self.data_dir / 'redis.log'}")
+                    raise RuntimeError(
+                        f"embedded redis-server did not start; see {self.data_dir / 'redis.log'}"
+                    ) from None
                 time.sleep(0.05)
 
     def stop(self) -> None:

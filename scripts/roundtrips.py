@@ -178,7 +178,7 @@ class RoundTripProxy(TcpProxy):
         self._target_url: str | None = None
 
     @classmethod
-    def for_url(cls, url: str, **options) -> "RoundTripProxy":
+    def for_url(cls, url: str, **options) -> RoundTripProxy:
         """A proxy to the host and port of a database URL; `.url` (once started) is the URL through it."""
         parsed = make_url(url)
         proxy = cls(parsed.host or "127.0.0.1", parsed.port or 5432, **options)

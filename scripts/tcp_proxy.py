@@ -54,7 +54,7 @@ class TcpProxy:
 
     # --- control, from any thread ---
 
-    def start(self, timeout: float = 10.0) -> "TcpProxy":
+    def start(self, timeout: float = 10.0) -> TcpProxy:
         ready: Future = Future()
         self._thread = threading.Thread(target=self._run, args=(ready,), name="tcp-proxy", daemon=True)
         self._thread.start()
@@ -86,7 +86,7 @@ class TcpProxy:
         self._thread.join(timeout=10)
         self._loop = None
 
-    def __enter__(self) -> "TcpProxy":
+    def __enter__(self) -> TcpProxy:
         return self.start()
 
     def __exit__(self, *_) -> None:

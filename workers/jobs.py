@@ -10,7 +10,7 @@ again would fail the same way.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from redis import Redis
@@ -62,7 +62,7 @@ def sync_queue() -> Queue:
 
 def now() -> datetime:
     """The worker's clock; tests replace it to reach a block's expiry without waiting."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @lru_cache(maxsize=1)

@@ -13,8 +13,8 @@ import json
 import math
 import random
 import time
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Iterator
 from urllib.parse import quote
 
 import requests

@@ -7,7 +7,7 @@ current statuses every time, so a retried or replayed event can never count twic
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from workers.state_machine import NEGATIVE_STATUSES
 
@@ -77,7 +77,7 @@ class Decision:
 
 
 def _parse(moment: str) -> datetime:
-    return datetime.fromisoformat(moment).astimezone(timezone.utc)
+    return datetime.fromisoformat(moment).astimezone(UTC)
 
 
 def latest(inquiries: list[InquiryFacts]) -> InquiryFacts | None:

@@ -22,8 +22,8 @@ IMMEDIATE (app/db.py) and so already runs alone.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from functools import lru_cache
+from datetime import UTC, datetime
+from functools import cache
 
 from sqlalchemy import Row, and_, bindparam, or_, select, text
 from sqlalchemy.orm import Session
@@ -32,7 +32,6 @@ from app.events import iso_millis
 from app.models import Event, History, Inquiry, User, Verification
 from workers.event_log import parse_time
 from workers.policy import InquiryFacts
-from workers.writes import NewUser, Write, delete_rows, insert_row, run, update_rows
 from workers.state_machine import (
     IGNORED,
     Snapshot,
@@ -43,6 +42,7 @@ from workers.state_machine import (
     judge_verification,
     status_run,
 )
+from workers.writes import NewUser, Write, delete_rows, insert_row, run, update_rows
 
 # One statement for every key: unnest yields the (sorted) keys in order, so locks are taken in that order.
 _LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:keys AS text[])) AS k")
@@ -50,7 +50,7 @@ _LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(C
 
 def as_utc(moment: datetime | None) -> datetime | None:
     """Stored timestamps as aware UTC; SQLite hands them back without a zone (they are UTC)."""
-    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 def to_iso(moment: datetime) -> str:
@@ -163,13 +163,13 @@ def _users_named(with_account: bool):
 
 # The reads, built once: Core rows (attributes named as the columns), not ORM objects, which cost more to
 # make than the query to run.
-@lru_cache(maxsize=None)
+@cache
 def _inquiries_query(with_account: bool):
     owners = select(_USERS.c.id).where(_users_named(with_account))
     return select(_INQUIRIES).where(or_(_INQUIRIES.c.id == bindparam("inquiry_id"), _INQUIRIES.c.user_id.in_(owners)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _users_query(with_account: bool):
     return select(_USERS).where(_users_named(with_account))
 
@@ -204,7 +204,7 @@ class _InquiryIds:
     created_at: datetime | None
 
     @classmethod
-    def of(cls, stored: Row | None, event: dict) -> "_InquiryIds":
+    def of(cls, stored: Row | None, event: dict) -> _InquiryIds:
         reference_id = (
             event.get("reference_id") or (stored and stored.reference_id) or event.get("account_reference_id")
         )
@@ -332,7 +332,7 @@ def _resolve(users: _Users, ids: _InquiryIds) -> _UserPlan:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _inquiry_writes(inquiry_id: str, stored: Row | None, columns: dict, plan: _UserPlan) -> list[Write]:

@@ -15,9 +15,9 @@ rebuild.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Iterable, Iterator
 
 from sqlalchemy import delete, false, or_, select, update
 from sqlalchemy.exc import DBAPIError

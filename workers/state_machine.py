@@ -10,8 +10,8 @@ it only says whether a move was expected, for the record.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 INQUIRY_STATUSES = ("created", "pending", "completed", "failed", "expired", "needs_review", "approved", "declined")
 VERIFICATION_STATUSES = (
@@ -75,7 +75,7 @@ class Snapshot:
     status: str
 
     @classmethod
-    def of(cls, at: str, status: str, event_id: str) -> "Snapshot":
+    def of(cls, at: str, status: str, event_id: str) -> Snapshot:
         return cls(at, STATUS_RANK.get(status, -1), event_id, status)
 
 

@@ -9,9 +9,9 @@ and a burst of events for one user leaves one sync pending (a Redis mark the syn
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable
 
 from redis import Redis
 from rq import Queue, Retry
@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 from app.db import Database
 from app.models import User
 from workers.policy import InquiryFacts
-from workers.records import as_utc, facts_of, inquiries_of
 from workers.rate_limit import RateLimited
+from workers.records import as_utc, facts_of, inquiries_of
 from workers.sync_plan import BLOCK, ENROLL, UNBLOCK, VERIFIED_STATUSES, Known, Target, plan, target_for
 from workers.verisoul import VerisoulClient, VerisoulError, VerisoulUnavailable
 

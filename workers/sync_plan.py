@@ -40,7 +40,10 @@ class Known:
     duplicate_account: bool = False
 
 
-def target_for(inquiries: list[InquiryFacts], policy: Policy = Policy()) -> Target:
+DEFAULT_POLICY = Policy()
+
+
+def target_for(inquiries: list[InquiryFacts], policy: Policy = DEFAULT_POLICY) -> Target:
     """Derived from the inquiries' current statuses only, so every delivery order gives the same target.
     Enrolled when an inquiry is currently completed or approved (one person, one account is checked
     against Verisoul before enrolling); the block follows the strikes (DESIGN §5)."""

@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -46,7 +47,6 @@ from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
 from app.queue import PROCESS_EVENT
-
 from workers.abandoned import requeue_abandoned
 
 log = logging.getLogger(__name__)

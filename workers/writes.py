@@ -9,7 +9,7 @@ bookkeeping), pipelined with the COMMIT on PostgreSQL (app/db.py `commit_pipelin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import NamedTuple
 
 from sqlalchemy import Executable, Table, bindparam, delete, insert, select, update
@@ -36,7 +36,7 @@ _USERS = User.__table__
 _NEW_USER_ID = select(_USERS.c.id).where(_USERS.c.reference_id == bindparam("new_user_reference_id")).scalar_subquery()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _insert(table: Table, new_user: bool) -> Executable:
     # `inline`: no `RETURNING id` for inserted_primary_key, since a statement whose rows must be read
     # cannot be pipelined.
@@ -44,13 +44,13 @@ def _insert(table: Table, new_user: bool) -> Executable:
     return statement.values(user_id=_NEW_USER_ID) if new_user else statement
 
 
-@lru_cache(maxsize=None)
+@cache
 def _update(table: Table, key: str, new_user: bool) -> Executable:
     statement = update(table).where(table.c[key] == bindparam(f"where_{key}"))
     return statement.values(user_id=_NEW_USER_ID) if new_user else statement
 
 
-@lru_cache(maxsize=None)
+@cache
 def _delete(table: Table, key: str) -> Executable:
     return delete(table).where(table.c[key] == bindparam(f"where_{key}"))
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import random
 import string
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 from tests.payloads import CASINGS, encode, recase
 
@@ -84,17 +85,17 @@ CHECKS = {
     "government-id": ("id_expired_detection", "id_portrait_detection", "id_tamper_detection", "id_barcode_detection"),
     "selfie": ("selfie_id_comparison", "selfie_liveness_detection", "selfie_glasses_detection"),
 }
-PAST_START = datetime(2024, 1, 1, tzinfo=timezone.utc)
+PAST_START = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def iso(moment: datetime) -> str:
     """`2026-11-01T10:00:00.123Z`."""
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def parse(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 def millis(moment: datetime) -> datetime:
@@ -186,7 +187,7 @@ def _checks(rng: random.Random, kind: str, status: str) -> list[dict]:
             "requirement": "required",
             "metadata": {},
         }
-        for n, s in zip(names, statuses)
+        for n, s in zip(names, statuses, strict=True)
     ]
 
 
@@ -297,7 +298,7 @@ class _UserBuilder:
             if status == "pending" and position + 1 < len(path):
                 pending_offsets.append((offset, path[position + 1]))
             previous = status
-        if {("approved", "declined"), ("declined", "approved")} & set(zip(path, path[1:])):
+        if {("approved", "declined"), ("declined", "approved")} & set(pairwise(path)):
             self.tags.add("reversal")
         # Verifications happen while the inquiry is pending, before its next status.
         inquiry_offsets = [o for o, *_ in out]

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.client import HTTPConnection
 from urllib.parse import quote
 
 import pytest
 import requests
-from sqlalchemy import select
 
 from app.db import Database
 from app.models import User
@@ -72,8 +71,8 @@ def test_gunicorn_reads_any_reference_id_raw_and_encoded(stack, real_database_ur
     database = Database(real_database_url)
     with database.sessions() as session, session.begin():
         for reference_id, _ in READS:
-            session.add(User(reference_id=reference_id, created_at=datetime.now(timezone.utc)))
-        session.add(User(reference_id="team", created_at=datetime.now(timezone.utc)))  # a prefix is another user
+            session.add(User(reference_id=reference_id, created_at=datetime.now(UTC)))
+        session.add(User(reference_id="team", created_at=datetime.now(UTC)))  # a prefix is another user
     database.engine.dispose()
     _start_web(stack)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -73,7 +73,7 @@ def _count_events(database_url: str) -> int:
 def test_replay_from_persona_rebuilds_the_records_live_delivery_made(
     stack, real_database_url, real_redis, redis_server_url, tmp_path
 ):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     stream = generate(SEED, USERS, now)
     stack.env["ADMIN_API_TOKEN"] = TOKEN
     stack.start("web")

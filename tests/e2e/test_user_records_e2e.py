@@ -9,7 +9,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -173,7 +173,7 @@ def test_two_workers_turn_a_shuffled_duplicated_stream_into_the_expected_user_re
     stack, real_database_url, real_redis
 ):
     clock = time.monotonic()
-    stream = generate(SEED, USERS, datetime.now(timezone.utc))
+    stream = generate(SEED, USERS, datetime.now(UTC))
     assert len(stream.users) == USERS == len(set(stream.users))
     _check_coverage(stream)
     posts = deliveries(stream, SEED)
@@ -210,7 +210,7 @@ def test_two_workers_turn_a_shuffled_duplicated_stream_into_the_expected_user_re
         assert wrong.status_code == 401
         assert http.get(f"{stack.url}/users/user_does_not_exist", headers=auth, timeout=10).status_code == 404
 
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         expected = expected_records(stream.facts, now)
         assert sorted(expected) == sorted(stream.users)
         mismatches: dict[str, list[str]] = {}

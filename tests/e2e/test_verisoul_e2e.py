@@ -33,7 +33,7 @@ import signal
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -44,6 +44,7 @@ from sqlalchemy import func, select
 
 from app.db import Database
 from app.models import Event, User
+from tests.e2e.conftest import FakeServer
 from tests.e2e.stream import (
     BLOCK_DAYS,
     NEGATIVE,
@@ -56,7 +57,6 @@ from tests.e2e.stream import (
     user_keys,
 )
 from tests.e2e.test_user_records_e2e import _post_all
-from tests.e2e.conftest import FakeServer
 from tests.payloads import SECRET
 
 pytestmark = pytest.mark.e2e
@@ -497,7 +497,7 @@ def test_verisoul_converges_under_injected_failures(
     flavor, fake_verisoul, stack, real_database_url, real_redis, monkeypatch
 ):  # the fake before the stack, so that the workers stop before it does
     clock = time.monotonic()
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     stream = generate(SEED, USERS, started)
     assert len(stream.users) == USERS == len(set(stream.users))
     posts = deliveries(stream, SEED)
@@ -535,7 +535,7 @@ def test_verisoul_converges_under_injected_failures(
         drained = time.monotonic()
         assert not _failed_jobs(real_redis)
 
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         expected = _expectations(stream, now, started, set(duplicates))
         assert sorted(expected) == sorted(stream.users)
         calls = fake_verisoul.control("GET", "calls")

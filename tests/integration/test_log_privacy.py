@@ -10,7 +10,7 @@ import os
 import re
 import subprocess
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -192,7 +192,7 @@ def _broken_job_event() -> dict:
     body = encode(load_fixture(SANDBOX))
     event = minimise(load_envelope(normalise_keys(json.loads(body))), body_sha256(body))
     event["event_id"] = BROKEN_EVENT_ID
-    event["received_at"] = iso_millis(datetime.now(timezone.utc))
+    event["received_at"] = iso_millis(datetime.now(UTC))
     del event["created_at"]
     return event
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
@@ -33,7 +33,7 @@ from workers.records import as_utc, snapshot_of
 
 pytestmark = pytest.mark.integration
 
-NOW = datetime(2024, 9, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 9, 1, 12, 0, tzinfo=UTC)
 TOKEN = "admin-token"
 REPLAY_FIELDS = ("replay_count", "replayed_at", "replayed_by")
 _opened: list[Database] = []

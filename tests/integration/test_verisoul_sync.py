@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -78,7 +78,7 @@ class Fake:
 @pytest.fixture
 def clock(monkeypatch):
     """The workers' clock, settable: blocks expire without waiting."""
-    current = {"now": datetime.now(timezone.utc).replace(microsecond=0)}  # event times have ms precision
+    current = {"now": datetime.now(UTC).replace(microsecond=0)}  # event times have ms precision
     monkeypatch.setattr(jobs, "now", lambda: current["now"])
     return current
 
@@ -96,7 +96,7 @@ def drain(real_config, real_redis):
 
 
 def at(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def deliver(real_config, real_redis, *events):

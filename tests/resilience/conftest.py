@@ -25,7 +25,7 @@ class OwnRedis:
         self.server = EmbeddedRedis(data_dir, appendonly=True, port=free_port())
         self.url = self.server.url
 
-    def start(self) -> "OwnRedis":
+    def start(self) -> OwnRedis:
         self.server.start()
         return self
 
@@ -87,7 +87,7 @@ def exited(stack: Stack) -> list[str]:
     """The processes that exited, as `program pid exit-status: last log line`, so a failure says why."""
     return [
         f"{p.args[0].rsplit('/', 1)[-1]} pid {p.pid} exit {p.returncode}: {last_line(log)}"
-        for p, log in zip(stack.processes, stack.logs)
+        for p, log in zip(stack.processes, stack.logs, strict=True)
         if p.poll() is not None
     ]
 

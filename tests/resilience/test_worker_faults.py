@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import signal
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -98,7 +98,7 @@ def test_a_standby_scheduler_takes_over_when_the_leader_is_killed(own_redis, pro
     leader.send_signal(signal.SIGKILL)
     leader.wait(timeout=10)
     Queue(EVENTS, connection=redis).enqueue_at(
-        datetime.now(timezone.utc) + timedelta(seconds=2), "tests.resilience.jobs.count_run", "scheduled"
+        datetime.now(UTC) + timedelta(seconds=2), "tests.resilience.jobs.count_run", "scheduled"
     )
     # The lease is 10 s; the scheduled job is due 2 s from now.
     wait_until(lambda: runs(redis, "scheduled") == 1, 30, "the standby promoted the scheduled job", processes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import unicodedata
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -29,8 +29,8 @@ from app.events import (
     verification_kind,
 )
 from app.schemas import load_envelope
-from workers.event_log import parse_time
 from tests.payloads import CASINGS, FIXTURE_NAMES, encode, envelope, load_fixture, personal_values, recase
+from workers.event_log import parse_time
 
 
 @pytest.mark.parametrize("key", ["reference-id", "reference_id", "referenceId"])
@@ -238,9 +238,9 @@ def test_verification_kind(object_type, kind):
 @pytest.mark.parametrize(
     "moment, text",
     [
-        (datetime(2024, 7, 8, 14, 29, 24, 297000, tzinfo=timezone.utc), "2024-07-08T14:29:24.297Z"),
+        (datetime(2024, 7, 8, 14, 29, 24, 297000, tzinfo=UTC), "2024-07-08T14:29:24.297Z"),
         (datetime(2024, 7, 8, 16, 29, 24, 297999, tzinfo=timezone(timedelta(hours=2))), "2024-07-08T14:29:24.297Z"),
-        (datetime(2024, 7, 8, 14, 29, 24, tzinfo=timezone.utc), "2024-07-08T14:29:24.000Z"),
+        (datetime(2024, 7, 8, 14, 29, 24, tzinfo=UTC), "2024-07-08T14:29:24.000Z"),
     ],
 )
 def test_iso_millis_is_utc_with_milliseconds(moment, text):
@@ -588,7 +588,7 @@ def inquiry_with_everything() -> dict:
     doc["data"]["attributes"]["payload"]["included"] = [
         {"type": "account", "id": "act_1", "attributes": {"reference_id": "u_1"}}
     ]
-    doc["data"]["attributes"]["created_at"] = datetime(2024, 7, 8, 14, 29, 24, 297000, tzinfo=timezone.utc)  # as loaded
+    doc["data"]["attributes"]["created_at"] = datetime(2024, 7, 8, 14, 29, 24, 297000, tzinfo=UTC)  # as loaded
     return doc
 
 

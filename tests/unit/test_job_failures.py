@@ -14,7 +14,7 @@ import requests
 from rq import Queue
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
-from app.config import Config, DEFAULT_EVENTS_QUEUE, DEFAULT_SYNC_QUEUE
+from app.config import DEFAULT_EVENTS_QUEUE, DEFAULT_SYNC_QUEUE, Config
 from app.queue import PROCESS_EVENT, PROCESS_EVENT_RETRY
 from scripts.fake_verisoul import DEFAULT_API_KEY, create_fake_app
 from tests.integration.test_user_records import inquiry_event

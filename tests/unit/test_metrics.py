@@ -19,9 +19,9 @@ from rq.registry import FailedJobRegistry
 from app import create_app, metrics
 from app.config import share_metrics_dir
 from app.metrics import count_transition, timed_job
-from workers.verisoul import ATTEMPTS, VerisoulError, VerisoulUnavailable
 from tests.payloads import WEBHOOK, encode, envelope, headers
 from tests.unit.test_verisoul_client import client_for, fake, fake_url, recorder  # noqa: F401 (fixtures)
+from workers.verisoul import ATTEMPTS, VerisoulError, VerisoulUnavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 

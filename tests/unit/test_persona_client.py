@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from flask import Flask
@@ -34,8 +34,8 @@ from workers.persona import (
     reset_seconds,
 )
 
-T0 = datetime(2024, 7, 8, 12, 0, tzinfo=timezone.utc)
-RECEIVED = datetime(2024, 7, 9, 8, 30, 15, 123456, tzinfo=timezone.utc)
+T0 = datetime(2024, 7, 8, 12, 0, tzinfo=UTC)
+RECEIVED = datetime(2024, 7, 9, 8, 30, 15, 123456, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -340,7 +340,7 @@ def test_server_errors_then_success(fake, client, sleeps, failures):
     assert client.get_event("evt_1") == event_doc(1)
     assert [call["status"] for call in fake.calls()] == [*failures, 200]
     assert len(sleeps) == len(failures)
-    for n, (status, seconds) in enumerate(zip(failures, sleeps)):
+    for n, (status, seconds) in enumerate(zip(failures, sleeps, strict=True)):
         if status == 429:
             assert seconds == 3
         else:

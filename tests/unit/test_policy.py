@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from workers.policy import DECISIONS, Block, InquiryFacts, Policy, block_for, decide, latest
 from workers.state_machine import INQUIRY_STATUSES
 
-BASE = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+BASE = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 MICROSECOND = timedelta(microseconds=1)
 FOREVER = BASE + timedelta(days=365 * 100)
@@ -223,7 +223,7 @@ def test_custom_block_lengths_decide_expiry():
 
 # --- properties ------------------------------------------------------------------------------------------
 
-moments = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(timezone.utc))
+moments = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC))
 facts = st.builds(
     InquiryFacts,
     id=st.sampled_from([f"inq_{n}" for n in range(10)]),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import zlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import fakeredis
 import pytest
@@ -119,8 +119,8 @@ def stored(redis) -> dict:
         if key.startswith(Job.redis_job_namespace_prefix.encode()):
             contents[b"data"] = pickle.loads(inflated(contents[b"data"]))
             for name in (b"created_at", b"enqueued_at"):
-                moment = datetime.strptime(contents.pop(name).decode(), RQ_TIME).replace(tzinfo=timezone.utc)
-                assert abs(moment - datetime.now(timezone.utc)) < timedelta(minutes=1)
+                moment = datetime.strptime(contents.pop(name).decode(), RQ_TIME).replace(tzinfo=UTC)
+                assert abs(moment - datetime.now(UTC)) < timedelta(minutes=1)
         found[key] = (kind, redis.ttl(key), contents)
     return found
 

@@ -8,7 +8,7 @@ scheduler lock stayed with the dead worker for 10-15 minutes; a killed worker's 
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import fakeredis
 import pytest
@@ -83,7 +83,7 @@ def test_a_due_scheduled_job_is_moved_to_its_queue_even_if_a_dead_process_held_r
     # A previous scheduler process (same RQ scheduler name) died holding RQ's 61-second lock.
     connection.set(f"rq:scheduler-lock:{config.sync_queue}", scheduler.RQ_SCHEDULER_NAME, ex=61)
     queue = Queue(config.sync_queue, connection=connection)
-    job = queue.enqueue_at(datetime.now(timezone.utc) - timedelta(seconds=1), "tests.resilience.jobs.note", "k", "v")
+    job = queue.enqueue_at(datetime.now(UTC) - timedelta(seconds=1), "tests.resilience.jobs.note", "k", "v")
     Scheduler(connection, config).tick()
     assert job.id in queue.job_ids
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from marshmallow import ValidationError
@@ -102,7 +102,7 @@ def test_created_at_must_be_a_timezone_aware_datetime(created_at):
 def test_created_at_is_loaded_as_utc(created_at):
     loaded = load_envelope(edited(("data", "attributes", "created_at"), created_at))
     moment = loaded["data"]["attributes"]["created_at"]
-    assert moment == datetime(2024, 7, 8, 14, 29, 24, 297000, tzinfo=timezone.utc)
+    assert moment == datetime(2024, 7, 8, 14, 29, 24, 297000, tzinfo=UTC)
     assert moment.utcoffset().total_seconds() == 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,16 +22,16 @@ from workers.state_machine import (
     UNEXPECTED,
     VERIFICATION_STATUSES,
     Snapshot,
+    StatusRun,
     Verdict,
+    advance_run,
     judge_inquiry,
     judge_verification,
-    StatusRun,
-    advance_run,
     status_run,
     status_since,
 )
 
-BASE = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+BASE = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 def at(ms: int) -> str:

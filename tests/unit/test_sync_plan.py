@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -12,7 +12,7 @@ from workers.policy import InquiryFacts
 from workers.state_machine import INQUIRY_STATUSES
 from workers.sync_plan import BLOCK, ENROLL, UNBLOCK, Known, Target, plan, target_for
 
-BASE = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+BASE = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 MICROSECOND = timedelta(microseconds=1)
 LATER = BASE + 3650 * DAY  # long after any timed block has run out

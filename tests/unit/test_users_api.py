@@ -4,7 +4,7 @@ which reads any reference id the host chose (DESIGN §3)."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 import pytest
@@ -56,7 +56,7 @@ def _add_user(app, reference_id: str) -> None:
     """A bare user row: the record's shape is tested elsewhere, the route is what matters here."""
     with app.extensions["database"].sessions() as session, session.begin():
         if session.scalar(select(User).where(User.reference_id == reference_id)) is None:
-            session.add(User(reference_id=reference_id, created_at=datetime.now(timezone.utc)))
+            session.add(User(reference_id=reference_id, created_at=datetime.now(UTC)))
 
 
 def _encoded(reference_id: str) -> str:

@@ -10,11 +10,10 @@ import fakeredis
 import orjson
 import pytest
 from flask import request
+from prometheus_client import REGISTRY
 from redis import exceptions as redis_errors
 from rq import Queue
 from rq.job import Job
-
-from prometheus_client import REGISTRY
 
 from app import create_app, metrics, webhooks
 from app.events import body_sha256, minimise, normalise_keys
