@@ -192,10 +192,10 @@ def _select_stored(database: Database, params: dict, output: Output):
             for event_id in missing:
                 output.problem(event_id, "not stored (fetch it with --from-persona)")
         elif params["user"] is not None:
-            rows = events_of_user(session, params["user"])
-            if rows is None:
+            found = events_of_user(session, params["user"])
+            if found is None:
                 output.problem(params["user"], "no such user")
-                rows = []
+            rows = found or []
         else:
             rows = events_between(session, params["since"], params["until"])
         return plan_units(session, rows, [])
@@ -222,7 +222,7 @@ def _change_text(changes: dict) -> str:
 
 def _report(report: Report, output: Output, dry_run: bool, extra: dict | None = None) -> None:
     for result in report.failed:
-        output.problem(result.event_id, result.error)
+        output.problem(result.event_id, result.error or "failed")
     changed = {ref: change for ref, change in report.users.items() if change.changed}
     for ref, change in sorted(changed.items()):
         output.line(f"{ref}: {_change_text(change.changed)}")
@@ -284,9 +284,10 @@ def _reconcile(database: Database, config: Config, replayer: Replayer, output: O
     queue = Queue(config.events_queue, connection=connect_redis(config.redis_url))
     try:
         queue.connection.ping()
+        failed_jobs_from: Queue | None = queue
     except RedisError:
-        queue = None  # failed jobs cannot be listed; the other candidates still can
-    result = reconcile(database, _persona(config), replayer, queue, config.reconcile_after)
+        failed_jobs_from = None  # failed jobs cannot be listed; the other candidates still can
+    result = reconcile(database, _persona(config), replayer, failed_jobs_from, config.reconcile_after)
     for inquiry_id, reason in sorted(result.errors.items()):
         output.problem(inquiry_id, f"not fetched: {reason}")
     output.line(f"{len(result.checked)} inquiries fetched from Persona")

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import overload
 
 # Defaults, each with the reason it is what it is.
 # Persona documents no tolerance; 5 minutes absorbs clock skew and never rejects a retry,
@@ -106,6 +107,10 @@ def _secrets(env: Mapping[str, str]) -> tuple[str, ...]:
     return secrets
 
 
+@overload
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...], default: str) -> str: ...
+@overload
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...], default: None = None) -> str | None: ...
 def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...], default: str | None = None) -> str | None:
     value = _optional(env, name) or default
     scheme, separator, _ = (value or "").partition("://")

@@ -101,7 +101,8 @@ class Database:
             # psycopg directly: wrapped like SQLAlchemy wraps those of a statement.
             driver.rollback()
             if isinstance(error, psycopg.Error):
-                disconnect = connection.dialect.is_disconnect(error, driver, None)
+                # SQLAlchemy types the DBAPI's error and connection by protocols of its own; these are psycopg's.
+                disconnect = connection.dialect.is_disconnect(error, driver, None)  # type: ignore[arg-type]
                 raise DBAPIError.instance(None, None, error, psycopg.Error, connection_invalidated=disconnect) from None
             raise
         session.commit()  # the server has committed; psycopg sees no transaction and sends nothing

@@ -98,8 +98,8 @@ def parse_timestamp(value: str) -> datetime:
     try:
         offset = timedelta(hours=int(off_hours or 0), minutes=int(off_minutes or 0)) * (-1 if sign == "-" else 1)
         micros = int((fraction or "0")[:6].ljust(6, "0"))
-        parts = (int(part) for part in (year, month, day, hour, minute, second))
-        moment = datetime(*parts, micros, timezone(offset)).astimezone(UTC)
+        y, mo, d, h, mi, sec = (int(part) for part in (year, month, day, hour, minute, second))
+        moment = datetime(y, mo, d, h, mi, sec, micros, timezone(offset)).astimezone(UTC)
     except (ValueError, OverflowError) as error:
         raise ValueError(f"is not a valid time ({error})") from None
     if not MIN_YEAR <= moment.year <= MAX_YEAR:

@@ -38,10 +38,6 @@ PROCESS_EVENT_TIMEOUT = 40
 # A finished job is kept a day for `rq info` and debugging; failed ones a month, for replay-event --failed.
 RESULT_TTL = 24 * 3600
 FAILURE_TTL = 30 * 24 * 3600
-# Everything `enqueue_call` is told about an event job but its id, call and description.
-_JOB_OPTIONS = dict(
-    retry=PROCESS_EVENT_RETRY, timeout=PROCESS_EVENT_TIMEOUT, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL
-)
 
 _UNSAFE_JOB_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -111,7 +107,16 @@ class EventQueue:
 def _constant_fields(queue: Queue) -> list[bytes]:
     """Field, value, field, value... of the job hash RQ writes alike for every event job, from RQ's own
     `Job.to_dict()` of a template job, encoded as the connection encodes command arguments."""
-    job = queue.create_job(PROCESS_EVENT, args=(None,), job_id="template", description="", **_JOB_OPTIONS)
+    job = queue.create_job(
+        PROCESS_EVENT,
+        args=(None,),
+        job_id="template",
+        description="",
+        retry=PROCESS_EVENT_RETRY,
+        timeout=PROCESS_EVENT_TIMEOUT,
+        result_ttl=RESULT_TTL,
+        failure_ttl=FAILURE_TTL,
+    )
     job.enqueued_at = job.created_at  # RQ sets it when it enqueues; here it is one of the per-event fields
     fields = job.to_dict()
     for name in _PER_EVENT_FIELDS:

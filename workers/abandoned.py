@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import cast
 
 from rq import Queue
 from rq.exceptions import NoSuchJobError
@@ -42,7 +43,7 @@ def requeue_abandoned(queue: Queue, now: float | None = None) -> list[str]:
     registry = StartedJobRegistry(queue=queue)
     cutoff = (time.time() if now is None else now) + EXPIRY_SLACK_SECONDS
     requeued = []
-    for entry in connection.zrangebyscore(registry.key, 0, cutoff):
+    for entry in _members(connection.zrangebyscore(registry.key, 0, cutoff)):
         if not connection.zrem(registry.key, entry):
             continue  # another process claimed it first
         job = _started_job(registry, entry, queue)
@@ -56,7 +57,7 @@ def _requeue_taken_but_not_started(queue: Queue, registry: StartedJobRegistry) -
     stopped or killed in between (workers/worker.py WorkerQueue). A live worker registers a job within
     milliseconds; one still unregistered TAKEN_GRACE_SECONDS after it was first seen here never will be."""
     intermediate = queue.intermediate_queue
-    started = {registry.parse_job_id(entry) for entry in queue.connection.zrange(registry.key, 0, -1)}
+    started = {registry.parse_job_id(entry) for entry in _members(queue.connection.zrange(registry.key, 0, -1))}
     requeued = []
     for job_id in intermediate.get_job_ids():
         if job_id in started or intermediate.set_first_seen(job_id):
@@ -75,7 +76,12 @@ def _requeue_taken_but_not_started(queue: Queue, registry: StartedJobRegistry) -
     return requeued
 
 
-def _started_job(registry: StartedJobRegistry, entry: bytes, queue: Queue) -> Job | None:
+def _members(reply: object) -> list[str]:
+    """A sorted set's members, as redis-py returns them without decode_responses (bytes), as text."""
+    return [member.decode() for member in cast("list[bytes]", reply)]
+
+
+def _started_job(registry: StartedJobRegistry, entry: str, queue: Queue) -> Job | None:
     """The entry's job if it still exists and still says started (else it ended; the entry was a leftover)."""
     try:
         job = Job.fetch(registry.parse_job_id(entry), connection=queue.connection, serializer=queue.serializer)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import insert
+from sqlalchemy import Insert, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -14,8 +14,6 @@ from workers.writes import Write, insert_row
 
 RECORDED = "recorded"
 DUPLICATE = "duplicate"
-
-_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 def parse_time(value: str) -> datetime:
@@ -65,8 +63,13 @@ def record_event(session: Session, event: dict, processed_at: datetime, outcome:
     `ON CONFLICT DO NOTHING` rather than check-then-insert: two workers racing on one event id
     (a redelivery picked up while the first run is still in flight) cannot both insert."""
     dialect = session.get_bind().dialect.name
-    statement = _INSERTS.get(dialect, insert)(Event).values(event_row(event, processed_at, outcome))
-    if dialect in _INSERTS:
-        statement = statement.on_conflict_do_nothing(index_elements=["event_id"])
+    values = event_row(event, processed_at, outcome)
+    statement: Insert
+    if dialect == "postgresql":
+        statement = postgresql.insert(Event).values(values).on_conflict_do_nothing(index_elements=["event_id"])
+    elif dialect == "sqlite":
+        statement = sqlite.insert(Event).values(values).on_conflict_do_nothing(index_elements=["event_id"])
+    else:
+        statement = insert(Event).values(values)
     # RETURNING, not rowcount: psycopg 3 reports -1 for INSERT .. ON CONFLICT through SQLAlchemy 2.1.
     return session.execute(statement.returning(Event.id)).first() is not None

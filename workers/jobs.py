@@ -159,7 +159,7 @@ def _count(applied: Applied | None) -> str:
     """Metrics are counted after the commit, so a rolled-back attempt that is retried counts once."""
     outcome = applied.outcome if applied else DUPLICATE
     metrics.EVENTS_PROCESSED.labels(outcome).inc()
-    if applied is not None and applied.verdict.changes_state:
+    if applied is not None and applied.kind is not None and applied.verdict.changes_state:
         metrics.count_transition(applied.kind, applied.verdict.before, applied.verdict.after)
     return outcome
 
@@ -174,7 +174,7 @@ def process_event(event: dict) -> str:
             raise  # RQ's Retry, set at enqueue, backs off and runs the job again
         raise _fail_permanently(event.get("event_id") if isinstance(event, dict) else None, error) from error
     outcome = _count(applied)
-    if applied is not None and applied.needs_sync:
+    if applied is not None and applied.needs_sync and applied.user is not None:
         # After the commit, so the sync reads this event's effect. The event is applied whatever
         # happens here: if Redis fails, the sweep finds the record unsynced and queues the sync.
         try:

@@ -105,7 +105,8 @@ def _status_time(document: dict, fetched_at: datetime) -> str:
     have milliseconds, so a whole-second time is taken at the end of its second: a webhook of the same
     second (a `completed` just before a decline) then sorts before the snapshot, as it happened before it."""
     attributes = normalise_keys(document.get("data", {})).get("attributes") or {}
-    name = STATUS_TIMES.get(attributes.get("status"), "updated_at")
+    status = attributes.get("status")
+    name = STATUS_TIMES.get(status, "updated_at") if isinstance(status, str) else "updated_at"
     moment = attributes.get(name) or attributes.get("updated_at")
     try:
         at = parse_time(moment) if isinstance(moment, str) else fetched_at
@@ -116,7 +117,8 @@ def _status_time(document: dict, fetched_at: datetime) -> str:
 
 def snapshot_event(document: dict, fetched_at: datetime) -> dict:
     """An inquiry fetched from Persona as a minimised `inquiry.reconciled` event."""
-    inquiry = document.get("data") if isinstance(document.get("data"), dict) else {}
+    data = document.get("data")
+    inquiry: dict = data if isinstance(data, dict) else {}
     status = (inquiry.get("attributes") or {}).get("status")
     at = _status_time(document, fetched_at)
     envelope = {

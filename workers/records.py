@@ -24,8 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
+from typing import Any, overload
 
-from sqlalchemy import Row, and_, bindparam, or_, select, text
+from sqlalchemy import Row, String, and_, bindparam, or_, select, text
 from sqlalchemy.orm import Session
 
 from app.events import iso_millis
@@ -48,14 +49,22 @@ from workers.writes import NewUser, Write, delete_rows, insert_row, run, update_
 _LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:keys AS text[])) AS k")
 
 
+@overload
+def as_utc(moment: datetime) -> datetime: ...
+@overload
+def as_utc(moment: None) -> None: ...
 def as_utc(moment: datetime | None) -> datetime | None:
     """Stored timestamps as aware UTC; SQLite hands them back without a zone (they are UTC)."""
     return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
-def to_iso(moment: datetime) -> str:
+@overload
+def to_iso(moment: datetime) -> str: ...
+@overload
+def to_iso(moment: None) -> None: ...
+def to_iso(moment: datetime | None) -> str | None:
     """Stored timestamps back to the snapshot form."""
-    return iso_millis(as_utc(moment))
+    return iso_millis(as_utc(moment)) if moment is not None else None
 
 
 def lock(session: Session, *names: str) -> None:
@@ -157,7 +166,7 @@ def _users_named(with_account: bool):
     condition = _USERS.c.reference_id.in_(bindparam("keys", expanding=True))
     if not with_account:
         return condition
-    account = bindparam("account_id")
+    account = bindparam("account_id", type_=String)
     return or_(condition, and_(_USERS.c.persona_account_id == account, _USERS.c.reference_id != account))
 
 
@@ -232,7 +241,7 @@ def _apply_inquiry(session: Session, event: dict, now: datetime, verisoul_config
 
     newest, incoming = _stored_snapshot(stored), snapshot_of(event)
     verdict = judge_inquiry(newest, incoming)
-    columns = {
+    columns: dict[str, Any] = {
         "reference_id": ids.reference_id,
         "account_id": ids.account_id,
         "template_id": ids.template_id,
@@ -257,8 +266,12 @@ def _status_run(session: Session, stored: Row | None, newest: Snapshot | None, i
     log when the row predates the `status_run` column, and looked up there when a late event breaks it."""
     if stored is not None and stored.status is not None and stored.status_run is None:
         return status_run([*_logged_snapshots(session, stored.id, None), incoming])
-    run = _run_of(stored.status_run) if stored is not None and stored.status_run else None
-    return advance_run(run, newest, incoming, lambda late: min(_logged_snapshots(session, stored.id, late)))
+    if stored is None or not stored.status_run:
+        return advance_run(None, newest, incoming, lambda _late: incoming)  # without a run it looks nothing up
+    inquiry_id = stored.id
+    return advance_run(
+        _run_of(stored.status_run), newest, incoming, lambda late: min(_logged_snapshots(session, inquiry_id, late))
+    )
 
 
 def _logged_snapshots(session: Session, inquiry_id: str, after: Snapshot | None) -> list[Snapshot]:
@@ -313,7 +326,7 @@ def _resolve(users: _Users, ids: _InquiryIds) -> _UserPlan:
         if stray is not None and (user is None or stray.id != user.id):
             plan.merged.append(stray.id)
     else:
-        user = users.linked_to(account_id) or users.by_reference(account_id)
+        user = (users.linked_to(account_id) if account_id else None) or users.by_reference(account_id)
         plan = _UserPlan(user.reference_id if user else account_id, user, account_id)
     if plan.user is None:
         plan.writes.append(
@@ -363,9 +376,9 @@ def _facts(inquiries: dict[str, Row], inquiry_id: str, columns: dict, plan: _Use
         facts_of(row) for row in inquiries.values() if row.id != inquiry_id and row.user_id in owners and row.status
     ]
     stored = inquiries.get(inquiry_id)
-    after = {name: columns.get(name) or (getattr(stored, name) if stored else None) for name in _FACT_COLUMNS}
-    if after["status"] is not None:
-        facts.append(_facts_from(inquiry_id, **after))
+    after: list[Any] = [columns.get(name) or (getattr(stored, name) if stored else None) for name in _FACT_COLUMNS]
+    if after[0] is not None:  # the status
+        facts.append(_facts_from(inquiry_id, *after))
     return facts
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import delete, false, or_, select, update
+from sqlalchemy import ColumnElement, delete, false, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -211,7 +211,7 @@ class Replayer:
         clock: Callable[[], datetime],
         command: str,
         dry_run: bool = False,
-        request_sync: Callable[[str], None] | None = None,
+        request_sync: Callable[[str], object] | None = None,
         verisoul_configured: bool = True,
     ):
         self.database = database
@@ -233,7 +233,7 @@ class Replayer:
     def _drop_merged(self, report: Report) -> None:
         """A record kept under a Persona account id that a later unit merged into a reference id is gone."""
         with self.database.sessions() as session:
-            existing = set()
+            existing: set[str] = set()
             for chunk in chunks(report.users):
                 existing.update(session.scalars(select(User.reference_id).where(User.reference_id.in_(chunk))))
         for reference_id in set(report.users) - existing:
@@ -308,7 +308,11 @@ class Replayer:
         found = []
         for row in reconciled:
             inquiry = session.get(Inquiry, row.object_id)
-            if inquiry.snapshot_event_id == row.event_id and inquiry.status != statuses.get(inquiry.id):
+            if (
+                inquiry is not None
+                and inquiry.snapshot_event_id == row.event_id
+                and inquiry.status != statuses.get(inquiry.id)
+            ):
                 found.append(row)
         return found
 
@@ -331,7 +335,7 @@ class Replayer:
 
     @staticmethod
     def _events(session: Session, unit: Unit) -> list[Event]:
-        conditions = []
+        conditions: list[ColumnElement[bool]] = []
         if unit.inquiry_ids:
             conditions.append(Event.inquiry_id.in_(sorted(unit.inquiry_ids)))
         if unit.loose_object_ids:
@@ -345,7 +349,7 @@ class Replayer:
         rows = session.scalars(
             select(Inquiry.user_id).where(Inquiry.id.in_(sorted(unit.inquiry_ids)), Inquiry.user_id.is_not(None))
         )
-        return set(rows)
+        return {user_id for user_id in rows if user_id is not None}
 
     @staticmethod
     def _summaries(session: Session, user_ids: set[int], now: datetime) -> dict[str, dict]:

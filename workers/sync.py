@@ -61,11 +61,11 @@ _NEW_USER = User(
 )
 
 
-def known_of(user: User) -> Known:
+def known_of(user: User | Row) -> Known:
     return Known(user.verisoul_enrolled, user.verisoul_blocked, user.verisoul_duplicate_account)
 
 
-def needs_sync(user: User, target: Target, now: datetime) -> bool:
+def needs_sync(user: User | Row, target: Target, now: datetime) -> bool:
     """Calls are missing, or the block Verisoul holds should now end at another time."""
     if plan(target, known_of(user), now):
         return True
@@ -186,14 +186,14 @@ class Syncer:
 
     def _call(self, step: str, reference_id: str, inquiry_id: str | None, target: Target) -> str:
         if step == UNBLOCK:
-            self.client.unblock(reference_id)
+            self._verisoul.unblock(reference_id)
             self._record(
                 reference_id, verisoul_blocked=False, verisoul_blocked_until=None, verisoul_permanent_block=False
             )
         elif step == ENROLL:
             return self._enroll(reference_id, inquiry_id)
         elif step == BLOCK:
-            self.client.block(reference_id)
+            self._verisoul.block(reference_id)
             self._record(
                 reference_id,
                 verisoul_blocked=True,
@@ -202,14 +202,20 @@ class Syncer:
             )
         return step
 
+    @property
+    def _verisoul(self) -> VerisoulClient:
+        """The client, when a call is to be made: a Syncer without one makes none (see sync())."""
+        assert self.client is not None
+        return self.client
+
     def _enroll(self, reference_id: str, inquiry_id: str | None) -> str:
         """One person, one account: an account linked to others is not enrolled and goes to review."""
-        account = self.client.get_account(reference_id)
+        account = self._verisoul.get_account(reference_id)
         if account.linked_accounts > 0:
             self._record(reference_id, verisoul_duplicate_account=True)
             return "duplicate_account"
         if not account.enrolled:
-            self.client.enroll(reference_id, inquiry_id)
+            self._verisoul.enroll(reference_id, inquiry_id)
         self._record(reference_id, verisoul_enrolled=True)
         return ENROLL
 

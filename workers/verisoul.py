@@ -158,7 +158,7 @@ class ListsApi:
         return self.transport.call("DELETE", f"/list/block/account/{_path(account_id)}")
 
 
-FLAVORS = {"account": AccountApi, "lists": ListsApi}
+FLAVORS: dict[str, Callable[[Transport], VerisoulClient]] = {"account": AccountApi, "lists": ListsApi}
 
 
 def make_client(url: str, api_key: str, flavor: str, acquire: Callable[[], None]) -> VerisoulClient:

@@ -272,9 +272,11 @@ class Worker(SimpleWorker):
             return
         with self.connection.pipeline() as pipeline:
             for job, execution in succeeded:
-                job.heartbeat(job.ended_at, 0, pipeline=pipeline)  # RQ's handle_execution_ended
+                started_at, ended_at = job.started_at, job.ended_at
+                assert started_at is not None and ended_at is not None  # set by perform_job, _finalize_success
+                job.heartbeat(ended_at, 0, pipeline=pipeline)  # RQ's handle_execution_ended
                 self.increment_successful_job_count(pipeline=pipeline)
-                self.increment_total_working_time(job.ended_at - job.started_at, pipeline)
+                self.increment_total_working_time(ended_at - started_at, pipeline)
                 result_ttl = job.get_result_ttl(self.default_result_ttl)
                 if result_ttl != 0:
                     job._handle_success(
