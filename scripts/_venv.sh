@@ -1,5 +1,6 @@
 # Sourced by scripts/run and scripts/test: create or reuse .venv and install the project into it.
-# Reinstalls only when pyproject.toml changed since the last install (a stamp file records its hash).
+# The exact versions come from constraints.txt (refreshed by scripts/lock). Reinstalls only when
+# pyproject.toml or constraints.txt changed since the last install (a stamp file records their hash).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -21,11 +22,11 @@ if [ ! -x .venv/bin/python ]; then
     echo "persona-events: creating .venv" >&2
     "$(find_python)" -m venv .venv
 fi
-STAMP=".venv/.installed-$(.venv/bin/python -c 'import hashlib; print(hashlib.sha256(open("pyproject.toml", "rb").read()).hexdigest()[:16])')"
+STAMP=".venv/.installed-$(cat pyproject.toml constraints.txt | .venv/bin/python -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])')"
 if [ ! -f "$STAMP" ]; then
     echo "persona-events: installing dependencies into .venv" >&2
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
     rm -f .venv/.installed-*
     touch "$STAMP"
 fi
