@@ -19,10 +19,10 @@ from app.queue import EventQueue, connect_redis
 RETRY_AFTER_SECONDS = 5
 
 
-def load_config_or_exit() -> Config:
+def load_config_or_exit(verifies_webhooks: bool = True) -> Config:
     """The process configuration; on a bad setting, one line on stderr and exit status 2."""
     try:
-        return load_config()
+        return load_config(verifies_webhooks=verifies_webhooks)
     except ConfigError as error:
         print(f"persona-events: configuration error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

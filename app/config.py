@@ -143,11 +143,16 @@ def database_url(env: Mapping[str, str] | None = None) -> str:
     return _database_url(_environ(True) if env is None else env)
 
 
-def load_config(env: Mapping[str, str] | None = None, *, read_dotenv: bool = True) -> Config:
-    """Build the Config from `env` (default: the process environment, after reading `.env`)."""
+def load_config(
+    env: Mapping[str, str] | None = None, *, read_dotenv: bool = True, verifies_webhooks: bool = True
+) -> Config:
+    """Build the Config from `env` (default: the process environment, after reading `.env`). A process
+    that verifies no webhook (`verifies_webhooks=False`: replay-event) does without PERSONA_WEBHOOK_SECRETS,
+    and checks them only when they are set."""
     if env is None:
         env = _environ(read_dotenv)
-    webhook_secrets = _secrets(env)  # checked first: DESIGN §6 order, and nothing works without it
+    # Checked first (DESIGN §6's order): the web and the workers do nothing without them.
+    webhook_secrets = _secrets(env) if verifies_webhooks or _optional(env, "PERSONA_WEBHOOK_SECRETS") else ()
     redis_url = _url(env, "REDIS_URL", ("redis", "rediss", "unix"))
     if redis_url is None:
         raise ConfigError("REDIS_URL is required but not set")

@@ -113,8 +113,10 @@ def procfile_command(kind: str) -> list[str]:
 
 
 def _replay_command(env: dict[str, str], invented: dict[str, str]) -> str:
-    """`replay-event` with the settings this dev stack made up (they are not in `.env` for it to read)."""
-    prefix = " ".join(f"{name}={shlex.quote(env[name])}" for name in invented if env.get(name) == invented[name])
+    """`replay-event` with the settings this dev stack made up that it reads (they are not in `.env` for it
+    to read); it verifies no webhook, so the webhook secret is not among them."""
+    used = [name for name in invented if name != "PERSONA_WEBHOOK_SECRETS" and env.get(name) == invented[name]]
+    prefix = " ".join(f"{name}={shlex.quote(env[name])}" for name in used)
     return f"{prefix} .venv/bin/replay-event --user user_sample_1 --dry-run".strip()
 
 

@@ -492,6 +492,26 @@ def test_missing_configuration_exits_2(env, monkeypatch):
     assert problems(result) == ["persona-events: configuration error: REDIS_URL is required but not set"]
 
 
+def test_replay_needs_no_webhook_secret_since_it_verifies_no_webhook(env, monkeypatch):
+    """Issue 11: `replay-event --user X --dry-run` failed on `PERSONA_WEBHOOK_SECRETS is required`."""
+    for event in in_event_time_order(mixed_stream()[0]):
+        jobs.process_event(event)
+    monkeypatch.delenv("PERSONA_WEBHOOK_SECRETS")
+    clear_job_caches()
+    for args in (("--user", "user_1", "--dry-run"), ("--user", "user_1"), ("--failed",)):
+        result = replay(*args)
+        assert (result.exit_code, problems(result)) == (0, []), args
+
+
+def test_a_webhook_secret_set_is_still_checked(env, monkeypatch):
+    monkeypatch.setenv("PERSONA_WEBHOOK_SECRETS", " , ")
+    result = replay("--user", "user_1")
+    assert result.exit_code == 2
+    assert problems(result) == [
+        "persona-events: configuration error: PERSONA_WEBHOOK_SECRETS must list at least one secret"
+    ]
+
+
 def test_from_persona_without_an_api_key_exits_2(env):
     result = replay("--from-persona", "evt_1")
     assert result.exit_code == 2
