@@ -11,6 +11,7 @@ import argparse
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -112,6 +113,17 @@ def procfile_command(kind: str) -> list[str]:
     raise LookupError(f"no {kind}: line in Procfile")
 
 
+def _port_free(port: int) -> bool:
+    """Whether the web process can bind the port on 127.0.0.1, as gunicorn would (SO_REUSEADDR)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _replay_command(env: dict[str, str], invented: dict[str, str]) -> str:
     """`replay-event` with the settings this dev stack made up that it reads (they are not in `.env` for it
     to read); it verifies no webhook, so the webhook secret is not among them."""
@@ -141,6 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     args = parser.parse_args(argv)
+    if not _port_free(args.port):
+        print(
+            f"persona-events: port {args.port} on 127.0.0.1 is in use (another ./scripts/run?); choose another "
+            f"with --port, e.g. ./scripts/run --port {args.port + 1}, or PORT={args.port + 1} ./scripts/run",
+            file=sys.stderr,
+        )
+        return 2
     env = _environment()
     embedded = _start_redis(env)
     processes: list[subprocess.Popen] = []
