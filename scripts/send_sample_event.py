@@ -2,14 +2,23 @@
 
 The body is a fixture from tests/fixtures, with the reference id filled in, signed with the first
 of PERSONA_WEBHOOK_SECRETS (environment or .env; the dev stack's development secret otherwise).
+As captured, it is always the same event: posted again it is a `duplicate`, also after a restart of
+the dev stack, whose Redis keeps its dedupe marks for 7 days in var/redis.
+
+With `--status`, it is a new event each time (a fresh event id, created now) moving the user's inquiry
+(`--inquiry-id`, default one per reference id) to that status, under Persona's event name for it: walk
+a user through a lifecycle with `--status created`, `--status completed`, `--status approved`...
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import secrets
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
@@ -19,6 +28,36 @@ from app.signature import sign
 from scripts.devstack import DEV_WEBHOOK_SECRET
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+# Persona's inquiry event for each status the payload then carries: the status names the event but for
+# two (`inquiry.started` → pending, `inquiry.marked-for-review` → needs_review). Source: Persona's
+# documentation of its inquiry webhook events.
+EVENT_FOR_STATUS = {
+    "created": "inquiry.created",
+    "pending": "inquiry.started",
+    "completed": "inquiry.completed",
+    "failed": "inquiry.failed",
+    "expired": "inquiry.expired",
+    "needs_review": "inquiry.marked-for-review",
+    "approved": "inquiry.approved",
+    "declined": "inquiry.declined",
+}
+
+
+def sample_body(fixture: str, reference_id: str, status: str | None = None, inquiry_id: str | None = None) -> bytes:
+    """The fixture as Persona sent it; with a status, a new event of that status for the user's inquiry."""
+    raw = (FIXTURES / fixture).read_bytes().replace(b"$REFERENCE_ID", reference_id.encode())
+    if status is None:
+        return raw
+    document = json.loads(raw)
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    event = document["data"]
+    event["id"] = f"evt_sample_{secrets.token_hex(8)}"
+    event["attributes"]["name"] = EVENT_FOR_STATUS[status]
+    event["attributes"]["created-at"] = now
+    inquiry = event["attributes"]["payload"]["data"]
+    inquiry["id"] = inquiry_id or f"inq_sample_{reference_id}"
+    inquiry["attributes"].update({"status": status, "updated-at": now})
+    return json.dumps(document).encode()
 
 
 def _secret() -> str:
@@ -33,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fixture", default="sandbox_inquiry_approved.json", help="a file in tests/fixtures")
     parser.add_argument("--reference-id", default="user_sample_1", help="substituted for $REFERENCE_ID")
     parser.add_argument("--times", type=int, default=1, help="post the same event this many times")
+    parser.add_argument("--status", choices=EVENT_FOR_STATUS, help="a new event moving the inquiry to this status")
+    parser.add_argument("--inquiry-id", help="with --status: the inquiry (default: inq_sample_<reference id>)")
     args = parser.parse_args(argv)
-    body = (FIXTURES / args.fixture).read_bytes().replace(b"$REFERENCE_ID", args.reference_id.encode())
+    body = sample_body(args.fixture, args.reference_id, args.status, args.inquiry_id)
     secret = _secret()
     for _ in range(args.times):
         headers = {"Content-Type": "application/json", "Persona-Signature": sign(secret, int(time.time()), body)}
