@@ -67,9 +67,10 @@ class Moment(click.ParamType):
 class Output:
     """Where results go: one line per problem on stderr, and a summary or a JSON document on stdout."""
 
-    def __init__(self, as_json: bool):
-        self.as_json = as_json
+    def __init__(self, as_json: bool, stores: str):
+        self.as_json, self.stores = as_json, stores
         self.problems: list[str] = []
+        self.line(f"{PROGRAM}: {stores}")
 
     def problem(self, subject: str, reason: str) -> None:
         self.problems.append(f"{subject}: {reason}")
@@ -81,7 +82,7 @@ class Output:
 
     def document(self, document: dict) -> None:
         if self.as_json:
-            click.echo(json.dumps(document, indent=2, default=str))
+            click.echo(json.dumps({"stores": self.stores, **document}, indent=2, default=str))
 
     def exit(self) -> None:
         sys.exit(SOME_FAILED if self.problems else OK)
@@ -309,7 +310,7 @@ def _reconcile(database: Database, config: Config, replayer: Replayer, output: O
 def main(**params) -> None:
     _check_usage(params)
     config = load_config_or_exit(verifies_webhooks=False)  # it needs the database, Redis, Persona's API
-    output = Output(params["json_output"])
+    output = Output(params["json_output"], config.stores)  # says first which database and Redis it acts on
     if params["failed"]:
         _requeue_failed(config, params, output)
         output.exit()

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import overload
+from urllib.parse import urlsplit, urlunsplit
 
 # Defaults, each with the reason it is what it is.
 # Persona documents no tolerance; 5 minutes absorbs clock skew and never rejects a retry,
@@ -36,6 +37,15 @@ VERISOUL_FLAVORS = ("account", "lists")
 DEFAULT_INQUIRY_EXPIRY_HOURS = 24
 # Webhooks for an expiry can take a while (Persona retries for ~51 h); an hour past the window, ask.
 DEFAULT_RECONCILE_GRACE_MINUTES = 60
+
+
+def shown_url(url: str) -> str:
+    """The URL with its password, if any, replaced by `***`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 class ConfigError(Exception):
@@ -67,6 +77,12 @@ class Config:
     def queues(self) -> list[str]:
         """In the order a worker serves them: events before Verisoul syncs."""
         return [self.events_queue, self.sync_queue]
+
+    @property
+    def stores(self) -> str:
+        """Which database and Redis this configuration acts on, passwords hidden: what a command prints
+        first, so that one run from the wrong shell (another `.env`) says so."""
+        return f"database {shown_url(self.database_url)}, Redis {shown_url(self.redis_url)}"
 
     @property
     def reconcile_after(self) -> timedelta:

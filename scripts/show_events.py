@@ -7,7 +7,7 @@ import sys
 
 from sqlalchemy import select
 
-from app.config import database_url
+from app.config import database_url, shown_url
 from app.db import Database
 from app.models import Event
 
@@ -18,7 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--limit", type=int, default=20)
     args = parser.parse_args(argv)
-    database = Database(database_url())
+    url = database_url()
+    print(f"events of database {shown_url(url)}")
+    database = Database(url)
     with database.sessions() as session:
         events = session.scalars(select(Event).order_by(Event.id.desc()).limit(args.limit)).all()
     print("\t".join(COLUMNS))

@@ -503,6 +503,14 @@ def test_replay_needs_no_webhook_secret_since_it_verifies_no_webhook(env, monkey
         assert (result.exit_code, problems(result)) == (0, []), args
 
 
+def test_replay_says_first_which_database_and_redis_it_acts_on(env, real_config):
+    """Issue 11: run from another shell, it read `.env`'s database, not the running stack's, and said nothing."""
+    text = replay("--user", "nobody", "--dry-run")
+    assert text.stdout.splitlines()[0] == f"replay-event: {real_config.stores}"
+    assert real_config.database_url.split("@")[-1] in real_config.stores
+    assert document(replay("--user", "nobody", "--json"))["stores"] == real_config.stores
+
+
 def test_a_webhook_secret_set_is_still_checked(env, monkeypatch):
     monkeypatch.setenv("PERSONA_WEBHOOK_SECRETS", " , ")
     result = replay("--user", "user_1")
@@ -606,7 +614,8 @@ def failed(env, monkeypatch, fake_verisoul_url, real_config, real_redis) -> Fail
 def test_failed_dry_run_lists_without_requeueing(failed, real_config, real_redis):
     result = replay("--failed", "--dry-run")
     assert (result.exit_code, result.stderr) == (0, "")
-    lines = result.stdout.splitlines()
+    stores, *lines = result.stdout.splitlines()
+    assert stores == f"replay-event: {real_config.stores}"
     assert [line.split()[:2] for line in lines[:2]] == [["would", "requeue"]] * 2
     assert any("PermanentJobError: event evt_broken: KeyError: 'created_at'" in line for line in lines)
     assert any("user user_s: Verisoul answered 401" in line for line in lines)
@@ -634,6 +643,7 @@ def test_failed_requeues_into_the_queue(failed, real_config, real_redis):
     assert (result.exit_code, result.stderr) == (0, "")
     report = document(result)
     assert report == {
+        "stores": real_config.stores,
         "dry_run": False,
         "jobs": [{"job_id": "e_evt_broken", "function": "workers.jobs.process_event",
                   "description": "process_event evt_broken inquiry.approved",

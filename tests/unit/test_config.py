@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import DEFAULT_DATABASE_URL, ConfigError, load_config
+from app.config import DEFAULT_DATABASE_URL, Config, ConfigError, load_config, shown_url
 
 BASE = {"PERSONA_WEBHOOK_SECRETS": "wbhsec_new", "REDIS_URL": "redis://localhost:6379/0"}
 ROOT = Path(__file__).resolve().parents[2]
@@ -220,3 +220,29 @@ def test_start_with_a_malformed_setting_exits_with_one_line(tmp_path):
     result = start_app(tmp_path, "", PERSONA_WEBHOOK_SECRETS=secret, REDIS_URL="redis://x", MAX_WEBHOOK_BYTES="1MB")
     assert_one_line_exit(result, "MAX_WEBHOOK_BYTES")
     assert secret not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg://app:s3cret@db:5432/events", "postgresql+psycopg://app:***@db:5432/events"),
+        ("redis://:s3cret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+        ("redis://127.0.0.1:6379/1", "redis://127.0.0.1:6379/1"),
+        ("sqlite:///var/persona-events.db", "sqlite:///var/persona-events.db"),
+    ],
+)
+def test_a_url_is_shown_without_its_password(url, shown):
+    assert shown_url(url) == shown
+    config = Config(webhook_secrets=("s",), redis_url=url, database_url=url)
+    assert "s3cret" not in config.stores
+
+
+def test_show_events_says_which_database_it_reads(tmp_path, monkeypatch, capsys):
+    from app.db import migrate
+    from scripts import show_events
+
+    url = f"sqlite:///{tmp_path / 'shown.db'}"
+    migrate(url)
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert show_events.main([]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"events of database {url}"
