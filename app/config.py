@@ -48,6 +48,10 @@ def shown_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
+# .env.example's placeholder: a service started with it would refuse every real webhook as unsigned.
+EXAMPLE_WEBHOOK_SECRET = "wbhsec_replace_me"
+
+
 class ConfigError(Exception):
     """A setting is missing or malformed; the message is one line naming it."""
 
@@ -120,6 +124,11 @@ def _secrets(env: Mapping[str, str]) -> tuple[str, ...]:
     secrets = tuple(s.strip() for s in raw.split(",") if s.strip())
     if not secrets:
         raise ConfigError("PERSONA_WEBHOOK_SECRETS must list at least one secret")
+    if EXAMPLE_WEBHOOK_SECRET in secrets:
+        raise ConfigError(
+            f"PERSONA_WEBHOOK_SECRETS holds .env.example's placeholder {EXAMPLE_WEBHOOK_SECRET}: set the secret "
+            "from Persona's dashboard (Webhooks), or unset it for ./scripts/run's development secret"
+        )
     return secrets
 
 

@@ -246,3 +246,21 @@ def test_show_events_says_which_database_it_reads(tmp_path, monkeypatch, capsys)
     monkeypatch.setenv("DATABASE_URL", url)
     assert show_events.main([]) == 0
     assert capsys.readouterr().out.splitlines()[0] == f"events of database {url}"
+
+
+def test_env_example_copied_as_is_keeps_the_service_private_and_shares_no_redis_database():
+    """Issue 11: copied as is it pointed at Redis' shared db 0, held a placeholder secret that was taken
+    without a word, and let gunicorn bind 0.0.0.0 with /metrics unauthenticated."""
+    from dotenv import dotenv_values
+
+    example = dotenv_values(ROOT / ".env.example")
+    assert "REDIS_URL" not in example  # ./scripts/run then starts its own Redis
+    assert "PERSONA_WEBHOOK_SECRETS" not in example  # ./scripts/run then uses its development secret
+    assert example["HOST"] == "127.0.0.1"
+
+
+def test_the_example_placeholder_secret_is_refused_naming_the_way_out():
+    with pytest.raises(ConfigError, match="placeholder wbhsec_replace_me: set the secret from Persona's dashboard"):
+        load_config(
+            {"PERSONA_WEBHOOK_SECRETS": "wbhsec_new,wbhsec_replace_me", "REDIS_URL": "redis://x"}, read_dotenv=False
+        )
