@@ -28,9 +28,9 @@ from app import load_config_or_exit
 from app.config import Config
 from app.db import Database
 from app.events import is_queued_name
-from app.queue import connect_redis
+from app.queue import connect_redis, job_id_for
 from workers import jobs
-from workers.failed_jobs import failed_jobs, requeue
+from workers.failed_jobs import failed_job, failed_jobs, requeue
 from workers.persona import (
     InvalidEvent,
     PersonaClient,
@@ -186,12 +186,12 @@ def _fetch(client: PersonaClient, params: dict, output: Output) -> tuple[list[di
     return events, skipped
 
 
-def _select_stored(database: Database, params: dict, output: Output):
+def _select_stored(database: Database, config: Config, params: dict, output: Output):
     with database.sessions() as session:
         if params["event_ids"]:
             rows, missing = stored_events(session, params["event_ids"])
             for event_id in missing:
-                output.problem(event_id, "not stored (fetch it with --from-persona)")
+                output.problem(event_id, _why_not_stored(config, event_id))
         elif params["user"] is not None:
             found = events_of_user(session, params["user"])
             if found is None:
@@ -202,9 +202,22 @@ def _select_stored(database: Database, params: dict, output: Output):
         return plan_units(session, rows, [])
 
 
+def _why_not_stored(config: Config, event_id: str) -> str:
+    """An event is stored once its job ran; one that never did may sit in the failed registry instead."""
+    try:
+        failed = failed_job(
+            Queue(config.events_queue, connection=connect_redis(config.redis_url)), job_id_for(event_id)
+        )
+    except RedisError:
+        failed = None  # Redis away: say what is known
+    if failed is None:
+        return "not stored (fetch it with --from-persona)"
+    return f"not stored: its job failed ({failed.error}); --failed --dry-run lists failed jobs, --failed requeues them"
+
+
 def _plan(database: Database, config: Config, params: dict, output: Output):
     if not params["from_persona"]:
-        return _select_stored(database, params, output), []
+        return _select_stored(database, config, params, output), []
     events, skipped = _fetch(_persona(config), params, output)
     with database.sessions() as session:
         return plan_units(session, [], events), skipped

@@ -29,6 +29,23 @@ def jobs_in_failed_registry(queue: Queue) -> Iterator[Job]:
     return (job for job in Job.fetch_many(ids, connection=queue.connection) if job is not None)
 
 
+def failed_job(queue: Queue, job_id: str) -> FailedJob | None:
+    """The job, if it is in the queue's failed registry (and still exists)."""
+    if job_id not in FailedJobRegistry(queue=queue):
+        return None
+    job = Job.fetch_many([job_id], connection=queue.connection)[0]
+    return _described(job, _error_text(job)) if job is not None else None
+
+
+def _error_text(job: Job) -> str:
+    result = job.latest_result()
+    return result.exc_string if result is not None and result.exc_string else ""
+
+
+def _described(job: Job, error_text: str) -> FailedJob:
+    return FailedJob(job.id, job.func_name or "", job.description or "", _last_line(error_text))
+
+
 def failed_jobs(queue: Queue, function: str | None = None, error_text: str | None = None) -> list[FailedJob]:
     """Failed jobs, oldest failure first; `function` matches the job's function name or its last part
     (`process_event` or `workers.jobs.process_event`), `error_text` any part of its exception text."""
@@ -37,11 +54,10 @@ def failed_jobs(queue: Queue, function: str | None = None, error_text: str | Non
         name = job.func_name or ""
         if function and function not in (name, name.rpartition(".")[2]):
             continue
-        result = job.latest_result()
-        text = result.exc_string if result is not None and result.exc_string else ""
+        text = _error_text(job)
         if error_text and error_text not in text:
             continue
-        found.append(FailedJob(job.id, name, job.description or "", _last_line(text)))
+        found.append(_described(job, text))
     return found
 
 

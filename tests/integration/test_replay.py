@@ -611,6 +611,17 @@ def failed(env, monkeypatch, fake_verisoul_url, real_config, real_redis) -> Fail
     return registries
 
 
+def test_an_event_id_whose_job_failed_is_said_to_be_in_the_failed_registry(failed):
+    """Issue 11: `replay-event evt_broken` said "not stored (fetch it with --from-persona)" while its job sat
+    in RQ's failed registry."""
+    result = replay("evt_broken")
+    assert result.exit_code == 1
+    assert problems(result) == [
+        "replay-event: evt_broken: not stored: its job failed (workers.jobs.PermanentJobError: event evt_broken: "
+        "KeyError: 'created_at'); --failed --dry-run lists failed jobs, --failed requeues them"
+    ]
+
+
 def test_failed_dry_run_lists_without_requeueing(failed, real_config, real_redis):
     result = replay("--failed", "--dry-run")
     assert (result.exit_code, result.stderr) == (0, "")
