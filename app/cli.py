@@ -27,7 +27,7 @@ from rq import Queue
 from app import load_config_or_exit
 from app.config import Config
 from app.db import Database
-from app.events import is_queued_name
+from app.events import is_queued_name, iso_millis
 from app.queue import connect_redis, job_id_for
 from workers import jobs
 from workers.failed_jobs import failed_job, failed_jobs, requeue
@@ -123,7 +123,14 @@ def _check_text(params: dict) -> None:
 def _check_usage(params: dict) -> None:
     _check_text(params)
     ranged = params["since"] is not None or params["until"] is not None
-    selectors = [bool(params["event_ids"]), params["user"] is not None, ranged, params["failed"], params["reconcile"]]
+    events_ranged = ranged and not params["failed"]  # with --failed, the range is when the jobs failed
+    selectors = [
+        bool(params["event_ids"]),
+        params["user"] is not None,
+        events_ranged,
+        params["failed"],
+        params["reconcile"],
+    ]
     if sum(selectors) != 1:
         raise click.UsageError("give exactly one of: EVENT_ID..., --user, --since/--until, --failed, --reconcile")
     if params["from_persona"] and not (params["event_ids"] or ranged):
@@ -271,7 +278,7 @@ def _requeue_failed(config: Config, params: dict, output: Output) -> None:
         jobs_found = [
             (queue, job)
             for queue in (Queue(name, connection=connection) for name in config.queues)
-            for job in failed_jobs(queue, params["function"], params["error_text"])
+            for job in failed_jobs(queue, params["function"], params["error_text"], params["since"], params["until"])
         ]
     except RedisError as error:
         output.problem("redis", f"the failed registry is unreadable: {type(error).__name__}")
@@ -285,12 +292,17 @@ def _requeue_failed(config: Config, params: dict, output: Output) -> None:
                 output.problem(job.job_id, f"not requeued: {type(error).__name__}: {error}")
                 continue
         listed.append(job)
+        when = f"failed {iso_millis(job.failed_at)}" if job.failed_at else "failed at an unknown time"
         output.line(
-            f"{'would requeue' if params['dry_run'] else 'requeued'} {job.job_id} {job.description}: {job.error}"
+            f"{'would requeue' if params['dry_run'] else 'requeued'} {job.job_id} {when} {job.description}: {job.error}"
         )
     output.line(f"{len(listed)} failed jobs {'would be ' if params['dry_run'] else ''}requeued")
     output.document(
-        {"dry_run": params["dry_run"], "jobs": [asdict(job) for job in listed], "failed": len(output.problems)}
+        {
+            "dry_run": params["dry_run"],
+            "jobs": [{**asdict(job), "failed_at": job.failed_at and iso_millis(job.failed_at)} for job in listed],
+            "failed": len(output.problems),
+        }
     )
 
 
@@ -311,8 +323,16 @@ def _reconcile(database: Database, config: Config, replayer: Replayer, output: O
 @click.command(name=PROGRAM, help=__doc__.split("\n\n")[0])
 @click.argument("event_ids", nargs=-1)
 @click.option("--user", metavar="REF", help="Every logged event of the user with this reference id.")
-@click.option("--since", type=Moment(), help="Events Persona created at or after this time.")
-@click.option("--until", type=Moment(), help="Events Persona created at or before this time.")
+@click.option(
+    "--since",
+    type=Moment(),
+    help="Events Persona created at or after this time (with --failed: jobs that failed then).",
+)
+@click.option(
+    "--until",
+    type=Moment(),
+    help="Events Persona created at or before this time (with --failed: jobs that failed then).",
+)
 @click.option("--from-persona", is_flag=True, help="Fetch the events from Persona's API (for events never received).")
 @click.option("--failed", is_flag=True, help="Requeue jobs from RQ's failed registry.")
 @click.option("--function", metavar="NAME", help="With --failed: only jobs of this function (e.g. process_event).")

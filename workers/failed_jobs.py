@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from rq import Queue
 from rq.job import Job
@@ -16,6 +17,7 @@ class FailedJob:
     function: str
     description: str
     error: str  # the last line of the exception, e.g. `PermanentJobError: event evt_1: KeyError: 'name'`
+    failed_at: datetime | None  # when it last failed (UTC); None if RQ recorded no end
 
 
 def _last_line(text: str | None) -> str:
@@ -43,12 +45,22 @@ def _error_text(job: Job) -> str:
 
 
 def _described(job: Job, error_text: str) -> FailedJob:
-    return FailedJob(job.id, job.func_name or "", job.description or "", _last_line(error_text))
+    ended = (
+        job.ended_at.replace(tzinfo=UTC) if job.ended_at is not None and job.ended_at.tzinfo is None else job.ended_at
+    )
+    return FailedJob(job.id, job.func_name or "", job.description or "", _last_line(error_text), ended)
 
 
-def failed_jobs(queue: Queue, function: str | None = None, error_text: str | None = None) -> list[FailedJob]:
+def failed_jobs(
+    queue: Queue,
+    function: str | None = None,
+    error_text: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[FailedJob]:
     """Failed jobs, oldest failure first; `function` matches the job's function name or its last part
-    (`process_event` or `workers.jobs.process_event`), `error_text` any part of its exception text."""
+    (`process_event` or `workers.jobs.process_event`), `error_text` any part of its exception text,
+    `since`/`until` (aware) the time it failed, both inclusive."""
     found = []
     for job in jobs_in_failed_registry(queue):
         name = job.func_name or ""
@@ -57,8 +69,17 @@ def failed_jobs(queue: Queue, function: str | None = None, error_text: str | Non
         text = _error_text(job)
         if error_text and error_text not in text:
             continue
-        found.append(_described(job, text))
+        described = _described(job, text)
+        if not _within(described.failed_at, since, until):
+            continue
+        found.append(described)
     return found
+
+
+def _within(moment: datetime | None, since: datetime | None, until: datetime | None) -> bool:
+    if since is None and until is None:
+        return True
+    return moment is not None and (since is None or moment >= since) and (until is None or moment <= until)
 
 
 def requeue(queue: Queue, job_id: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -648,11 +649,27 @@ def test_failed_filters_by_function_and_error(failed):
     assert failed.count == 2
 
 
+def test_failed_jobs_show_when_they_failed_and_since_until_select_by_it(failed):
+    """Issue 11: `--failed` had no time filter and printed no times."""
+    listed = replay("--failed", "--dry-run")
+    assert all(re.search(r" failed \d{4}-\d\d-\d\dT[\d:.]+Z ", line) for line in listed.stdout.splitlines()[1:-1])
+    now = datetime.now(UTC)
+    recent = document(replay("--failed", "--dry-run", "--json", "--since", (now - timedelta(hours=1)).isoformat()))
+    assert len(recent["jobs"]) == 2
+    later = document(replay("--failed", "--dry-run", "--json", "--since", (now + timedelta(hours=1)).isoformat()))
+    assert later["jobs"] == []
+    earlier = document(replay("--failed", "--dry-run", "--json", "--until", (now - timedelta(hours=1)).isoformat()))
+    assert earlier["jobs"] == []
+    assert failed.count == 2
+
+
 def test_failed_requeues_into_the_queue(failed, real_config, real_redis):
     queue = Queue(real_config.events_queue, connection=real_redis)
     result = replay("--failed", "--json", "--function", "process_event")
     assert (result.exit_code, result.stderr) == (0, "")
     report = document(result)
+    failed_at = report["jobs"][0].pop("failed_at")
+    assert abs(datetime.now(UTC) - datetime.fromisoformat(failed_at)) < timedelta(minutes=5)
     assert report == {
         "stores": real_config.stores,
         "dry_run": False,
