@@ -23,6 +23,8 @@ def _verisoul(user: User) -> dict:
         "permanent_block": user.verisoul_permanent_block,
         "duplicate_account": user.verisoul_duplicate_account,
         "synced": user.verisoul_synced,
+        "error": user.verisoul_error,  # why the last sync did not complete, or why none was made
+        "synced_at": to_iso(user.verisoul_synced_at),
     }
 
 

@@ -16,6 +16,7 @@ from app import create_app
 from scripts.fake_verisoul import create_fake_app
 from tests.integration.test_user_records import inquiry_event
 from workers import jobs
+from workers.sync import NOT_CONFIGURED
 
 pytestmark = pytest.mark.integration
 
@@ -105,6 +106,15 @@ def deliver(real_config, real_redis, *events):
     drain(real_config, real_redis)
 
 
+def test_the_record_says_why_verisoul_is_not_in_step(worker_env, clock, record, real_config, real_redis, monkeypatch):
+    """Issue 11: why a sync failed was in SQL only (users.verisoul_error)."""
+    monkeypatch.setenv("VERISOUL_API_URL", "")
+    _clear_caches()
+    deliver(real_config, real_redis, inquiry_event("inq_1", "approved", at(clock["now"] - DAY), "user_1"))
+    state = record("user_1")["verisoul"]
+    assert (state["synced"], state["error"], state["synced_at"]) == (False, NOT_CONFIGURED, None)
+
+
 def test_verified_user_is_enrolled_once(verisoul, clock, record, real_config, real_redis):
     approved = inquiry_event("inq_1", "approved", at(clock["now"] - DAY), "user_1")
     deliver(real_config, real_redis, approved)
@@ -112,6 +122,7 @@ def test_verified_user_is_enrolled_once(verisoul, clock, record, real_config, re
     assert record("user_1")["verisoul"] == {
         "account_id": "user_1", "enrolled": True, "blocked": False, "blocked_until": None,
         "permanent_block": False, "duplicate_account": False, "synced": True,
+        "error": None, "synced_at": at(clock["now"]),
     }  # fmt: skip
     # Another sync, a redelivery and a newer snapshot of the same state call Verisoul no more.
     assert jobs.sync_verisoul("user_1") == "in_sync"
