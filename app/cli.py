@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 import click
 from redis.exceptions import RedisError
 from rq import Queue
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from app import load_config_or_exit
 from app.config import Config
@@ -344,22 +345,28 @@ def main(**params) -> None:
     _check_usage(params)
     config = load_config_or_exit(verifies_webhooks=False)  # it needs the database, Redis, Persona's API
     output = Output(params["json_output"], config.stores)  # says first which database and Redis it acts on
+    try:
+        _replay(config, params, output)
+    except (OperationalError, ProgrammingError) as error:  # unreachable, or not migrated: no traceback
+        reason = str(error.orig or error).strip().splitlines()[0]
+        output.problem("database", f"{reason} (is it reachable, and migrated: alembic upgrade head?)")
+    output.exit()
+
+
+def _replay(config: Config, params: dict, output: Output) -> None:
     if params["failed"]:
-        _requeue_failed(config, params, output)
-        output.exit()
+        return _requeue_failed(config, params, output)
     database = Database(config.database_url)
     requester = None if params["dry_run"] else _sync_requester(config)
     replayer = Replayer(
         database, jobs.now, _describe(params), params["dry_run"], requester, bool(config.verisoul_api_url)
     )
     if params["reconcile"]:
-        _reconcile(database, config, replayer, output)
-        output.exit()
+        return _reconcile(database, config, replayer, output)
     units, skipped = _plan(database, config, params, output)
     report = _run(replayer, units, params["json_output"])
     report.events.extend(skipped)
     _report(report, output, params["dry_run"])
-    output.exit()
 
 
 if __name__ == "__main__":

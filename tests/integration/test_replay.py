@@ -512,6 +512,16 @@ def test_replay_says_first_which_database_and_redis_it_acts_on(env, real_config)
     assert document(replay("--user", "nobody", "--json"))["stores"] == real_config.stores
 
 
+def test_an_unmigrated_database_is_a_clear_error_not_a_traceback(env, monkeypatch, tmp_path):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
+    clear_job_caches()
+    result = replay("--user", "user_1", "--dry-run")
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # an exit, not an error
+    assert problems(result) == [
+        "replay-event: database: no such table: users (is it reachable, and migrated: alembic upgrade head?)"
+    ]
+
+
 def test_a_webhook_secret_set_is_still_checked(env, monkeypatch):
     monkeypatch.setenv("PERSONA_WEBHOOK_SECRETS", " , ")
     result = replay("--user", "user_1")
