@@ -1,4 +1,4 @@
-"""Configuration: one object, read once from the environment (DESIGN §6).
+"""Configuration: one object, read once from the environment (docs/contracts.md §6).
 
 `.env` is read in development (python-dotenv) without overriding variables already set.
 A missing or malformed setting raises `ConfigError`, whose message is one line naming it;
@@ -176,7 +176,7 @@ def load_config(
     and checks them only when they are set."""
     if env is None:
         env = _environ(read_dotenv)
-    # Checked first (DESIGN §6's order): the web and the workers do nothing without them.
+    # Checked first (docs/contracts.md §6's order): the web and the workers do nothing without them.
     webhook_secrets = _secrets(env) if verifies_webhooks or _optional(env, "PERSONA_WEBHOOK_SECRETS") else ()
     redis_url = _url(env, "REDIS_URL", ("redis", "rediss", "unix"))
     if redis_url is None:

@@ -1,4 +1,4 @@
-"""Every metric of the service, and `GET /metrics` (Prometheus text; bind it privately, DESIGN §3).
+"""Every metric of the service, and `GET /metrics` (Prometheus text; bind it privately, docs/contracts.md §3).
 
 Counters and histograms live in prometheus_client's default registry. Under gunicorn and the rq
 workers PROMETHEUS_MULTIPROC_DIR is set (app.config.share_metrics_dir) before prometheus_client is

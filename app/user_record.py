@@ -1,4 +1,4 @@
-"""The user record of DESIGN §4, read from the tables and the decision policy."""
+"""The user record of docs/contracts.md §4, read from the tables and the decision policy."""
 
 from __future__ import annotations
 

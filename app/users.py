@@ -1,5 +1,5 @@
 """`GET /users/<reference_id>`: the user record, for the host application to ask before it offers a
-new verification (DESIGN §4, §5). Guarded by a bearer token; with no token configured the route is
+new verification (docs/contracts.md §4, §5). Guarded by a bearer token; with no token configured the route is
 disabled (503), never open."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ bp = Blueprint("users", __name__)
 class ReferenceIdConverter(BaseConverter):
     """`<reference_id:...>`: the rest of the path, whatever it holds, as the host's reference id.
 
-    DESIGN §3: a reference id is any string the host chose, `/` included, sent raw or as `%2F`. The WSGI
+    docs/contracts.md §3: a reference id is any string the host chose, `/` included, sent raw or as `%2F`. The WSGI
     server percent-decodes PATH_INFO before Flask sees it, so both forms arrive as the same `a/b` and only a
     converter that spans segments can read them. Its regex, any character once or more, also takes what
     werkzeug's `path` (`[^/].*?`) refuses: an id that starts or ends with `/`, or holds a line break (`%0A`).
@@ -65,7 +65,7 @@ def _refusal():
 # merge_slashes=False: `a//b` and ids starting or ending with `/` are ids too, not untidy URLs to redirect.
 @bp.get("/users/<reference_id:reference_id>", merge_slashes=False)
 def get_user(reference_id: str):
-    """The record of `reference_id` (DESIGN §4), or a JSON 404."""
+    """The record of `reference_id` (docs/contracts.md §4), or a JSON 404."""
     refusal = _refusal()
     if refusal is not None:
         return refusal

@@ -1,6 +1,6 @@
 """A fake Persona API for development and tests: the events and inquiries endpoints, in memory.
 
-It fakes the read-only part of Persona's API that ../shared/PERSONA.md describes (client base URL
+It fakes the read-only part of Persona's API that docs/persona.md describes (client base URL
 ``http://host:port``):
 
 - ``GET /api/v1/events``: the stored events, newest first, ordered by (created-at desc, id desc);

@@ -1,6 +1,6 @@
 """A fake Verisoul server for development and tests: both API flavors, in memory, on one server.
 
-It fakes the two generations described in ../shared/VERISOUL.md:
+It fakes the two generations described in docs/verisoul.md:
 
 - account flavor, at the root (client base URL ``http://host:port``):
   ``GET /account/<id>``, ``POST /account/<id>/enroll`` ``{"externalId": ...}``, ``POST /block/<id>``,

@@ -1,4 +1,4 @@
-"""The decision policy (DESIGN §5). Pure: a user's inquiries and a clock in, a decision out.
+"""The decision policy (docs/contracts.md §5). Pure: a user's inquiries and a clock in, a decision out.
 
 Nothing here is a counter: strikes, the block and the decision are recomputed from the inquiries'
 current statuses every time, so a retried or replayed event can never count twice.

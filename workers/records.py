@@ -315,7 +315,7 @@ class _UserPlan:
 
 
 def _resolve(users: _Users, ids: _InquiryIds) -> _UserPlan:
-    """DESIGN §4: the reference id, else the Persona account id until an event links it to one."""
+    """docs/contracts.md §4: the reference id, else the Persona account id until an event links it to one."""
     reference_id, account_id = ids.reference_id, ids.account_id
     if not reference_id and not account_id:
         return _UserPlan()

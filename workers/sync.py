@@ -1,4 +1,4 @@
-"""Converging Verisoul to each user's desired state (DESIGN §1, step 8).
+"""Converging Verisoul to each user's desired state (docs/contracts.md §1, step 8).
 
 A sync re-reads the desired state (derived from the inquiries) and what Verisoul last confirmed,
 makes only the calls still missing, and records each confirmed call at once, so a sync that dies

@@ -46,7 +46,7 @@ DEFAULT_POLICY = Policy()
 def target_for(inquiries: list[InquiryFacts], policy: Policy = DEFAULT_POLICY) -> Target:
     """Derived from the inquiries' current statuses only, so every delivery order gives the same target.
     Enrolled when an inquiry is currently completed or approved (one person, one account is checked
-    against Verisoul before enrolling); the block follows the strikes (DESIGN §5)."""
+    against Verisoul before enrolling); the block follows the strikes (docs/contracts.md §5)."""
     block = block_for(inquiries, policy)
     return Target(
         enrolled=any(inquiry.status in VERIFIED_STATUSES for inquiry in inquiries),

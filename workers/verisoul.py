@@ -1,4 +1,4 @@
-"""Verisoul clients: one interface, two API generations (VERISOUL.md), selected by VERISOUL_API_FLAVOR.
+"""Verisoul clients: one interface, two API generations (docs/verisoul.md), selected by VERISOUL_API_FLAVOR.
 
 Transient failures (connection errors, 408, 429, 5xx) are retried here, with exponential backoff and
 jitter, and not again by RQ: stacking both would multiply the calls. Other 4xx answers are final and

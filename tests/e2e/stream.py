@@ -1,7 +1,7 @@
 """A generated stream of Persona webhook events for many users, and each user's expected record.
 
-The expected record is computed here from the generated facts, with its own reading of DESIGN §4/§5
-and PERSONA.md; nothing in this module imports the service's state machine, policy or record code,
+The expected record is computed here from the generated facts, with its own reading of docs/contracts.md §4/§5
+and docs/persona.md; nothing in this module imports the service's state machine, policy or record code,
 so a shared mistake cannot make the end-to-end test agree with itself.
 
 Generation is seeded (`random.Random(seed)`); times are anchored to `now` so that some users' blocks
@@ -19,7 +19,7 @@ from itertools import pairwise
 from tests.payloads import CASINGS, encode, recase
 
 # ---------------------------------------------------------------------------------------------
-# Persona's vocabulary (PERSONA.md, "Names and statuses")
+# Persona's vocabulary (docs/persona.md, "Event names and statuses")
 
 EVENT_NAME = {
     "created": "inquiry.created",
@@ -43,7 +43,7 @@ RANK = {
     "declined": 5,
 }
 NEGATIVE = {"failed", "declined"}
-# DESIGN §5: status of the latest inquiry → (decision, next_action)
+# docs/contracts.md §5: status of the latest inquiry → (decision, next_action)
 DECISION = {
     "none": ("verify", "create_inquiry"),
     "created": ("resume", "resume_inquiry"),
@@ -424,7 +424,7 @@ def deliveries(stream: Stream, seed: int, duplicate_share: float = 0.10) -> list
 
 
 # ---------------------------------------------------------------------------------------------
-# The expected record of every user (DESIGN §4, §5)
+# The expected record of every user (docs/contracts.md §4, §5)
 
 
 def _newest(facts: list[Fact], rank) -> Fact:

@@ -120,7 +120,7 @@ class Expected:
 
 
 def _is_provisional(key: str) -> bool:
-    """A user without a reference id ends keyed by its Persona account id (DESIGN §4)."""
+    """A user without a reference id ends keyed by its Persona account id (docs/contracts.md §4)."""
     return key.startswith("act_")
 
 

@@ -1,4 +1,4 @@
-"""The decision policy (workers/policy.py, DESIGN §5): inquiries and a clock in, a decision out."""
+"""The decision policy (workers/policy.py, docs/contracts.md §5): inquiries and a clock in, a decision out."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def negatives(count: int) -> list[InquiryFacts]:
     ]
 
 
-# --- DESIGN §5 table -------------------------------------------------------------------------------------
+# --- docs/contracts.md §5 table -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""What Verisoul should say about a user and the calls that take it there (workers/sync_plan.py, DESIGN §5)."""
+"""What Verisoul should say about a user and the calls that take it there (workers/sync_plan.py, docs/contracts.md §5)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def negatives(count: int) -> list[InquiryFacts]:
     ]
 
 
-# --- target_for: the DESIGN §5 rows ---------------------------------------------------------------------
+# --- target_for: the docs/contracts.md §5 rows ---------------------------------------------------------------------
 
 UNCHANGED = Target(enrolled=False, blocked_until=None, permanent=False)  # no enroll, no block
 ROWS = [  # latest inquiry status (the only inquiry here, decided at BASE) → target

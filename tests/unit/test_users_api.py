@@ -1,5 +1,5 @@
 """The users API: its guard (a bearer token compared in constant time, never open without one), and its route,
-which reads any reference id the host chose (DESIGN §3)."""
+which reads any reference id the host chose (docs/contracts.md §3)."""
 
 from __future__ import annotations
 

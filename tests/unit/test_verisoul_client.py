@@ -25,7 +25,7 @@ from workers.verisoul import (
 )
 
 FLAVOR_PREFIX = {"account": "", "lists": "/lists"}
-# (method, path) each operation must use on account "u1", per VERISOUL.md (the fake mounts lists under /lists)
+# (method, path) each operation must use on account "u1", per docs/verisoul.md (the fake mounts lists under /lists)
 ROUTES = {
     "account": {
         "get_account": ("GET", "/account/u1"),
