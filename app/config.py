@@ -74,6 +74,7 @@ class Config:
     verisoul_api_flavor: str = "account"
     verisoul_rate_limit: int = DEFAULT_VERISOUL_RATE_LIMIT
     admin_api_token: str | None = field(default=None, repr=False)
+    worker_metrics_port: int | None = None  # a worker serves its host's metrics here (no web process there)
     inquiry_expiry_hours: int = DEFAULT_INQUIRY_EXPIRY_HOURS
     reconcile_grace_minutes: int = DEFAULT_RECONCILE_GRACE_MINUTES
 
@@ -104,6 +105,15 @@ def _required(env: Mapping[str, str], name: str) -> str:
 def _optional(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
+
+
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigError(f"{name} must be a TCP port (1-65535), got {raw!r}")
+    return int(raw)
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -194,6 +204,7 @@ def load_config(
         verisoul_api_flavor=_flavor(env),
         verisoul_rate_limit=_positive_int(env, "VERISOUL_RATE_LIMIT", DEFAULT_VERISOUL_RATE_LIMIT),
         admin_api_token=_optional(env, "ADMIN_API_TOKEN"),
+        worker_metrics_port=_port(env, "WORKER_METRICS_PORT"),
         inquiry_expiry_hours=_positive_int(env, "PERSONA_INQUIRY_EXPIRY_HOURS", DEFAULT_INQUIRY_EXPIRY_HOURS),
         reconcile_grace_minutes=_positive_int(env, "RECONCILE_GRACE_MINUTES", DEFAULT_RECONCILE_GRACE_MINUTES),
     )

@@ -32,6 +32,7 @@ from prometheus_client import (  # noqa: E402
     Histogram,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -174,13 +175,32 @@ class _Registry(Collector):
         return self.registry.collect()
 
 
-@bp.get("/metrics")
-def scrape():
+def host_registry() -> CollectorRegistry:
+    """This host's metrics: every process's files in PROMETHEUS_MULTIPROC_DIR, else this process's own."""
     registry = CollectorRegistry()
     if MULTIPROC_DIR:
         multiprocess.MultiProcessCollector(registry, path=MULTIPROC_DIR)
     else:
         registry.register(_Registry(REGISTRY))
+    return registry
+
+
+def serve_host_metrics(port: int, host: str) -> bool:
+    """Serve `host_registry()` as Prometheus text on host:port from a daemon thread, for a worker on a host
+    without a web process (WORKER_METRICS_PORT). False, logged, when the port cannot be bound: the worker
+    carries on without, since metrics are not worth a stopped worker."""
+    try:
+        start_http_server(port, addr=host, registry=host_registry())
+    except OSError as error:
+        log.error("worker metrics not served", extra={"reason": f"{host}:{port}: {error.strerror or error}"})
+        return False
+    log.info("worker metrics served", extra={"outcome": f"http://{host}:{port}/metrics"})
+    return True
+
+
+@bp.get("/metrics")
+def scrape():
+    registry = host_registry()
     event_queue = current_app.extensions["event_queue"]
     registry.register(QueueCollector(event_queue.connection, current_app.config["PERSONA"].queues))
     return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -6,6 +6,8 @@ job. It waits for Redis here, before RQ's command line first touches it (a suspe
 would exit on a connection error), so a worker started during a Redis outage starts when Redis does.
 """
 
+import os
+
 from app.config import share_metrics_dir
 
 # Before workers.jobs imports prometheus_client: this worker writes its metrics to files in the
@@ -27,6 +29,10 @@ from workers.worker import wait_for_redis  # noqa: E402
 
 database()
 wait_for_redis(connect_redis(_config.redis_url).ping, what="worker start: ")
+if _config.worker_metrics_port is not None:  # a host without a web process: this worker serves its metrics
+    from app.metrics import serve_host_metrics  # noqa: E402
+
+    serve_host_metrics(_config.worker_metrics_port, os.environ.get("HOST", "0.0.0.0"))
 
 REDIS_URL = _config.redis_url
 # Events first: a worker takes a Verisoul sync only when no event is waiting.

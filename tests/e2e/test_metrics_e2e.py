@@ -230,3 +230,22 @@ def test_the_rq_workers_job_metrics_reach_the_web_scrape(metrics_stack):
     assert scraped[("persona_queue_failed_jobs", (("queue", QUEUE),))] == 0
     # Needs workers/jobs.py's process_event decorated with app.metrics.timed_job("process_event").
     assert process_event == {"ok": EVENTS, "error": 0}, f"logs in {stack.log_dir}"
+
+
+def test_a_worker_on_a_host_without_a_web_process_serves_the_hosts_metrics(stack, tmp_path):
+    """Issue 11: workers on other hosts had no /metrics; with WORKER_METRICS_PORT one serves them."""
+    from scripts.embedded_redis import free_port
+
+    port = free_port()
+    stack.env.update(WORKER_METRICS_PORT=str(port), HOST="127.0.0.1", PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "m"))
+    stack.start("worker")
+    deadline, answer = time.monotonic() + 30, None
+    while time.monotonic() < deadline and answer is None:
+        try:
+            answer = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+        except requests.RequestException:
+            time.sleep(0.2)
+    assert answer is not None and answer.status_code == 200, f"no metrics on {port}; logs in {stack.log_dir}"
+    # The host's multiprocess files, as the web's /metrics reads them (labelled series appear with their first sample).
+    families = {family.name for family in text_string_to_metric_families(answer.text)}
+    assert "persona_webhook_duration_seconds" in families, families

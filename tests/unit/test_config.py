@@ -264,3 +264,12 @@ def test_the_example_placeholder_secret_is_refused_naming_the_way_out():
         load_config(
             {"PERSONA_WEBHOOK_SECRETS": "wbhsec_new,wbhsec_replace_me", "REDIS_URL": "redis://x"}, read_dotenv=False
         )
+
+
+def test_worker_metrics_port_is_a_tcp_port_or_unset():
+    base = {"PERSONA_WEBHOOK_SECRETS": "s", "REDIS_URL": "redis://x"}
+    assert load_config(base, read_dotenv=False).worker_metrics_port is None
+    assert load_config({**base, "WORKER_METRICS_PORT": "9101"}, read_dotenv=False).worker_metrics_port == 9101
+    for bad in ("0", "70000", "nine"):
+        with pytest.raises(ConfigError, match="WORKER_METRICS_PORT must be a TCP port"):
+            load_config({**base, "WORKER_METRICS_PORT": bad}, read_dotenv=False)

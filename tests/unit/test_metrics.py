@@ -11,6 +11,7 @@ from pathlib import Path
 
 import fakeredis
 import pytest
+import requests
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue
@@ -261,3 +262,13 @@ def test_a_process_first_on_the_host_makes_the_metrics_directory_instead_of_cras
 def test_the_scheduler_module_lets_prometheus_client_in_only_after_main_has_chosen_the_directory():
     run = _python("import sys, workers.scheduler; print('prometheus_client' in sys.modules)")
     assert (run.returncode, run.stdout.strip()) == (0, "False"), run.stderr
+
+
+def test_a_port_taken_costs_the_worker_its_metrics_server_not_its_life(caplog):
+    from scripts.embedded_redis import free_port
+
+    port = free_port()
+    assert metrics.serve_host_metrics(port, "127.0.0.1")
+    assert "persona_events_processed" in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    assert not metrics.serve_host_metrics(port, "127.0.0.1")
+    assert any(record.message == "worker metrics not served" for record in caplog.records)
