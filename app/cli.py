@@ -198,8 +198,10 @@ def _select_stored(database: Database, config: Config, params: dict, output: Out
     with database.sessions() as session:
         if params["event_ids"]:
             rows, missing = stored_events(session, params["event_ids"])
-            for event_id in missing:
-                output.problem(event_id, _why_not_stored(config, event_id))
+            if missing:  # one connection for all of them, and none when every id is stored
+                events_queue = Queue(config.events_queue, connection=connect_redis(config.redis_url))
+                for event_id in missing:
+                    output.problem(event_id, _why_not_stored(events_queue, event_id))
         elif params["user"] is not None:
             found = events_of_user(session, params["user"])
             if found is None:
@@ -210,12 +212,10 @@ def _select_stored(database: Database, config: Config, params: dict, output: Out
         return plan_units(session, rows, [])
 
 
-def _why_not_stored(config: Config, event_id: str) -> str:
+def _why_not_stored(events_queue: Queue, event_id: str) -> str:
     """An event is stored once its job ran; one that never did may sit in the failed registry instead."""
     try:
-        failed = failed_job(
-            Queue(config.events_queue, connection=connect_redis(config.redis_url)), job_id_for(event_id)
-        )
+        failed = failed_job(events_queue, job_id_for(event_id))
     except RedisError:
         failed = None  # Redis away: say what is known
     if failed is None:

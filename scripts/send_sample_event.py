@@ -24,6 +24,7 @@ from pathlib import Path
 import requests
 from dotenv import load_dotenv
 
+from app.events import iso_millis
 from app.signature import sign
 from scripts.devstack import DEV_WEBHOOK_SECRET
 
@@ -49,7 +50,7 @@ def sample_body(fixture: str, reference_id: str, status: str | None = None, inqu
     if status is None:
         return raw
     document = json.loads(raw)
-    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    now = iso_millis(datetime.now(UTC))
     event = document["data"]
     event["id"] = f"evt_sample_{secrets.token_hex(8)}"
     event["attributes"]["name"] = EVENT_FOR_STATUS[status]

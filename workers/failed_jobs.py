@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from rq import Queue
 from rq.job import Job
@@ -17,7 +17,7 @@ class FailedJob:
     function: str
     description: str
     error: str  # the last line of the exception, e.g. `PermanentJobError: event evt_1: KeyError: 'name'`
-    failed_at: datetime | None  # when it last failed (UTC); None if RQ recorded no end
+    failed_at: datetime | None  # when it last failed (aware, UTC: RQ parses its times so); None if no end was recorded
 
 
 def _last_line(text: str | None) -> str:
@@ -45,10 +45,7 @@ def _error_text(job: Job) -> str:
 
 
 def _described(job: Job, error_text: str) -> FailedJob:
-    ended = (
-        job.ended_at.replace(tzinfo=UTC) if job.ended_at is not None and job.ended_at.tzinfo is None else job.ended_at
-    )
-    return FailedJob(job.id, job.func_name or "", job.description or "", _last_line(error_text), ended)
+    return FailedJob(job.id, job.func_name or "", job.description or "", _last_line(error_text), job.ended_at)
 
 
 def failed_jobs(

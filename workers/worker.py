@@ -285,7 +285,7 @@ class Worker(SimpleWorker):
                         worker_name=self.name,
                         execution_id=execution.id,
                         execution_started_at=execution.created_at,
-                        execution_ended_at=job.ended_at,
+                        execution_ended_at=ended_at,
                     )
                 job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
                 self.cleanup_execution(job, pipeline=pipeline, execution=execution)
