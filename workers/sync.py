@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from redis import Redis
+from redis.exceptions import WatchError
 from rq import Queue, Retry
 from sqlalchemy import Row, and_, or_, select
 from sqlalchemy.orm import Session
@@ -105,18 +106,32 @@ def mark_sync(session: Session, user: User, now: datetime, configured: bool = Tr
 
 
 def request_sync(connection: Redis, queue: Queue, reference_id: str) -> bool:
-    """Queue a sync for the user unless one is already pending; True when queued now."""
-    if not connection.set(PENDING_PREFIX + reference_id, 1, nx=True, ex=PENDING_TTL):
-        return False
-    queue.enqueue_call(
-        SYNC_VERISOUL,
-        args=(reference_id,),
-        description=f"sync_verisoul {reference_id}",
-        timeout=SYNC_TIMEOUT,
-        retry=SYNC_RETRY,
-        result_ttl=3600,
-        failure_ttl=30 * 24 * 3600,
-    )
+    """Queue a sync for the user unless one is already pending; True when queued now.
+
+    The pending mark and the job are written in one transaction (WATCH on the mark, then MULTI): a process
+    killed between the two would leave a mark without a job, holding back the user's sync, the sweep's
+    too, for PENDING_TTL."""
+    mark = PENDING_PREFIX + reference_id
+    with connection.pipeline() as pipeline:
+        try:
+            pipeline.watch(mark)
+            if pipeline.exists(mark):
+                return False
+            pipeline.multi()
+            pipeline.set(mark, 1, ex=PENDING_TTL)
+            queue.enqueue_call(
+                SYNC_VERISOUL,
+                args=(reference_id,),
+                description=f"sync_verisoul {reference_id}",
+                timeout=SYNC_TIMEOUT,
+                retry=SYNC_RETRY,
+                result_ttl=3600,
+                failure_ttl=30 * 24 * 3600,
+                pipeline=pipeline,
+            )
+            pipeline.execute()
+        except WatchError:
+            return False  # another process set the mark meanwhile: its sync is the pending one
     return True
 
 

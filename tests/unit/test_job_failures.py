@@ -133,3 +133,21 @@ def test_jobs_carry_time_limits_that_let_a_dead_workers_job_run_again_within_a_m
     [sync_job] = Queue(DEFAULT_SYNC_QUEUE, connection=connection).jobs
     for job in (event_job, sync_job):
         assert job.timeout + HEARTBEAT_MARGIN + ABANDONED_EVERY_SECONDS <= 60, job.func_name
+
+
+def test_a_process_killed_while_queueing_a_sync_leaves_no_mark_that_holds_the_next_one_back(connection, monkeypatch):
+    """Seen in the chaos suite: a worker SIGKILLed between the pending mark and the enqueue left the mark
+    without a job, and neither later events nor the sweep could queue that user's sync for an hour."""
+    queue = Queue(DEFAULT_SYNC_QUEUE, connection=connection)
+    enqueue_call = Queue.enqueue_call
+
+    def killed(self, *args, **kwargs):
+        raise SystemExit("killed while queueing the sync")
+
+    monkeypatch.setattr(Queue, "enqueue_call", killed)
+    with pytest.raises(SystemExit):
+        request_sync(connection, queue, "user_k")
+    monkeypatch.setattr(Queue, "enqueue_call", enqueue_call)
+    assert request_sync(connection, queue, "user_k")
+    assert [job.args for job in queue.jobs] == [("user_k",)]
+    assert not request_sync(connection, queue, "user_k")  # pending: one sync per user, as before
