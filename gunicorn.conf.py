@@ -4,7 +4,7 @@ import os
 import sys
 import time
 
-from app.config import share_metrics_dir
+from runtime.config import share_metrics_dir
 
 # First, before any worker imports the app (and prometheus_client): every worker writes its metrics
 # to its own files in this directory, shared with the rq workers, and /metrics sums them. Not wiped
@@ -57,7 +57,7 @@ errorlog = "-"
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "app.logs.JsonFormatter"}},
+    "formatters": {"json": {"()": "runtime.logs.JsonFormatter"}},
     "handlers": {"json": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
     "root": {"level": "INFO", "handlers": ["json"]},
     "loggers": {"gunicorn.error": {"handlers": ["json"], "propagate": False}},
@@ -66,7 +66,7 @@ logconfig_dict = {
 
 def on_starting(server):
     """Refuse to start on a bad setting: one line naming it, before any worker boots."""
-    from app.config import ConfigError, load_config
+    from runtime.config import ConfigError, load_config
 
     try:
         load_config()

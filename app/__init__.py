@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import sys
-
 from flask import Flask, jsonify
 from redis import Redis
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
-from app import logs
-from app.config import Config, ConfigError, load_config
-from app.db import Database
-from app.queue import EventQueue, connect_redis
+from runtime import logs
+from runtime.config import Config, load_config_or_exit
+from store.db import Database
+from store.queue import EventQueue, connect_redis
 
 # A database outage is usually a restart or a failover: seconds, rarely more.
 RETRY_AFTER_SECONDS = 5
-
-
-def load_config_or_exit(verifies_webhooks: bool = True) -> Config:
-    """The process configuration; on a bad setting, one line on stderr and exit status 2."""
-    try:
-        return load_config(verifies_webhooks=verifies_webhooks)
-    except ConfigError as error:
-        print(f"persona-events: configuration error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 def _json_errors(app: Flask) -> None:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.routing import BaseConverter
 
-from app.user_record import load_user_record
+from store.user_record import load_user_record
 
 bp = Blueprint("users", __name__)
 

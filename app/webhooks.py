@@ -19,9 +19,11 @@ from flask import Blueprint, current_app, jsonify, request
 from marshmallow import ValidationError
 from redis.exceptions import RedisError
 
-from app import metrics, signature
-from app.events import body_sha256, is_queued_name, iso_millis, normalise_envelope
-from app.schemas import first_error, load_event
+from domain import signature
+from domain.events import QueuedEvent, body_sha256, is_queued_name, normalise_envelope
+from domain.schemas import first_error, load_event
+from domain.times import iso_millis
+from runtime import metrics
 
 bp = Blueprint("webhooks", __name__)
 log = logging.getLogger(__name__)
@@ -101,7 +103,7 @@ def parse_json(body: bytes) -> Any:
 
     What json.loads takes, as it reads it: strictly UTF-8 (RFC 8259 §8.1; json.loads(bytes) would also take
     UTF-16 and UTF-32). A `\\ud800` escape decodes to a lone surrogate: refused only where it is kept
-    (app/events.py), since a personal-data attribute holding one is dropped anyway and must not cost an
+    (domain/events.py), since a personal-data attribute holding one is dropped anyway and must not cost an
     authentic event. A leading BOM, NaN and Infinity are taken (RFC 8259 allows parsers extensions).
     Integers longer than Python converts (4300 digits) become floats: no kept field is a number, and a huge
     one in dropped data must not cost the event.
@@ -116,7 +118,7 @@ def parse_json(body: bytes) -> Any:
         return json.loads(body.decode("utf-8-sig"), parse_int=_number)
 
 
-def _parse(body: bytes) -> dict:
+def _parse(body: bytes) -> QueuedEvent:
     """JSON → normalised keys where they are read → a validated envelope's queued form (`minimise`)."""
     if not _is_json(request.mimetype):
         raise Rejection(415, "unsupported_media_type", "Content-Type must be application/json")
@@ -132,7 +134,7 @@ def _parse(body: bytes) -> dict:
         raise Rejection(400, "invalid_envelope", first_error(error.messages)) from None
 
 
-def _queue(event: dict) -> str:
+def _queue(event: QueuedEvent) -> str:
     event["received_at"] = iso_millis(datetime.now(UTC))
     try:
         queued = current_app.extensions["event_queue"].enqueue_once(event)

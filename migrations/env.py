@@ -1,12 +1,12 @@
-"""Alembic environment: the URL comes from the caller (app.db.migrate) or from DATABASE_URL."""
+"""Alembic environment: the URL comes from the caller (store.db.migrate) or from DATABASE_URL."""
 
 from logging.config import fileConfig
 
 from alembic import context
 
-from app.config import database_url
-from app.db import make_engine
-from app.models import Base
+from runtime.config import database_url
+from store.db import make_engine
+from store.models import Base
 
 config = context.config
 if config.config_file_name is not None and not config.attributes.get("database_url"):

@@ -115,9 +115,9 @@ def replay_rows(ctx: Context) -> None:
     """Replays with the code `replay-event` uses, in this process: database work only, no Redis or HTTP."""
     from sqlalchemy import select
 
-    from app.db import Database
-    from app.models import Event
     from scripts.bench_events import lifecycle_stream
+    from store.db import Database
+    from store.models import Event
     from workers.replay import Replayer, plan_units
 
     users = 25 if ctx.quick else 200

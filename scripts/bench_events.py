@@ -4,7 +4,7 @@
   turned into slots, rendered byte for byte in the fixture's own layout (the 65 KB sandbox capture stays
   65 KB). The load generators fill the slots per request, so every request is a distinct event.
 - `SignedEvents`: rows of slot values, each with its Persona-Signature header computed once (the
-  `t=<unix>,v1=<hmac>` scheme of app/signature.py), for wrk and the paced sender.
+  `t=<unix>,v1=<hmac>` scheme of domain/signature.py), for wrk and the paced sender.
 - `queued_event`: what the webhook queues for a body, through the app's own public functions
   (JSON, `normalise_keys`, `load_envelope`, `minimise`, plus `received_at`), so the worker benchmarks
   get exactly the format the current code produces.
@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from app.events import body_sha256, iso_millis, minimise, normalise_keys
-from app.schemas import load_envelope
-from app.signature import sign
+from domain.events import body_sha256, minimise, normalise_keys
+from domain.schemas import load_envelope
+from domain.signature import sign
+from domain.times import iso_millis
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 INQUIRY_7KB = "docs_inquiry_completed.json"  # 6.9 KB: the fixture nearest 7 KB

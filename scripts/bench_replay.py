@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from app.db import Database, migrate
-from app.models import Event
 from scripts.bench_worker import synthetic_events
+from store.db import Database, migrate
+from store.models import Event
 from workers.replay import Replayer, plan_units
 
 

@@ -40,10 +40,10 @@ from pathlib import Path
 
 import requests
 
-from app.db import migrate
-from app.signature import sign
+from domain.signature import sign
 from scripts.devstack import procfile_command
 from scripts.embedded_redis import EmbeddedRedis, free_port
+from store.db import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "sandbox_inquiry_approved.json"

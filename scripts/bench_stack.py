@@ -25,9 +25,9 @@ import redis as redis_lib
 import requests
 from sqlalchemy.engine import make_url
 
-from app.db import migrate
 from scripts.devstack import procfile_command
 from scripts.embedded_redis import free_port
+from store.db import migrate
 
 if TYPE_CHECKING:
     from scripts.bench_table import Table
@@ -136,7 +136,7 @@ def ensure_postgres(url: str) -> None:
 
 def app_tables() -> list[str]:
     """The service's tables, read from its models at run time (they may change while the bench is used)."""
-    from app.models import Base
+    from store.models import Base
 
     return [table.name for table in Base.metadata.sorted_tables]
 

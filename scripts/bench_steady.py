@@ -29,7 +29,7 @@ from pathlib import Path
 import psycopg
 from rq import Queue, Worker
 
-from app.config import DEFAULT_EVENTS_QUEUE, DEFAULT_SYNC_QUEUE
+from runtime.config import DEFAULT_EVENTS_QUEUE, DEFAULT_SYNC_QUEUE
 from scripts.bench_events import INQUIRY_7KB, INQUIRY_SLOTS, SignedEvents, Template, lifecycle_rows
 from scripts.bench_load import PacedResult, paced_post
 from scripts.bench_stack import SECRET, Context, Web, children_of, libpq_url, procfile_command, progress

@@ -46,13 +46,13 @@ from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
-from app.config import Config
-from app.db import engine_url, migrate
-from app.models import Event
-from app.queue import EventQueue
+from runtime.config import Config
 from scripts.devstack import procfile_command
 from scripts.embedded_redis import EmbeddedRedis
 from scripts.fake_verisoul import DEFAULT_API_KEY
+from store.db import engine_url, migrate
+from store.models import Event
+from store.queue import EventQueue
 from tests.integration.test_user_records import inquiry_event
 
 ROOT = Path(__file__).resolve().parent.parent

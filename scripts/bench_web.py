@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from rq import Queue
 
-from app.config import DEFAULT_EVENTS_QUEUE
+from runtime.config import DEFAULT_EVENTS_QUEUE
 from scripts.bench_events import INQUIRY_7KB, INQUIRY_65KB, INQUIRY_SLOTS, SignedEvents, Template, distinct_rows
 from scripts.bench_load import PacedResult, Wrk, WrkResult, paced_post
 from scripts.bench_stack import CEILING_APP, SECRET, Context, Web, children_of, cpu_seconds, progress

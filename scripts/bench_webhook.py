@@ -29,13 +29,13 @@ from flask import Flask, jsonify, request
 from redis import Redis
 
 from app import create_app
-from app.config import Config
-from app.events import body_sha256, normalise_envelope
-from app.queue import EventQueue
-from app.schemas import load_event
-from app.signature import sign, verify
 from app.webhooks import parse_json
+from domain.events import body_sha256, normalise_envelope
+from domain.schemas import load_event
+from domain.signature import sign, verify
+from runtime.config import Config
 from scripts.embedded_redis import EmbeddedRedis
+from store.queue import EventQueue
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 SIZES = {"7 KB": "docs_inquiry_completed.json", "65 KB": "sandbox_inquiry_approved.json"}

@@ -52,7 +52,7 @@ def create_app():
 
     from app import create_app as service_app
     from app import webhooks
-    from app.events import normalise_envelope
+    from domain.events import normalise_envelope
 
     off = set(filter(None, os.environ.get("BENCH_VARIANT", "").split(",")))
     if "noqueue" in off:

@@ -35,12 +35,12 @@ from rq import Queue
 from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
-from app.config import Config
-from app.queue import EventQueue
+from runtime.config import Config
 from scripts import bench_jobs
 from scripts.bench_events import lifecycle_stream, long_inquiry_stream
 from scripts.bench_stack import SECRET, Context, libpq_url, progress, worker_command
 from scripts.bench_table import NO_TARGET, Row, Target, median, spread, verdict
+from store.queue import EventQueue
 
 PHASE_LIMIT = 900.0  # seconds a phase may take before the run is abandoned
 _RUN_IDS = counter(1)

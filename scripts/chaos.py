@@ -58,14 +58,14 @@ import requests
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from app.config import DEFAULT_SIGNATURE_TOLERANCE
-from app.db import engine_url
-from app.signature import sign
+from domain.signature import sign
+from runtime.config import DEFAULT_SIGNATURE_TOLERANCE
 from scripts.devstack import procfile_command
 from scripts.embedded_redis import free_port
 from scripts.embedded_redis import server_binary as embedded_redis_binary
 from scripts.fake_verisoul import DEFAULT_API_KEY as FAKE_VERISOUL_KEY
 from scripts.tcp_proxy import TcpProxy
+from store.db import engine_url
 from tests.e2e.stream import Stream, deliveries, expected_records, generate
 from tests.e2e.test_user_records_e2e import _diff
 from tests.e2e.test_verisoul_e2e import _call_problems, _expectations, _record_problems, _successful_reads, _writes

@@ -20,10 +20,10 @@ from pathlib import Path
 import requests
 from dotenv import load_dotenv
 
-from app.config import ConfigError, load_config, share_metrics_dir
-from app.db import migrate
+from runtime.config import ConfigError, load_config, share_metrics_dir
 from scripts.embedded_redis import EmbeddedRedis, free_port
 from scripts.fake_verisoul import DEFAULT_API_KEY as FAKE_API_KEY
+from store.db import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 # Used only when neither the environment nor .env sets them, so a fresh clone runs as is.

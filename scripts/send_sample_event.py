@@ -24,8 +24,8 @@ from pathlib import Path
 import requests
 from dotenv import load_dotenv
 
-from app.events import iso_millis
-from app.signature import sign
+from domain.signature import sign
+from domain.times import iso_millis
 from scripts.devstack import DEV_WEBHOOK_SECRET
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"

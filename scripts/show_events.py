@@ -7,9 +7,9 @@ import sys
 
 from sqlalchemy import select
 
-from app.config import database_url, shown_url
-from app.db import Database
-from app.models import Event
+from runtime.config import database_url, shown_url
+from store.db import Database
+from store.models import Event
 
 COLUMNS = ("event_id", "name", "object_id", "occurred_at", "received_at", "outcome", "replay_count")
 

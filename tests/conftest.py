@@ -6,8 +6,8 @@ import fakeredis
 import pytest
 
 from app import create_app
-from app.config import Config
-from app.db import migrate
+from runtime.config import Config
+from store.db import migrate
 from tests.payloads import SECRET
 
 

@@ -7,7 +7,7 @@ import re
 import time
 from pathlib import Path
 
-from app.signature import sign
+from domain.signature import sign
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FIXTURE_NAMES = (

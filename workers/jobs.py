@@ -20,18 +20,19 @@ from rq.timeouts import JobTimeoutException
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from app import metrics
-from app.config import load_config
-from app.db import Database
-from app.queue import connect_redis
-from workers.event_log import DUPLICATE, event_insert, is_duplicate
-from workers.persona import make_persona_client
-from workers.rate_limit import RateLimited, RateLimiter
+from clients.persona import make_persona_client
+from clients.rate_limit import RateLimited, RateLimiter
+from clients.verisoul import VerisoulError, VerisoulUnavailable, make_client
+from domain.events import QueuedEvent
+from runtime import metrics
+from runtime.config import load_config
+from store.db import Database
+from store.event_log import DUPLICATE, event_insert, is_duplicate
+from store.queue import connect_redis
+from store.records import Applied, apply_event
 from workers.reconcile import reconcile
-from workers.records import Applied, apply_event
 from workers.replay import RECONCILED, Replayer
 from workers.sync import Syncer, request_sync
-from workers.verisoul import VerisoulError, VerisoulUnavailable, make_client
 from workers.worker import REDIS_OUTAGE
 
 log = logging.getLogger(__name__)
@@ -125,9 +126,9 @@ class _Duplicate(Exception):
     """The event was recorded before: its transaction rolls back."""
 
 
-def _apply_once(event: dict) -> Applied:
+def _apply_once(event: QueuedEvent) -> Applied:
     """Apply the event and record it with its outcome, in one transaction: the reads, then every write and
-    the COMMIT in one round trip (app/db.py). Raises _Duplicate when the event is already recorded."""
+    the COMMIT in one round trip (store/db.py). Raises _Duplicate when the event is already recorded."""
     processed_at = now()
     with database().sessions() as session:
         applied = apply_event(session, event, processed_at, verisoul_configured())
@@ -140,9 +141,9 @@ def _apply_once(event: dict) -> Applied:
     return applied
 
 
-def _apply(event: dict) -> Applied | None:
+def _apply(event: QueuedEvent) -> Applied | None:
     """`_apply_once`, or None for a duplicate. Run once more at once when it found its pooled connection
-    dead (the database restarted since): the workers' pool pings no connection before use (app/db.py),
+    dead (the database restarted since): the workers' pool pings no connection before use (store/db.py),
     and a retry through RQ would wait a second."""
     try:
         try:
@@ -165,7 +166,7 @@ def _count(applied: Applied | None) -> str:
 
 
 @metrics.timed_job("process_event")
-def process_event(event: dict) -> str:
+def process_event(event: QueuedEvent) -> str:
     """Apply a queued event once: `applied`, `unexpected`, `stale` or `ignored`; `duplicate` if already logged."""
     try:
         applied = _apply(event)

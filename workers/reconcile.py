@@ -14,20 +14,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import cast
 
 from rq import Queue
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from app.db import Database
-from app.events import iso_millis, normalise_keys
-from app.models import Inquiry, User
-from app.queue import PROCESS_EVENT
-from workers.event_log import inquiry_of, parse_time
+from clients.persona import InvalidEvent, PersonaClient, PersonaError, PersonaUnavailable, event_from_document
+from domain.events import QueuedEvent, normalise_keys
+from domain.times import iso_millis, parse_time
+from store.db import Database
+from store.event_log import inquiry_of
+from store.models import Inquiry, User
+from store.queue import PROCESS_EVENT
+from store.sync_state import NO_REFERENCE_ID, NOT_CONFIGURED
 from workers.failed_jobs import jobs_in_failed_registry
-from workers.persona import InvalidEvent, PersonaClient, PersonaError, PersonaUnavailable, event_from_document
 from workers.replay import RECONCILED_NAME, Replayer, Report, chunks, plan_units
-from workers.sync import NO_REFERENCE_ID, NOT_CONFIGURED
 
 OPEN_STATUSES = ("created", "pending")
 # The attribute that says when an inquiry entered each status; `updated-at` when it is missing.
@@ -92,7 +94,7 @@ def failed_event_inquiries(queue: Queue, limit: int = BATCH) -> list[str]:
         if job.func_name != PROCESS_EVENT or not job.args or not isinstance(job.args[0], dict):
             continue
         try:
-            inquiry_id = inquiry_of(job.args[0])
+            inquiry_id = inquiry_of(cast(QueuedEvent, job.args[0]))  # a job's argument is the queued event
         except KeyError:
             continue
         if inquiry_id:
@@ -115,7 +117,7 @@ def _status_time(document: dict, fetched_at: datetime) -> str:
     return iso_millis(at + END_OF_SECOND if at.microsecond == 0 else at)
 
 
-def snapshot_event(document: dict, fetched_at: datetime) -> dict:
+def snapshot_event(document: dict, fetched_at: datetime) -> QueuedEvent:
     """An inquiry fetched from Persona as a minimised `inquiry.reconciled` event."""
     data = document.get("data")
     inquiry: dict = data if isinstance(data, dict) else {}
@@ -131,8 +133,11 @@ def snapshot_event(document: dict, fetched_at: datetime) -> dict:
     return event_from_document(envelope, fetched_at)
 
 
-def fetch_snapshots(client: PersonaClient, inquiry_ids: list[str], fetched_at: datetime) -> tuple[list[dict], dict]:
-    events, errors = [], {}
+def fetch_snapshots(
+    client: PersonaClient, inquiry_ids: list[str], fetched_at: datetime
+) -> tuple[list[QueuedEvent], dict]:
+    events: list[QueuedEvent] = []
+    errors: dict[str, str] = {}
     for inquiry_id in inquiry_ids:
         try:
             events.append(snapshot_event(client.get_inquiry(inquiry_id), fetched_at))
@@ -158,7 +163,7 @@ def candidates(database: Database, queue: Queue | None, now: datetime, window: t
     return [inquiry_id for inquiry_id in found if inquiry_id not in recent][:BATCH]
 
 
-def _news(database: Database, events: list[dict]) -> list[dict]:
+def _news(database: Database, events: list[QueuedEvent]) -> list[QueuedEvent]:
     """The snapshots whose status differs from the record's: the same status again would only move the
     inquiry's snapshot time to Persona's whole-second clock, which tells nothing new."""
     with database.sessions() as session:

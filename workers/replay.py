@@ -23,13 +23,12 @@ from sqlalchemy import ColumnElement, delete, false, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from app.db import Database
-from app.models import Event, History, Inquiry, User, Verification
-from workers.event_log import inquiry_of, record_event
-from workers.policy import decide
-from workers.records import apply_event, facts_of, inquiries_of, lock, snapshot_of, to_iso
-from workers.sync import mark_sync
-from workers.sync_plan import target_for
+from domain.events import QueuedEvent
+from domain.summary import summarise
+from store.db import Database
+from store.event_log import inquiry_of, record_event
+from store.models import Event, History, Inquiry, User, Verification
+from store.records import apply_event, facts_of, inquiries_of, lock, mark_sync, snapshot_of
 
 RECONCILED = "reconciled"
 # A reconciliation snapshot's event name: an `inquiry.*` name, so it is applied like any inquiry event.
@@ -62,7 +61,7 @@ class Unit:
     inquiry_ids: set[str] = field(default_factory=set)
     loose_object_ids: set[str] = field(default_factory=set)
     selected: set[str] = field(default_factory=set)  # event ids the command asked for
-    new_events: list[dict] = field(default_factory=list)  # fetched from Persona, not yet logged
+    new_events: list[QueuedEvent] = field(default_factory=list)  # fetched from Persona, not yet logged
 
 
 @dataclass
@@ -103,19 +102,8 @@ class Report:
 def user_summary(session: Session, user: User, now: datetime) -> dict:
     """What a replay can change about a user: the record's verdict and Verisoul's desired state."""
     facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
-    decision = decide(facts, now, duplicate_account=user.verisoul_duplicate_account)
-    target = target_for(facts)
-    return {
-        "status": decision.status,
-        "inquiry_id": decision.inquiry_id,
-        "decision": decision.decision,
-        "next_action": decision.next_action,
-        "strikes": decision.strikes,
-        "verisoul_enrolled": target.enrolled and not user.verisoul_duplicate_account,
-        "verisoul_blocked": target.blocked(now),
-        "verisoul_blocked_until": to_iso(target.blocked_until) if target.blocked_until else None,
-        "verisoul_permanent_block": target.permanent,
-    }
+    summary = summarise(facts, now, duplicate_account=user.verisoul_duplicate_account)
+    return summary.verdict() | {f"verisoul_{name}": value for name, value in summary.verisoul_target().items()}
 
 
 def chunks(values: Iterable[str]) -> Iterator[list[str]]:
@@ -144,7 +132,7 @@ def _owners(session: Session, inquiry_ids: set[str]) -> dict[str, str]:
     return owners
 
 
-def _user_keys(session: Session, fetched: list[dict]) -> dict[str, str]:
+def _user_keys(session: Session, fetched: list[QueuedEvent]) -> dict[str, str]:
     """Inquiry id → the user a never-logged inquiry will belong to, as far as the events and the users
     table say: its reference id, else the reference id its Persona account is linked to, else the account."""
     linked = {
@@ -152,7 +140,7 @@ def _user_keys(session: Session, fetched: list[dict]) -> dict[str, str]:
         for event in fetched
         if event.get("account_id") and (reference := event.get("reference_id") or event.get("account_reference_id"))
     }
-    accounts = sorted({e["account_id"] for e in fetched if e.get("account_id")} - set(linked))
+    accounts = sorted({account for e in fetched if (account := e.get("account_id"))} - set(linked))
     for chunk in chunks(accounts):
         rows = session.execute(
             select(User.persona_account_id, User.reference_id).where(
@@ -170,7 +158,7 @@ def _user_keys(session: Session, fetched: list[dict]) -> dict[str, str]:
     return keys
 
 
-def plan_units(session: Session, stored: list[Event], fetched: list[dict]) -> list[Unit]:
+def plan_units(session: Session, stored: list[Event], fetched: list[QueuedEvent]) -> list[Unit]:
     """Group the selected events into per-user units: an inquiry goes to its current owner, a new
     inquiry to the user its events name, anything else alone."""
     inquiry_ids = {row.inquiry_id for row in stored if row.inquiry_id} | {i for e in fetched if (i := inquiry_of(e))}
@@ -325,7 +313,10 @@ class Replayer:
     def _named_users(session: Session, rows: list[Event]) -> set[int]:
         """Existing users the events name, whom the rebuild may give an inquiry: their state before counts."""
         keys = {
-            key for row in rows for name in ("reference_id", "account_reference_id") if (key := row.payload.get(name))
+            key
+            for row in rows
+            for key in (row.payload.get("reference_id"), row.payload.get("account_reference_id"))
+            if key
         }
         accounts = {account for row in rows if (account := row.payload.get("account_id"))}
         found = user_ids(session, keys)

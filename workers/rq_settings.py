@@ -8,15 +8,15 @@ would exit on a connection error), so a worker started during a Redis outage sta
 
 import os
 
-from app.config import share_metrics_dir
+from runtime.config import share_metrics_dir
 
 # Before workers.jobs imports prometheus_client: this worker writes its metrics to files in the
 # directory the web process's /metrics reads (see share_metrics_dir).
 share_metrics_dir()
 
-from app import load_config_or_exit  # noqa: E402
-from app.logs import configure  # noqa: E402
-from app.queue import connect_redis  # noqa: E402
+from runtime.config import load_config_or_exit  # noqa: E402
+from runtime.logs import configure  # noqa: E402
+from store.queue import connect_redis  # noqa: E402
 
 _config = load_config_or_exit()
 configure()
@@ -30,7 +30,7 @@ from workers.worker import wait_for_redis  # noqa: E402
 database()
 wait_for_redis(connect_redis(_config.redis_url).ping, what="worker start: ")
 if _config.worker_metrics_port is not None:  # a host without a web process: this worker serves its metrics
-    from app.metrics import serve_host_metrics  # noqa: E402
+    from runtime.metrics import serve_host_metrics  # noqa: E402
 
     serve_host_metrics(_config.worker_metrics_port, os.environ.get("HOST", "0.0.0.0"))
 

@@ -32,7 +32,7 @@ from rq.exceptions import StopRequested
 from rq.scheduler import RQScheduler
 from rq.scripts import acquire_or_refresh_lock, release_lock
 
-from app.config import Config
+from runtime.config import Config
 from workers.abandoned import requeue_abandoned
 from workers.worker import REDIS_OUTAGE, wait_for_redis
 
@@ -147,12 +147,12 @@ class Scheduler:
 
 
 def main() -> None:
-    from app.config import share_metrics_dir
+    from runtime.config import share_metrics_dir
 
     share_metrics_dir()  # before anything imports prometheus_client (the jobs module does)
-    from app import load_config_or_exit
-    from app.logs import configure
-    from app.queue import connect_redis
+    from runtime.config import load_config_or_exit
+    from runtime.logs import configure
+    from store.queue import connect_redis
 
     config = load_config_or_exit()
     configure()

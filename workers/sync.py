@@ -16,16 +16,15 @@ from datetime import datetime, timedelta
 from redis import Redis
 from redis.exceptions import WatchError
 from rq import Queue, Retry
-from sqlalchemy import Row, and_, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, or_, select
 
-from app.db import Database
-from app.models import User
-from workers.policy import InquiryFacts
-from workers.rate_limit import RateLimited
-from workers.records import as_utc, facts_of, inquiries_of
-from workers.sync_plan import BLOCK, ENROLL, UNBLOCK, VERIFIED_STATUSES, Known, Target, plan, target_for
-from workers.verisoul import VerisoulClient, VerisoulError, VerisoulUnavailable
+from clients.rate_limit import RateLimited
+from clients.verisoul import VerisoulClient, VerisoulError, VerisoulUnavailable
+from domain.sync_plan import BLOCK, ENROLL, UNBLOCK, VERIFIED_STATUSES, Known, Target, plan, target_for
+from store.db import Database
+from store.models import User
+from store.records import facts_of, inquiries_of
+from store.sync_state import NOT_CONFIGURED, known_of
 
 SYNC_VERISOUL = "workers.jobs.sync_verisoul"
 SWEEP_VERISOUL = "workers.jobs.sweep_verisoul"
@@ -37,7 +36,7 @@ PENDING_TTL = 3600
 # queues a second sync beside it (doubling the calls to a Verisoul already failing); a little longer than
 # the longest retry interval, so a user whose retries are spent is swept again soon after.
 RETRY_PENDING_TTL = 90
-# A sync makes at most 4 calls, each bounded by the client's timeouts (workers/verisoul.py): 45 s is
+# A sync makes at most 4 calls, each bounded by the client's timeouts (clients/verisoul.py): 45 s is
 # ample, and short enough that a sync whose worker died runs again within a minute (workers/worker.py).
 SYNC_TIMEOUT = 45
 # Longer than a sync may run: a lock left by a killed worker frees itself soon after.
@@ -48,61 +47,6 @@ SYNC_RETRY = Retry(max=12, interval=[5, 10, 20, 30, 60])
 # Lost scheduled unblocks and syncs that ran out of retries are caught this often (workers/scheduler.py).
 SWEEP_EVERY = timedelta(minutes=1)
 UNAVAILABLE = "unavailable: "
-NOT_CONFIGURED = "Verisoul not configured: VERISOUL_API_URL is unset"
-NO_REFERENCE_ID = "not synced: no reference id yet (Verisoul accounts are keyed by the host's user id)"
-
-
-# What Verisoul has confirmed for a record that does not exist yet: nothing.
-_NEW_USER = User(
-    verisoul_enrolled=False,
-    verisoul_blocked=False,
-    verisoul_blocked_until=None,
-    verisoul_permanent_block=False,
-    verisoul_duplicate_account=False,
-)
-
-
-def known_of(user: User | Row) -> Known:
-    return Known(user.verisoul_enrolled, user.verisoul_blocked, user.verisoul_duplicate_account)
-
-
-def needs_sync(user: User | Row, target: Target, now: datetime) -> bool:
-    """Calls are missing, or the block Verisoul holds should now end at another time."""
-    if plan(target, known_of(user), now):
-        return True
-    return user.verisoul_blocked and (
-        user.verisoul_permanent_block != target.permanent or as_utc(user.verisoul_blocked_until) != target.blocked_until
-    )
-
-
-def sync_state(
-    user: User | Row | None,
-    reference_id: str,
-    account_id: str | None,
-    facts: list[InquiryFacts],
-    now: datetime,
-    configured: bool = True,
-) -> tuple[dict, bool]:
-    """The record's sync columns once the user's inquiries are `facts`, and whether a sync is needed: the
-    record is synced exactly when Verisoul already says what it should. A provisional record (`user` None:
-    about to be created with `account_id`) is never synced: Verisoul accounts are keyed by the host
-    application's user id, and the record may yet merge into one. Without Verisoul (`configured` false)
-    no sync is queued at all: the record says why, and the sweep syncs it once Verisoul is configured."""
-    if reference_id == ((user.persona_account_id if user is not None else None) or account_id):
-        return {"verisoul_synced": False, "verisoul_error": NO_REFERENCE_ID}, False
-    if not configured:
-        return {"verisoul_synced": False, "verisoul_error": NOT_CONFIGURED}, False
-    needed = needs_sync(user if user is not None else _NEW_USER, target_for(facts), now)
-    return {"verisoul_synced": not needed}, needed
-
-
-def mark_sync(session: Session, user: User, now: datetime, configured: bool = True) -> bool:
-    """`sync_state` written to a user read through the ORM (replays); True when a sync is needed."""
-    facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
-    values, needed = sync_state(user, user.reference_id, user.persona_account_id, facts, now, configured)
-    for name, value in values.items():
-        setattr(user, name, value)
-    return needed
 
 
 def request_sync(connection: Redis, queue: Queue, reference_id: str) -> bool:

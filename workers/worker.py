@@ -46,7 +46,7 @@ from rq.queue import Queue
 from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
-from app.queue import PROCESS_EVENT
+from store.queue import PROCESS_EVENT
 from workers.abandoned import requeue_abandoned
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ BATCH_RENEW_EVERY = HEARTBEAT_MARGIN / 5
 EVENT_BATCH = 16
 
 # KEYS[1] a queue, KEYS[2] its intermediate list; ARGV[1] how many at most. Moves event jobs (their ids:
-# app/queue.py job_id_for) from the head of the queue, stopping at any other job, and takes no more than
+# store/queue.py job_id_for) from the head of the queue, stopping at any other job, and takes no more than
 # half of what waits: the rest is left to the other workers, and an event never waits behind a long
 # batch while a worker is idle.
 TAKE_EVENT_JOBS = """

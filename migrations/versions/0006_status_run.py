@@ -1,5 +1,5 @@
 """inquiries.status_run: what keeping `status_since` up to date needs, so an event costs the same however
-many events its inquiry has had (workers/state_machine.py StatusRun). Rows migrated without it get it from
+many events its inquiry has had (domain/state_machine.py StatusRun). Rows migrated without it get it from
 the event log when their next event comes.
 
 Revision ID: 0006

@@ -8,8 +8,8 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from app.db import Database
-from app.models import Event
+from store.db import Database
+from store.models import Event
 from tests.payloads import CASINGS, FIXTURE_NAMES, encode, headers, load_fixture, recase
 
 pytestmark = pytest.mark.e2e

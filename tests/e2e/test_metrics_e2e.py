@@ -228,7 +228,7 @@ def test_the_rq_workers_job_metrics_reach_the_web_scrape(metrics_stack):
     assert scraped[("persona_queue_up", ())] == 1
     assert scraped[("persona_queue_jobs", (("queue", QUEUE),))] == 0
     assert scraped[("persona_queue_failed_jobs", (("queue", QUEUE),))] == 0
-    # Needs workers/jobs.py's process_event decorated with app.metrics.timed_job("process_event").
+    # Needs workers/jobs.py's process_event decorated with runtime.metrics.timed_job("process_event").
     assert process_event == {"ok": EVENTS, "error": 0}, f"logs in {stack.log_dir}"
 
 

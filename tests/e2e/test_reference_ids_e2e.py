@@ -18,8 +18,8 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from app.db import Database
-from app.models import User
+from store.db import Database
+from store.models import User
 from tests.e2e.conftest import FakeServer
 from tests.payloads import WEBHOOK, encode, envelope, headers
 

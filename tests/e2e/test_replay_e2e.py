@@ -13,8 +13,8 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from app.db import Database, migrate
-from app.models import Event
+from store.db import Database, migrate
+from store.models import Event
 from tests.e2e.conftest import ROOT, FakeServer
 from tests.e2e.stream import deliveries, generate
 from tests.e2e.test_user_records_e2e import _post_all, _wait_for_drain
@@ -58,7 +58,7 @@ def _clean(database_url: str, tmp_path) -> str:
 
 
 def _replay(env: dict, *args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "app.cli", *args]
+    command = [sys.executable, "-m", "workers.cli", *args]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 

@@ -16,8 +16,8 @@ import requests
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from sqlalchemy import func, select
 
-from app.db import Database
-from app.models import Event, User
+from store.db import Database
+from store.models import Event, User
 from tests.e2e.stream import Stream, deliveries, expected_records, generate
 from tests.payloads import headers
 

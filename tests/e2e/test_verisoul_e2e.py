@@ -42,8 +42,8 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from sqlalchemy import func, select
 
-from app.db import Database
-from app.models import Event, User
+from store.db import Database
+from store.models import Event, User
 from tests.e2e.conftest import FakeServer
 from tests.e2e.stream import (
     BLOCK_DAYS,
@@ -417,7 +417,8 @@ def _run_expiries(stack, monkeypatch, redis, database: Database, fake: FakeServe
     """Stop the worker and scheduler processes; in this process, with `workers.jobs.now` at `later`, run every
     scheduled unblock, the first of them failing five times in a row, so that RQ's retries must run them
     again (played here, the scheduler being stopped). Returns the rounds run."""
-    from workers import jobs, verisoul
+    from clients import verisoul
+    from workers import jobs
 
     for process in stack.processes[1:]:  # workers and scheduler; the web process keeps answering GET /users
         process.send_signal(signal.SIGTERM)

@@ -10,10 +10,10 @@ from redis import Redis
 from sqlalchemy import create_engine, text
 
 from app import create_app
-from app.config import Config
-from app.db import engine_url, migrate
-from app.models import Base
+from runtime.config import Config
 from scripts.embedded_redis import EmbeddedRedis
+from store.db import engine_url, migrate
+from store.models import Base
 from tests.payloads import SECRET
 
 pytestmark = pytest.mark.integration

@@ -23,9 +23,9 @@ from rq.registry import FailedJobRegistry
 from sqlalchemy import select
 
 from app import create_app
-from app.db import Database
-from app.models import Event, Verification
-from app.queue import dedupe_key, job_id_for
+from store.db import Database
+from store.models import Event, Verification
+from store.queue import dedupe_key, job_id_for
 from tests.payloads import CASINGS, WEBHOOK, encode, envelope, headers, recase, recase_randomly
 from workers import jobs
 

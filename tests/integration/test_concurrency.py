@@ -11,10 +11,10 @@ import pytest
 from rq.registry import FailedJobRegistry
 from sqlalchemy import func, select
 
-from app.db import Database
-from app.models import Event, History, Inquiry, User
-from app.queue import EventQueue
 from scripts.devstack import procfile_command
+from store.db import Database
+from store.models import Event, History, Inquiry, User
+from store.queue import EventQueue
 
 pytestmark = pytest.mark.integration
 

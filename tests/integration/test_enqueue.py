@@ -1,4 +1,4 @@
-"""The event enqueue (app/queue.py) on a real Redis: the job is the one RQ's own `enqueue_call` makes, a
+"""The event enqueue (store/queue.py) on a real Redis: the job is the one RQ's own `enqueue_call` makes, a
 real worker applies it, and RQ's failed registry, `replay-event --failed` and the abandoned-job requeue
 handle it as they handle RQ's own jobs."""
 
@@ -12,7 +12,7 @@ from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
-from app.queue import EventQueue, job_id_for
+from store.queue import EventQueue, job_id_for
 from tests.integration.test_user_records import inquiry_event
 from tests.unit.test_queue import enqueue_with_rq, job_attributes, stored
 from workers import jobs

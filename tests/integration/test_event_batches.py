@@ -8,9 +8,9 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from sqlalchemy import func, select
 
-from app.db import Database
-from app.models import Event
-from app.queue import EventQueue, job_id_for
+from store.db import Database
+from store.models import Event
+from store.queue import EventQueue, job_id_for
 from tests.integration.test_user_records import inquiry_event
 from workers.worker import EVENT_BATCH, Worker
 

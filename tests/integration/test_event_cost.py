@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select, text
 
-from app.db import Database
-from app.models import Event, History, Inquiry
+from store.db import Database
+from store.models import Event, History, Inquiry
 from tests.integration.test_user_records import verification_event
 from workers import jobs
 from workers.jobs import process_event

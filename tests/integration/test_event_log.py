@@ -10,9 +10,9 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 from sqlalchemy import func, select
 
-from app.db import Database
-from app.models import Event
-from app.queue import DEDUPE_PREFIX, PROCESS_EVENT_RETRY, EventQueue, job_id_for
+from store.db import Database
+from store.models import Event
+from store.queue import DEDUPE_PREFIX, PROCESS_EVENT_RETRY, EventQueue, job_id_for
 from tests.payloads import CASINGS, FIXTURE_NAMES, encode, headers, load_fixture, recase
 from workers.jobs import process_event
 

@@ -17,12 +17,13 @@ import pytest
 from rq import Queue, SimpleWorker
 
 from app import create_app
-from app.events import body_sha256, iso_millis, minimise, normalise_keys
-from app.logs import JsonFormatter
-from app.queue import EventQueue, job_id_for
-from app.schemas import load_envelope
+from domain.events import body_sha256, minimise, normalise_keys
+from domain.schemas import load_envelope
+from domain.times import iso_millis
+from runtime.logs import JsonFormatter
 from scripts.devstack import procfile_command
 from scripts.fake_verisoul import create_fake_app as create_fake_verisoul
+from store.queue import EventQueue, job_id_for
 from tests.payloads import (
     CASINGS,
     FIXTURE_NAMES,
@@ -79,7 +80,7 @@ class Capture(logging.Handler):
 @pytest.fixture
 def capture():
     """`capture()` puts a Capture on every logger of interest, at DEBUG. Call it after create_app(),
-    whose app.logs.configure() replaces the handlers of `app`, `workers` and `rq` and resets their
+    whose runtime.logs.configure() replaces the handlers of `app`, `workers` and `rq` and resets their
     levels. Handlers and levels are restored at the end."""
     handler = Capture()
     saved: list[tuple[logging.Logger, int]] = []

@@ -10,11 +10,12 @@ from rq import Queue
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 from sqlalchemy import select
 
-from app.db import Database
-from app.models import Inquiry
-from app.queue import EventQueue
+from domain.times import as_utc
 from scripts.fake_persona import FakeState, create_fake_app
 from scripts.fake_verisoul import create_fake_app as create_fake_verisoul
+from store.db import Database
+from store.models import Inquiry
+from store.queue import EventQueue
 from tests.integration.test_replay import (
     NOW,
     PERSONAL,
@@ -37,7 +38,6 @@ from tests.integration.test_replay import (
 from tests.integration.test_user_records import inquiry_event
 from tests.servers import serve
 from workers import jobs
-from workers.records import as_utc
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""`replay-event` (app/cli.py, workers/replay.py) on SQLite and PostgreSQL, real Redis and the fake Persona:
+"""`replay-event` (workers/cli.py, workers/replay.py) on SQLite and PostgreSQL, real Redis and the fake Persona:
 replays rebuild records from the event log, idempotently; dry runs show differences and write nothing;
 selectors, usage errors, the failed-job registry and events fetched from Persona."""
 
@@ -18,19 +18,22 @@ from rq import Queue, SimpleWorker
 from rq.registry import FailedJobRegistry
 from sqlalchemy import delete, select, update
 
-from app import cli, create_app
-from app.config import Config
-from app.db import Database, migrate
-from app.models import Base, Event, Inquiry, User, Verification
-from app.queue import EventQueue
+from app import create_app
+from clients import persona
+from clients.persona import event_from_document
+from domain import state_machine
+from domain.times import as_utc
+from runtime.config import Config
 from scripts.fake_persona import DEFAULT_API_KEY, FakeState, create_fake_app
 from scripts.fake_verisoul import create_fake_app as create_fake_verisoul
+from store.db import Database, migrate
+from store.models import Base, Event, Inquiry, User, Verification
+from store.queue import EventQueue
+from store.records import snapshot_of
 from tests.integration.test_user_records import inquiry_event, verification_event
 from tests.payloads import SECRET, load_fixture, personal_values
 from tests.servers import FakePersonaControl, serve
-from workers import jobs, persona, state_machine
-from workers.persona import event_from_document
-from workers.records import as_utc, snapshot_of
+from workers import cli, jobs
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ from werkzeug.serving import make_server
 
 from app import create_app
 from scripts.fake_verisoul import create_fake_app
+from store.sync_state import NOT_CONFIGURED
 from tests.integration.test_user_records import inquiry_event
 from workers import jobs
-from workers.sync import NOT_CONFIGURED
 
 pytestmark = pytest.mark.integration
 

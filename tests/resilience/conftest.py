@@ -11,8 +11,8 @@ import pytest
 from redis import Redis
 from rq import Queue
 
-from app.db import migrate
 from scripts.embedded_redis import EmbeddedRedis, free_port
+from store.db import migrate
 from tests.e2e.conftest import Stack
 
 EVENTS, SYNC = "persona-events", "persona-sync"

@@ -1,4 +1,4 @@
-"""Configuration (app/config.py): required settings, validation, defaults, and the start-up failure."""
+"""Configuration (runtime/config.py): required settings, validation, defaults, and the start-up failure."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import DEFAULT_DATABASE_URL, Config, ConfigError, load_config, shown_url
+from runtime.config import DEFAULT_DATABASE_URL, Config, ConfigError, load_config, shown_url
 
 BASE = {"PERSONA_WEBHOOK_SECRETS": "wbhsec_new", "REDIS_URL": "redis://localhost:6379/0"}
 ROOT = Path(__file__).resolve().parents[2]
@@ -238,8 +238,8 @@ def test_a_url_is_shown_without_its_password(url, shown):
 
 
 def test_show_events_says_which_database_it_reads(tmp_path, monkeypatch, capsys):
-    from app.db import migrate
     from scripts import show_events
+    from store.db import migrate
 
     url = f"sqlite:///{tmp_path / 'shown.db'}"
     migrate(url)

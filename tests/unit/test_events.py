@@ -1,4 +1,4 @@
-"""Key normalisation and minimisation (app/events.py), against every fixture in every key casing."""
+"""Key normalisation and minimisation (domain/events.py), against every fixture in every key casing."""
 
 from __future__ import annotations
 
@@ -9,28 +9,24 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from app import events
-from app.events import (
+from domain import events
+from domain.events import (
     MAX_TEXT_LENGTH,
-    MAX_YEAR,
-    MIN_YEAR,
     REFUSED_CATEGORIES,
     RELATIONSHIPS_READ,
     InvalidEvent,
     body_sha256,
     is_queued_name,
-    iso_millis,
     minimise,
     normalise_envelope,
     normalise_keys,
-    parse_timestamp,
     snake_key,
     text_problem,
     verification_kind,
 )
-from app.schemas import load_envelope
+from domain.schemas import load_envelope
+from domain.times import MAX_YEAR, MIN_YEAR, iso_millis, parse_rfc3339, parse_time
 from tests.payloads import CASINGS, FIXTURE_NAMES, encode, envelope, load_fixture, personal_values, recase
-from workers.event_log import parse_time
 
 
 @pytest.mark.parametrize("key", ["reference-id", "reference_id", "referenceId"])
@@ -467,7 +463,7 @@ def test_minimised_event_is_json_safe():
     ],
 )
 def test_rfc3339_times_are_read_as_utc_and_kept_in_canonical_form(value, canonical):
-    assert iso_millis(parse_timestamp(value)) == canonical
+    assert iso_millis(parse_rfc3339(value)) == canonical
 
 
 @pytest.mark.parametrize(
@@ -498,14 +494,14 @@ def test_rfc3339_times_are_read_as_utc_and_kept_in_canonical_form(value, canonic
 )
 def test_times_the_worker_cannot_parse_or_store_are_refused(value):
     with pytest.raises(ValueError):
-        parse_timestamp(value)
+        parse_rfc3339(value)
 
 
 @pytest.mark.parametrize(
     "value", ["2024-07-08T14:29:24.297Z", "2024-07-08T16:29:24.297999+02:00", "2100-12-31T23:59:59Z"]
 )
 def test_the_worker_parses_the_canonical_form_back_to_the_same_millisecond(value):
-    moment = parse_timestamp(value)
+    moment = parse_rfc3339(value)
     assert parse_time(iso_millis(moment)) == moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
@@ -681,7 +677,7 @@ def test_the_template_relationship_not_kept_is_not_checked():
 
 
 def test_unknown_statuses_are_kept_for_the_log_under_the_same_rule():
-    """The worker ignores statuses it does not know (workers/state_machine.py) and stores them only in
+    """The worker ignores statuses it does not know (domain/state_machine.py) and stores them only in
     the event's JSON payload; Persona adds statuses over time, so any status passing the text rule is kept."""
     doc = set_at(inquiry_with_everything(), (*OBJECT, "attributes", "status"), "brand_new_status")
     assert minimise(doc, "hash")["status"] == "brand_new_status"

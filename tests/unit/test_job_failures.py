@@ -14,9 +14,9 @@ import requests
 from rq import Queue
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
-from app.config import DEFAULT_EVENTS_QUEUE, DEFAULT_SYNC_QUEUE, Config
-from app.queue import PROCESS_EVENT, PROCESS_EVENT_RETRY
+from runtime.config import DEFAULT_EVENTS_QUEUE, DEFAULT_SYNC_QUEUE, Config
 from scripts.fake_verisoul import DEFAULT_API_KEY, create_fake_app
+from store.queue import PROCESS_EVENT, PROCESS_EVENT_RETRY
 from tests.integration.test_user_records import inquiry_event
 from tests.payloads import SECRET
 from tests.servers import serve
@@ -87,7 +87,7 @@ def test_an_unreachable_database_is_retried_by_sync_verisoul(worker_env, connect
 
 
 def test_a_failing_verisoul_costs_two_quick_calls_and_a_scheduled_retry(worker_env, connection, monkeypatch):
-    from workers import verisoul
+    from clients import verisoul
 
     monkeypatch.setattr(verisoul, "BACKOFF_BASE", 0.01)
     app = create_fake_app()
@@ -122,7 +122,7 @@ def test_a_worker_serves_waiting_events_before_waiting_syncs(connection):
 
 def test_jobs_carry_time_limits_that_let_a_dead_workers_job_run_again_within_a_minute(connection, config):
     """RQ's default limit (180 s) plus its 60 s margin made a killed worker's job wait 4 minutes or more."""
-    from app.queue import EventQueue, job_id_for
+    from store.queue import EventQueue, job_id_for
     from workers.scheduler import ABANDONED_EVERY_SECONDS
     from workers.worker import HEARTBEAT_MARGIN
 

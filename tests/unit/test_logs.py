@@ -1,4 +1,4 @@
-"""app.logs: the JSON formatter's allowlist, exceptions and RQ's records; configure() takes RQ's loggers."""
+"""runtime.logs: the JSON formatter's allowlist, exceptions and RQ's records; configure() takes RQ's loggers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 import pytest
 from rq.logutils import blue, setup_loghandlers
 
-from app import logs
-from app.logs import JsonFormatter, configure
+from runtime import logs
+from runtime.logs import JsonFormatter, configure
 
 
 def _record(name: str = "app.test", msg: str = "hello", args: tuple = (), exc_info=None, **extra) -> logging.LogRecord:

@@ -17,12 +17,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue
 from rq.registry import FailedJobRegistry
 
-from app import create_app, metrics
-from app.config import share_metrics_dir
-from app.metrics import count_transition, timed_job
+from app import create_app
+from clients.verisoul import ATTEMPTS, VerisoulError, VerisoulUnavailable
+from runtime import metrics
+from runtime.config import share_metrics_dir
+from runtime.metrics import count_transition, timed_job
 from tests.payloads import WEBHOOK, encode, envelope, headers
 from tests.unit.test_verisoul_client import client_for, fake, fake_url, recorder  # noqa: F401 (fixtures)
-from workers.verisoul import ATTEMPTS, VerisoulError, VerisoulUnavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -254,7 +255,7 @@ def _python(code: str, **env: str) -> subprocess.CompletedProcess:
 def test_a_process_first_on_the_host_makes_the_metrics_directory_instead_of_crashing(tmp_path):
     """The scheduler and replay-event died of FileNotFoundError when no other process had made it yet."""
     directory = tmp_path / "not-yet" / "metrics"
-    run = _python("import app.metrics", PROMETHEUS_MULTIPROC_DIR=str(directory))
+    run = _python("import runtime.metrics", PROMETHEUS_MULTIPROC_DIR=str(directory))
     assert run.returncode == 0, run.stderr
     assert directory.is_dir()
 

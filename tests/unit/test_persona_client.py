@@ -1,4 +1,4 @@
-"""The Persona API client (workers/persona.py) against the fake Persona (scripts/fake_persona.py) over real HTTP."""
+"""The Persona API client (clients/persona.py) against the fake Persona (scripts/fake_persona.py) over real HTTP."""
 
 from __future__ import annotations
 
@@ -12,14 +12,8 @@ from flask import Flask
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.config import Config
-from app.events import body_sha256, minimise, normalise_keys
-from app.schemas import load_envelope
-from scripts.fake_persona import DEFAULT_API_KEY, FakeState, create_fake_app
-from tests.payloads import CASINGS, FIXTURE_NAMES, envelope, load_fixture, personal_values, recase
-from tests.servers import FakePersonaControl, serve
-from workers import persona
-from workers.persona import (
+from clients import persona
+from clients.persona import (
     ATTEMPTS,
     BACKOFF_BASE,
     MAX_RATELIMIT_WAIT,
@@ -33,6 +27,12 @@ from workers.persona import (
     make_persona_client,
     reset_seconds,
 )
+from domain.events import body_sha256, minimise, normalise_keys
+from domain.schemas import load_envelope
+from runtime.config import Config
+from scripts.fake_persona import DEFAULT_API_KEY, FakeState, create_fake_app
+from tests.payloads import CASINGS, FIXTURE_NAMES, envelope, load_fixture, personal_values, recase
+from tests.servers import FakePersonaControl, serve
 
 T0 = datetime(2024, 7, 8, 12, 0, tzinfo=UTC)
 RECEIVED = datetime(2024, 7, 9, 8, 30, 15, 123456, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""The decision policy (workers/policy.py, docs/contracts.md §5): inquiries and a clock in, a decision out."""
+"""The decision policy (domain/policy.py, docs/contracts.md §5): inquiries and a clock in, a decision out."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.policy import DECISIONS, Block, InquiryFacts, Policy, block_for, decide, latest
-from workers.state_machine import INQUIRY_STATUSES
+from domain.policy import DECISIONS, Block, InquiryFacts, Policy, block_for, decide, latest
+from domain.state_machine import INQUIRY_STATUSES
 
 BASE = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

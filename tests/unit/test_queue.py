@@ -1,4 +1,4 @@
-"""The event enqueue (app/queue.py) on fakeredis: the job it writes is the one RQ's own `enqueue_call`
+"""The event enqueue (store/queue.py) on fakeredis: the job it writes is the one RQ's own `enqueue_call`
 writes with the same parameters, field for field, and RQ's workers run it alike; the request builds no
 RQ Job and sends the script a handful of arguments."""
 
@@ -15,8 +15,8 @@ from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
-from app.config import Config
-from app.queue import (
+from runtime.config import Config
+from store.queue import (
     DEDUPE_PREFIX,
     FAILURE_TTL,
     PROCESS_EVENT,
@@ -89,7 +89,7 @@ def fresh_redis() -> fakeredis.FakeRedis:
 
 
 def enqueue_with_rq(redis, config: Config, event: dict) -> Job:
-    """RQ's own enqueue of the event job, with the parameters app/queue.py gives its jobs."""
+    """RQ's own enqueue of the event job, with the parameters store/queue.py gives its jobs."""
     return Queue(config.events_queue, connection=redis).enqueue_call(
         PROCESS_EVENT,
         args=(event,),

@@ -1,4 +1,4 @@
-"""The shared request budget (workers/rate_limit.py): a sliding 60 s log in Redis, on an injected clock."""
+"""The shared request budget (clients/rate_limit.py): a sliding 60 s log in Redis, on an injected clock."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workers.rate_limit import MAX_WAIT_SECONDS, WINDOW_MS, RateLimited, RateLimiter
+from clients.rate_limit import MAX_WAIT_SECONDS, WINDOW_MS, RateLimited, RateLimiter
 
 START_MS = 1_700_000_000_000
 WINDOW = WINDOW_MS / 1000

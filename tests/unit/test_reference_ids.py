@@ -1,6 +1,6 @@
 """No id can change the route or the query of a Verisoul or Persona call (issue 9).
 
-The encoder (app/urls.py) is checked on its own, then each client is driven over real HTTP against its fake,
+The encoder (clients/urls.py) is checked on its own, then each client is driven over real HTTP against its fake,
 whose call log records the raw path the request line carried and the id the fake decoded from one segment.
 """
 
@@ -15,12 +15,12 @@ import pytest
 import requests
 from hypothesis import HealthCheck, example, given, settings
 
-from app.urls import SendsUrlsAsBuilt, is_built, segment
+from clients.persona import PersonaClient
+from clients.urls import SendsUrlsAsBuilt, is_built, segment
+from clients.verisoul import FLAVORS, Transport
 from scripts import fake_persona, fake_verisoul
 from tests.ids import DOTS_AND_SLASHES, EXAMPLES, reference_ids
 from tests.servers import FakePersonaControl, serve
-from workers.persona import PersonaClient
-from workers.verisoul import FLAVORS, Transport
 
 ENCODED_SEGMENT = re.compile(r"(?:[A-Za-z0-9_.~-]|%[0-9A-F]{2})+")
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -16,7 +16,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
-from app.config import Config
+from runtime.config import Config
 from tests.payloads import SECRET
 from workers import abandoned, scheduler
 from workers.abandoned import MAX_ABANDONMENTS, requeue_abandoned

@@ -1,4 +1,4 @@
-"""The event envelope (app/schemas.py): what is required, and how the first error is named."""
+"""The event envelope (domain/schemas.py): what is required, and how the first error is named."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 import pytest
 from marshmallow import ValidationError
 
-from app.events import MAX_YEAR, MIN_YEAR, minimise, normalise_keys
-from app.schemas import first_error, load_envelope, load_event
+from domain.events import minimise, normalise_keys
+from domain.schemas import first_error, load_envelope, load_event
+from domain.times import MAX_YEAR, MIN_YEAR
 from tests.payloads import envelope
 
 
@@ -188,7 +189,7 @@ def test_envelope_ids_with_control_characters_are_named(path, value):
 
 
 def test_what_minimisation_keeps_is_checked_by_load_envelope():
-    """So every loader (the webhook, events fetched from Persona: workers/persona.py) refuses it alike."""
+    """So every loader (the webhook, events fetched from Persona: clients/persona.py) refuses it alike."""
     doc = edited(("data", "attributes", "payload", "data", "attributes"), {"reference_id": "u_" + "x" * 300})
     assert error_of(doc) == "data.attributes.payload.data.attributes.reference_id: must be 1 to 255 characters long"
 

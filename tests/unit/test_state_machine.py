@@ -1,19 +1,15 @@
-"""The inquiry state machine (workers/state_machine.py): newest snapshot wins, whatever the delivery order."""
+"""The inquiry state machine (domain/state_machine.py): newest snapshot wins, whatever the delivery order."""
 
 from __future__ import annotations
 
-import ast
 import itertools
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import workers.policy
-import workers.state_machine
-from workers.state_machine import (
+from domain.state_machine import (
     APPLIED,
     IGNORED,
     INQUIRY_STATUSES,
@@ -22,12 +18,9 @@ from workers.state_machine import (
     UNEXPECTED,
     VERIFICATION_STATUSES,
     Snapshot,
-    StatusRun,
     Verdict,
-    advance_run,
     judge_inquiry,
     judge_verification,
-    status_run,
     status_since,
 )
 
@@ -243,84 +236,3 @@ def test_status_since(stream, since):
 
 def test_status_since_accepts_any_iterable():
     assert status_since(iter([snap("pending", 5), snap("pending", 7)])) == at(5)
-
-
-# --- purity ----------------------------------------------------------------------------------------------
-
-FORBIDDEN = {"flask", "redis", "rq", "sqlalchemy", "app"}  # `app` imports Flask and SQLAlchemy
-PURE_MODULES = [workers.state_machine, workers.policy]
-
-
-def imported_roots(source: str) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module)
-    return names
-
-
-def test_import_scanner_sees_every_form():
-    source = "import redis.client\nfrom flask import Flask\nfrom sqlalchemy.orm import Session\nimport rq as q"
-    assert {name.split(".")[0] for name in imported_roots(source)} == {"redis", "flask", "sqlalchemy", "rq"}
-
-
-@pytest.mark.parametrize("module", PURE_MODULES, ids=lambda m: m.__name__)
-def test_pure_modules_import_no_framework(module):
-    source = Path(module.__file__).read_text()
-    names = imported_roots(source)
-    assert not {name.split(".")[0] for name in names} & FORBIDDEN
-    # in-project imports stay among the pure modules, so nothing reaches a framework transitively
-    assert {name for name in names if name.startswith("workers")} <= {m.__name__ for m in PURE_MODULES}
-    assert not any(isinstance(node, ast.ImportFrom) and node.level for node in ast.walk(ast.parse(source)))
-
-
-# --- the status run, kept incrementally ------------------------------------------------------------------
-
-
-def _advance_over(stream: list[Snapshot]) -> StatusRun | None:
-    """Feed `stream` one snapshot at a time, as the worker does, with `first_after` answered from what was
-    fed before (the events table) and never asked about the newest snapshot or an unknown status."""
-    run, seen = None, []
-    for incoming in stream:
-        newest = max((s for s in seen if s.status in INQUIRY_STATUSES), default=None)
-
-        def first_after(snapshot: Snapshot) -> Snapshot:
-            later = [s for s in seen if s.status in INQUIRY_STATUSES and s > snapshot]
-            assert later, "first_after is only asked about a snapshot inside the run"
-            return min(later)
-
-        run = advance_run(run, newest, incoming, first_after)
-        seen.append(incoming)
-        assert run == status_run(seen)
-    return run
-
-
-distinct_snapshots = st.lists(
-    st.tuples(st.integers(0, 6), st.sampled_from(INQUIRY_STATUSES + ("something_new",))),
-    min_size=1,
-    max_size=14,
-).map(lambda pairs: [Snapshot.of(at(t), status, f"evt_{i:02d}") for i, (t, status) in enumerate(pairs)])
-
-
-@given(distinct_snapshots, st.randoms(use_true_random=False))
-def test_advancing_the_run_one_event_at_a_time_equals_computing_it_from_all(stream, random):
-    shuffled = random.sample(stream, len(stream))
-    assert _advance_over(shuffled) == status_run(stream)
-
-
-@given(distinct_snapshots, st.randoms(use_true_random=False))
-def test_a_redelivered_snapshot_changes_nothing(stream, random):
-    shuffled = random.sample(stream, len(stream))
-    run = _advance_over(shuffled)
-    newest = max((s for s in stream if s.status in INQUIRY_STATUSES), default=None)
-    again = random.choice(stream)
-    assert advance_run(run, newest, again, lambda snapshot: pytest.fail("no lookup for a redelivery")) == run
-
-
-def test_a_late_snapshot_of_another_status_inside_the_run_restarts_it_after_itself():
-    run = status_run([snap("pending", 0), snap("completed", 10), snap("completed", 20), snap("completed", 30)])
-    late = snap("pending", 15)
-    moved = advance_run(run, snap("completed", 30), late, lambda snapshot: snap("completed", 20))
-    assert moved == StatusRun(snap("completed", 20), late)

@@ -1,4 +1,4 @@
-"""What Verisoul should say about a user and the calls that take it there (workers/sync_plan.py, docs/contracts.md §5)."""
+"""What Verisoul should say about a user and the calls that take it there (domain/sync_plan.py, docs/contracts.md §5)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.policy import InquiryFacts
-from workers.state_machine import INQUIRY_STATUSES
-from workers.sync_plan import BLOCK, ENROLL, UNBLOCK, Known, Target, plan, target_for
+from domain.policy import InquiryFacts
+from domain.state_machine import INQUIRY_STATUSES
+from domain.sync_plan import BLOCK, ENROLL, UNBLOCK, Known, Target, plan, target_for
 
 BASE = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

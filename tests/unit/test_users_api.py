@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from sqlalchemy import select
 
 from app import create_app
-from app.models import User
+from store.models import User
 from tests.ids import EXAMPLES, reference_ids
 
 TOKEN = "s3cret-token"

@@ -1,4 +1,4 @@
-"""The Verisoul clients (workers/verisoul.py) against the fake Verisoul (scripts/fake_verisoul.py) over real HTTP."""
+"""The Verisoul clients (clients/verisoul.py) against the fake Verisoul (scripts/fake_verisoul.py) over real HTTP."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import socket
 import pytest
 import requests
 
-from scripts.fake_verisoul import DEFAULT_API_KEY, FakeConfig, FakeState, create_fake_app
-from tests.servers import serve
-from workers import verisoul
-from workers.verisoul import (
+from clients import verisoul
+from clients.verisoul import (
     ATTEMPTS,
     BACKOFF_BASE,
     FLAVORS,
@@ -23,6 +21,8 @@ from workers.verisoul import (
     VerisoulUnavailable,
     make_client,
 )
+from scripts.fake_verisoul import DEFAULT_API_KEY, FakeConfig, FakeState, create_fake_app
+from tests.servers import serve
 
 FLAVOR_PREFIX = {"account": "", "lists": "/lists"}
 # (method, path) each operation must use on account "u1", per docs/verisoul.md (the fake mounts lists under /lists)

@@ -15,10 +15,11 @@ from redis import exceptions as redis_errors
 from rq import Queue
 from rq.job import Job
 
-from app import create_app, metrics, webhooks
-from app.events import body_sha256, minimise, normalise_keys
-from app.queue import DEDUPE_PREFIX, dedupe_key, job_id_for
-from app.schemas import load_envelope
+from app import create_app, webhooks
+from domain.events import body_sha256, minimise, normalise_keys
+from domain.schemas import load_envelope
+from runtime import metrics
+from store.queue import DEDUPE_PREFIX, dedupe_key, job_id_for
 from tests.payloads import (
     CASINGS,
     FIXTURE_NAMES,
@@ -463,7 +464,7 @@ def test_wrong_method_is_json_405(client):
 def logged(config, redis, capsys):
     """`start()` builds a client whose app logs to the captured stderr, `lines()` reads its `app.webhooks`
     JSON lines. The app is built inside the test: capsys replaces its stream between setup and call, and
-    app.logs binds its handler to the stream of the moment."""
+    runtime.logs binds its handler to the stream of the moment."""
 
     def start(connection=redis):
         client = create_app(config, redis=connection).test_client()

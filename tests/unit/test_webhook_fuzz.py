@@ -13,10 +13,11 @@ from rq import Queue
 from rq.job import Job
 
 from app import create_app
-from app.config import Config
-from app.events import iso_millis, normalise_keys, parse_timestamp, text_problem
-from app.queue import DEDUPE_PREFIX, job_id_for
-from app.signature import sign
+from domain.events import normalise_keys, text_problem
+from domain.signature import sign
+from domain.times import iso_millis, parse_rfc3339
+from runtime.config import Config
+from store.queue import DEDUPE_PREFIX, job_id_for
 from tests.payloads import CASINGS, SECRET, WEBHOOK, recase, recase_randomly
 
 CAP = 4096
@@ -198,7 +199,7 @@ def queued_event(redis, event_id: str) -> dict:
 
 
 def assert_worker_can_take(event: dict) -> None:
-    """What was queued meets the rules the worker and the database need (app/events.py)."""
+    """What was queued meets the rules the worker and the database need (domain/events.py)."""
     texts = [
         event[key]
         for key in (
@@ -218,7 +219,7 @@ def assert_worker_can_take(event: dict) -> None:
     texts += [value for check in event["checks"] for value in (check["name"], check["status"])]
     assert [text for text in texts if text is not None and text_problem(text)] == []
     for moment in [event["created_at"], event["received_at"], *event["timestamps"].values()]:
-        assert iso_millis(parse_timestamp(moment)) == moment
+        assert iso_millis(parse_rfc3339(moment)) == moment
 
 
 @FUZZ

@@ -1,4 +1,4 @@
-"""Same answer for every body: the webhook re-cases only the keys it reads (app/events.py
+"""Same answer for every body: the webhook re-cases only the keys it reads (domain/events.py
 normalise_envelope), where it used to re-case every key of the document; for any body, in any key casing,
 with any junk beside the parts it reads, the answer and the queued event are what they were.
 
@@ -19,10 +19,10 @@ from marshmallow import ValidationError
 from rq.job import Job
 
 from app import create_app
-from app.config import Config
-from app.events import InvalidEvent, body_sha256, is_queued_name, minimise, normalise_envelope, normalise_keys
-from app.queue import job_id_for
-from app.schemas import EnvelopeSchema, first_error, load_event
+from domain.events import InvalidEvent, body_sha256, is_queued_name, minimise, normalise_envelope, normalise_keys
+from domain.schemas import EnvelopeSchema, first_error, load_event
+from runtime.config import Config
+from store.queue import job_id_for
 from tests.payloads import SECRET, WEBHOOK, headers, recase_key
 
 PROPERTY = settings(max_examples=400, deadline=None)
@@ -33,7 +33,7 @@ THROUGH_THE_APP = settings(max_examples=200, deadline=None, suppress_health_chec
 
 
 def reference_event(document, body_hash: str) -> dict:
-    """app/webhooks.py and app/schemas.py as they were: every key re-cased, the envelope schema, minimise."""
+    """app/webhooks.py and domain/schemas.py as they were: every key re-cased, the envelope schema, minimise."""
     document = normalise_keys(document)
     if not isinstance(document, dict):
         raise ValidationError("expected a JSON object with a `data` event")

@@ -1,9 +1,9 @@
 """The writes of one event: Core statements built once per shape, and each write's parameters.
 
-Applying an event ends in a handful of INSERTs and UPDATEs (workers/records.py). Building each as a new
+Applying an event ends in a handful of INSERTs and UPDATEs (store/records.py). Building each as a new
 SQLAlchemy construct cost more than running it, so a statement is built once per table and shape and
 cached, and each write carries only its parameters. They go through the Core connection (no ORM
-bookkeeping), pipelined with the COMMIT on PostgreSQL (app/db.py `commit_pipelined`).
+bookkeeping), pipelined with the COMMIT on PostgreSQL (store/db.py `commit_pipelined`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import NamedTuple
 from sqlalchemy import Executable, Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from app.models import User
+from store.models import User
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class NewUser:
 
 
 class Write(NamedTuple):
-    """A statement and its parameters: what app/db.py `commit_pipelined` takes."""
+    """A statement and its parameters: what store/db.py `commit_pipelined` takes."""
 
     statement: Executable
     params: dict

@@ -18,7 +18,7 @@ text (no `exc_info`), and that text is kept, class and message included, because
 what an operator has to debug. It is safe by construction, not by filtering: the frames are file
 names, line numbers and our source lines, and an exception message can only quote what the job
 was given or read, which is the minimised event (ids, statuses, timestamps, check names and
-statuses: app/events.py `minimise`; SQLAlchemy errors quote SQL and bound parameters from the same
+statuses: domain/events.py `minimise`; SQLAlchemy errors quote SQL and bound parameters from the same
 values) or, for the Verisoul jobs, a user's reference id and Verisoul's answer about it. No job
 receives a raw body, so no traceback line can hold a name, a birthdate or an address; a job that
 ever takes unminimised data must not rely on this. The same record's `arguments`/`kwargs` extras
@@ -53,7 +53,7 @@ LOGGERS = ("app", "workers", "rq")
 
 # RQ colours queue names and job ids when stdout is a terminal; the codes do not belong in JSON.
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-# The event jobs' ids (app/queue.py `job_id_for`): `e_<event id>`, or `h-<sha256>` for an odd event id.
+# The event jobs' ids (store/queue.py `job_id_for`): `e_<event id>`, or `h-<sha256>` for an odd event id.
 _EVENT_JOB_ID = re.compile(r"e_[A-Za-z0-9_-]+|h-[0-9a-f]{64}")
 
 

@@ -16,8 +16,8 @@ from typing import Protocol
 
 import requests
 
-from app.metrics import count_verisoul_call
-from app.urls import SendsUrlsAsBuilt, segment
+from clients.urls import SendsUrlsAsBuilt, segment
+from runtime.metrics import count_verisoul_call
 
 # (connect, read) seconds: a slow Verisoul must not hold a worker for long; a sync of 4 calls, each tried
 # twice, stays inside the sync job's 45 s time limit (workers/sync.py SYNC_TIMEOUT).
@@ -56,7 +56,7 @@ class VerisoulClient(Protocol):
 
 
 class _Session(SendsUrlsAsBuilt, requests.Session):
-    """A session that sends `_path()`'s encoding as it is (see app.urls)."""
+    """A session that sends `_path()`'s encoding as it is (see clients.urls)."""
 
 
 class Transport:

@@ -2,37 +2,34 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import Insert, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import Event
-from workers.writes import Write, insert_row
+from domain.events import QueuedEvent
+from domain.times import parse_time
+from store.models import Event
+from store.writes import Write, insert_row
 
 RECORDED = "recorded"
 DUPLICATE = "duplicate"
 
 
-def parse_time(value: str) -> datetime:
-    """Persona's ISO-8601 (`...Z`) to an aware UTC datetime."""
-    return datetime.fromisoformat(value).astimezone(UTC)
-
-
-def inquiry_of(event: dict) -> str | None:
+def inquiry_of(event: QueuedEvent) -> str | None:
     """The inquiry an event is about: its own object, or the inquiry a verification belongs to."""
     return event["object_id"] if event["object_type"] == "inquiry" else event.get("inquiry_id")
 
 
-def event_insert(event: dict, processed_at: datetime, outcome: str) -> Write:
+def event_insert(event: QueuedEvent, processed_at: datetime, outcome: str) -> Write:
     """A plain INSERT: a second run of the event breaks the unique constraint (`is_duplicate`) and its
     transaction rolls back whole, so the event is recorded once and nothing it did is written twice."""
     return insert_row(Event, **event_row(event, processed_at, outcome))
 
 
-def event_row(event: dict, processed_at: datetime, outcome: str) -> dict:
+def event_row(event: QueuedEvent, processed_at: datetime, outcome: str) -> dict:
     return {
         "event_id": event["event_id"],
         "name": event["name"],
@@ -57,7 +54,7 @@ def is_duplicate(error: IntegrityError) -> bool:
     return "events.event_id" in str(error.orig)
 
 
-def record_event(session: Session, event: dict, processed_at: datetime, outcome: str = RECORDED) -> bool:
+def record_event(session: Session, event: QueuedEvent, processed_at: datetime, outcome: str = RECORDED) -> bool:
     """Insert the event unless its id is already recorded; True when inserted by this call.
 
     `ON CONFLICT DO NOTHING` rather than check-then-insert: two workers racing on one event id

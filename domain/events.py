@@ -11,7 +11,7 @@ everything else, so personal data never reaches Redis, the worker or the databas
 rebuilt from an allowlist, never filtered by a denylist, because Persona adds attributes over time.
 
 Each value is checked as it is kept, with the rules the worker and the database need (`text_problem`,
-`parse_timestamp`), and only what is kept: a field the service drops (personal data) is never a reason
+`parse_rfc3339`), and only what is kept: a field the service drops (personal data) is never a reason
 to refuse an authentic event. A kept value that breaks a rule raises `InvalidEvent` naming the field,
 which the webhook answers 400; so whatever is queued, the worker can apply. Values of another JSON type
 than the one kept (a numeric reference id) are dropped, as they always were.
@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import UTC, datetime, timedelta, timezone
-from functools import lru_cache
-from typing import Any
+from typing import Any, NotRequired, TypedDict
+
+from domain.times import iso_millis, parse_rfc3339
 
 # Inquiry and verification timestamps the state machine and the user record use.
 LIFECYCLE_TIMESTAMPS = (
@@ -44,7 +44,7 @@ _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 # --- the rules for kept values ------------------------------------------------------------------------
 
-# Every id and name column the worker writes is VARCHAR(255) (app/models.py); PostgreSQL refuses longer.
+# Every id and name column the worker writes is VARCHAR(255) (store/models.py); PostgreSQL refuses longer.
 MAX_TEXT_LENGTH = 255
 # Unicode categories refused in kept strings: Cc (controls: NUL, which PostgreSQL text cannot hold, and
 # newlines, escapes, DEL, C1) and Cs (lone surrogates, which UTF-8, Redis and PostgreSQL cannot hold).
@@ -55,15 +55,34 @@ REFUSED_CATEGORIES = frozenset({"Cc", "Cs"})
 # Unicode keeps both fixed (Cc is closed, Cs is the surrogate block); tests/unit/test_events.py checks it
 # against unicodedata for every code point.
 _REFUSED_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-# Persona (founded 2018) has no earlier events; an earlier time is corrupt or hostile.
-MIN_YEAR = 2000
-# Far from datetime's year 9999, so the worker's date arithmetic (block expiries, windows) cannot overflow.
-MAX_YEAR = 2100
 
-# RFC 3339 `date-time` (section 5.6): full date, `T`, full time with optional fraction, `Z` or an offset.
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:[Zz]|([+-])(\d{2}):(\d{2}))", re.ASCII
-)
+
+class Check(TypedDict):
+    name: str
+    status: str  # Persona's check status (`passed`, `failed`, ...), `unknown` when it gave none
+
+
+class QueuedEvent(TypedDict):
+    """An event as queued, logged and applied (`minimise`): no personal data, JSON-safe.
+
+    Ids, names and statuses are 1-255 characters (`text_problem`); times are `iso_millis` strings."""
+
+    event_id: str  # Persona's event id (`evt_...`): the dedupe key from the webhook to the events table
+    name: str  # `inquiry.approved`, `verification.passed`, ...
+    created_at: str  # when Persona created the event
+    body_sha256: str  # hex digest of the raw body as received (or as fetched)
+    object_type: str  # `inquiry`, `verification/government-id`, ...
+    object_id: str
+    status: str | None  # the object's status in this snapshot
+    reference_id: str | None  # the host's user id, when the inquiry carries one
+    account_id: str | None  # Persona's account (`act_...`)
+    account_reference_id: str | None  # the account's reference id, from the payload's `included`
+    template_id: str | None
+    inquiry_id: str | None  # a verification's inquiry
+    verification_type: str | None  # `government-id`, `selfie`, ... (verifications only)
+    checks: list[Check]
+    timestamps: dict[str, str]  # the object's lifecycle times that Persona gave (`completed_at`, ...)
+    received_at: NotRequired[str]  # set at the edge: when the webhook arrived, or when the event was fetched
 
 
 class InvalidEvent(ValueError):
@@ -84,30 +103,6 @@ def text_problem(value: str) -> str | None:
     return None
 
 
-def parse_timestamp(value: str) -> datetime:
-    """A strict RFC 3339 time with a zone, in MIN_YEAR..MAX_YEAR, as an aware UTC datetime.
-
-    Raises ValueError saying why not: not RFC 3339 (`NaN`, no zone, a space for `T`), no such date or
-    time (month 13, a leap second: datetime has no second 60), or out of the year range."""
-    match = _RFC3339.fullmatch(value)
-    if match is None:
-        raise ValueError("must be an RFC 3339 time with a zone, e.g. 2024-07-08T14:29:24.297Z")
-    year, month, day, hour, minute, second, fraction, sign, off_hours, off_minutes = match.groups()
-    if int(off_hours or 0) > 23 or int(off_minutes or 0) > 59:
-        raise ValueError("is not a valid time (the offset is out of range)")
-    try:
-        offset = timedelta(hours=int(off_hours or 0), minutes=int(off_minutes or 0)) * (-1 if sign == "-" else 1)
-        micros = int((fraction or "0")[:6].ljust(6, "0"))
-        y, mo, d, h, mi, sec = (int(part) for part in (year, month, day, hour, minute, second))
-        moment = datetime(y, mo, d, h, mi, sec, micros, timezone(offset)).astimezone(UTC)
-    except (ValueError, OverflowError) as error:
-        raise ValueError(f"is not a valid time ({error})") from None
-    if not MIN_YEAR <= moment.year <= MAX_YEAR:
-        raise ValueError(f"must be within the years {MIN_YEAR} to {MAX_YEAR}")
-    return moment
-
-
-@lru_cache(maxsize=4096)
 def snake_key(key: str) -> str:
     """`reference-id`, `referenceId` and `reference_id` all become `reference_id`."""
     return _CAMEL_BOUNDARY.sub("_", key).replace("-", "_").lower()
@@ -124,7 +119,7 @@ def normalise_keys(value: Any) -> Any:
 
 # The relationships of the event's object that `minimise` reads (`_related_id`).
 RELATIONSHIPS_READ = ("account", "inquiry_template", "template", "inquiry")
-# The dicts of an envelope that validation (app/schemas.py) and `minimise` read, whose own keys are
+# The dicts of an envelope that validation (domain/schemas.py) and `minimise` read, whose own keys are
 # re-cased, as nested shapes: a dict shape names the children to descend into, `[shape]` is every item of
 # a list. Everything else (personal data, the contents of attributes and checks, other relationships)
 # keeps its keys as sent.
@@ -191,6 +186,14 @@ def _kept(value: Any, field: str) -> str | None:
     return value
 
 
+def _required(value: Any, field: str) -> str:
+    """`_kept` for a value the envelope schema has already required to be a non-empty string."""
+    kept = _kept(value, field)
+    if kept is None:
+        raise InvalidEvent(field, "must be a non-empty string")
+    return kept
+
+
 def _related_id(obj: dict, path: str, *names: str) -> str | None:
     """The id of the first named relationship present, e.g. `inquiry_template` or legacy `template`; each
     name is one of RELATIONSHIPS_READ, whose keys normalise_envelope re-cases."""
@@ -201,12 +204,12 @@ def _related_id(obj: dict, path: str, *names: str) -> str | None:
     return None
 
 
-def _checks(attributes: dict, path: str) -> list[dict[str, str]]:
+def _checks(attributes: dict, path: str) -> list[Check]:
     """`[{name, status}]`; entries without a string name are skipped, a missing status is `unknown`."""
     checks = attributes.get("checks")
     if not isinstance(checks, list):
         return []
-    kept = []
+    kept: list[Check] = []
     for index, check in enumerate(checks):
         name = _kept(check.get("name"), f"{path}.checks.{index}.name") if isinstance(check, dict) else None
         if name:
@@ -235,7 +238,7 @@ def _timestamps(attributes: dict, path: str) -> dict[str, str]:
         if not isinstance(value, str) or not value:
             continue
         try:
-            kept[name] = iso_millis(parse_timestamp(value))
+            kept[name] = iso_millis(parse_rfc3339(value))
         except ValueError as error:
             if name == "created_at":
                 raise InvalidEvent(f"{path}.{name}", str(error)) from None
@@ -248,13 +251,8 @@ def verification_kind(object_type: str) -> str | None:
     return kind if prefix == "verification" and sep and kind else None
 
 
-def iso_millis(moment: datetime) -> str:
-    """UTC, millisecond precision, `Z` suffix: the form Persona uses and the order events are compared in."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def minimise(envelope: dict, body_hash: str) -> dict:
-    """The queued form of a validated, normalised envelope (app/schemas.py): no personal data, JSON-safe.
+def minimise(envelope: dict, body_hash: str) -> QueuedEvent:
+    """The queued form of a validated, normalised envelope (domain/schemas.py): no personal data, JSON-safe.
 
     Every kept string satisfies `text_problem` and every kept time is canonical `iso_millis` in the year
     range; raises InvalidEvent (a ValueError) naming the first kept field that does not."""
@@ -265,14 +263,14 @@ def minimise(envelope: dict, body_hash: str) -> dict:
     obj_attributes = obj.get("attributes") if isinstance(obj.get("attributes"), dict) else {}
     account_id = _related_id(obj, path, "account")
     return {
-        "event_id": _kept(event["id"], "data.id"),
-        "name": _kept(attributes["name"], "data.attributes.name"),
+        "event_id": _required(event["id"], "data.id"),
+        "name": _required(attributes["name"], "data.attributes.name"),
         "created_at": iso_millis(attributes["created_at"]),
         "body_sha256": body_hash,
-        "object_type": _kept(obj["type"], f"{path}.type"),
-        "object_id": _kept(obj["id"], f"{path}.id"),
+        "object_type": _required(obj["type"], f"{path}.type"),
+        "object_id": _required(obj["id"], f"{path}.id"),
         # Statuses get the rule of any kept text, not a list of known values: Persona adds statuses without
-        # notice and the worker ignores those it does not know (workers/state_machine.py), so refusing one
+        # notice and the worker ignores those it does not know (domain/state_machine.py), so refusing one
         # would lose an authentic event; but it is still queued and stored in the event's JSON payload.
         "status": _kept(obj_attributes.get("status"), f"{path}.attributes.status"),
         "reference_id": _kept(obj_attributes.get("reference_id"), f"{path}.attributes.reference_id"),

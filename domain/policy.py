@@ -7,9 +7,10 @@ current statuses every time, so a retried or replayed event can never count twic
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from workers.state_machine import NEGATIVE_STATUSES
+from domain.state_machine import NEGATIVE_STATUSES
+from domain.times import parse_time
 
 # status of the latest inquiry → (decision, next_action); "none" means the user has no inquiry.
 DECISIONS = {
@@ -76,10 +77,6 @@ class Decision:
         return self.block is not None and self.block.in_force(now)
 
 
-def _parse(moment: str) -> datetime:
-    return datetime.fromisoformat(moment).astimezone(UTC)
-
-
 def latest(inquiries: list[InquiryFacts]) -> InquiryFacts | None:
     """The user's latest inquiry, by the inquiry's created-at (ties by id, for a stable answer)."""
     return max(inquiries, key=lambda inquiry: (inquiry.created_at, inquiry.id), default=None)
@@ -90,7 +87,7 @@ def block_for(inquiries: list[InquiryFacts], policy: Policy = Policy()) -> Block
     negative = [inquiry for inquiry in inquiries if inquiry.status in NEGATIVE_STATUSES]
     if not negative:
         return None
-    since = _parse(max(inquiry.status_since for inquiry in negative))
+    since = parse_time(max(inquiry.status_since for inquiry in negative))
     if len(negative) >= policy.permanent_at:
         return Block(since, None)
     return Block(since, since + timedelta(days=policy.block_days[len(negative)]))

@@ -25,14 +25,7 @@ from redis.exceptions import RedisError
 from rq import Queue
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from app import load_config_or_exit
-from app.config import Config
-from app.db import Database
-from app.events import is_queued_name, iso_millis
-from app.queue import connect_redis, job_id_for
-from workers import jobs
-from workers.failed_jobs import failed_job, failed_jobs, requeue
-from workers.persona import (
+from clients.persona import (
     InvalidEvent,
     PersonaClient,
     PersonaError,
@@ -41,6 +34,13 @@ from workers.persona import (
     event_from_document,
     make_persona_client,
 )
+from domain.events import QueuedEvent, is_queued_name
+from domain.times import iso_millis
+from runtime.config import Config, load_config_or_exit
+from store.db import Database
+from store.queue import connect_redis, job_id_for
+from workers import jobs
+from workers.failed_jobs import failed_job, failed_jobs, requeue
 from workers.reconcile import reconcile
 from workers.replay import EventResult, Replayer, Report, events_between, events_of_user, plan_units, stored_events
 from workers.sync import request_sync
@@ -164,7 +164,7 @@ def _sync_requester(config: Config):
     return request
 
 
-def _fetch(client: PersonaClient, params: dict, output: Output) -> tuple[list[dict], list[EventResult]]:
+def _fetch(client: PersonaClient, params: dict, output: Output) -> tuple[list[QueuedEvent], list[EventResult]]:
     """Events from Persona's API, minimised like webhooks; other event kinds are reported as ignored."""
     received_at = jobs.now()
     documents = []
@@ -180,7 +180,8 @@ def _fetch(client: PersonaClient, params: dict, output: Output) -> tuple[list[di
     except (PersonaError, PersonaUnavailable) as error:
         output.problem("persona", f"{type(error).__name__}: {error}")
         output.exit()
-    events, skipped = [], []
+    events: list[QueuedEvent] = []
+    skipped: list[EventResult] = []
     for document in documents:
         try:
             event = event_from_document(document, received_at)

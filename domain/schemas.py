@@ -3,7 +3,7 @@ whole document (`normalise_keys`) or of just the parts read here and by minimisa
 
 Only the fields the service relies on are declared; everything else is excluded, not rejected,
 because Persona adds attributes over time. `load_envelope` and `load_event` then check what minimisation
-keeps (app/events.py) with the worker's and the database's rules, so every loader (the webhook, events
+keeps (domain/events.py) with the worker's and the database's rules, so every loader (the webhook, events
 fetched from Persona) refuses the same events, each with the field at fault.
 """
 
@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
-from app.events import MAX_YEAR, MIN_YEAR, InvalidEvent, minimise, text_problem
+from domain.events import InvalidEvent, QueuedEvent, minimise, text_problem
+from domain.times import MAX_YEAR, MIN_YEAR
 
 
 def _kept_text(value: str) -> None:
@@ -26,7 +27,7 @@ def _kept_text(value: str) -> None:
 class UtcDateTime(fields.AwareDateTime):
     """An aware datetime, converted to UTC here so that one beyond UTC's range (year 1 or 9999 with an
     offset) is a validation error instead of an OverflowError later; and within MIN_YEAR..MAX_YEAR, the
-    range the worker's date arithmetic is safe in (app/events.py)."""
+    range the worker's date arithmetic is safe in (domain/events.py)."""
 
     def _deserialize(self, value, attr, data, **kwargs) -> datetime:
         moment = super()._deserialize(value, attr, data, **kwargs)
@@ -96,13 +97,13 @@ def load_envelope(document: object) -> dict:
     return envelope
 
 
-def load_event(document: object, body_hash: str) -> dict:
+def load_event(document: object, body_hash: str) -> QueuedEvent:
     """`load_envelope`, returning the envelope's queued form (`minimise`) instead of the envelope."""
     _envelope, event = _load(document, body_hash)
     return event
 
 
-def _load(document: object, body_hash: str) -> tuple[dict, dict]:
+def _load(document: object, body_hash: str) -> tuple[dict, QueuedEvent]:
     if not isinstance(document, dict):
         raise ValidationError("expected a JSON object with a `data` event")
     envelope = _ENVELOPE.load(document)

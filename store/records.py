@@ -2,8 +2,8 @@
 
 Reads and writes are kept apart so that an event costs few database round trips: one lock statement, the
 rows the event touches read in one or two statements (as Core rows, from statements built once), and
-every write collected in `Applied.writes` (workers/writes.py), which `process_event` sends in one round
-trip with the COMMIT (app/db.py `commit_pipelined`) and a replay runs at once. The ORM is not used here:
+every write collected in `Applied.writes` (store/writes.py), which `process_event` sends in one round
+trip with the COMMIT (store/db.py `commit_pipelined`) and a replay runs at once. The ORM is not used here:
 its objects cost more to build than these queries take to run.
 
 Concurrency: two workers may handle events of one user at once. Each transaction first takes, in one
@@ -16,7 +16,7 @@ an inquiry that has one, so this is rare, and a deadlock it could cause is detec
 retried like any transient error. A verification event takes no user lock: it changes no user row, and
 its history row's user (the inquiry's) is held in place by the foreign key: a merge that moves the inquiry
 meanwhile makes one of the two transactions fail and run again. On SQLite every write transaction begins
-IMMEDIATE (app/db.py) and so already runs alone.
+IMMEDIATE (store/db.py) and so already runs alone.
 """
 
 from __future__ import annotations
@@ -24,16 +24,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any, overload
+from typing import Any
 
 from sqlalchemy import Row, String, and_, bindparam, or_, select, text
 from sqlalchemy.orm import Session
 
-from app.events import iso_millis
-from app.models import Event, History, Inquiry, User, Verification
-from workers.event_log import parse_time
-from workers.policy import InquiryFacts
-from workers.state_machine import (
+from domain.events import QueuedEvent
+from domain.policy import InquiryFacts
+from domain.state_machine import (
     IGNORED,
     Snapshot,
     StatusRun,
@@ -43,28 +41,13 @@ from workers.state_machine import (
     judge_verification,
     status_run,
 )
-from workers.writes import NewUser, Write, delete_rows, insert_row, run, update_rows
+from domain.times import as_utc, parse_time, to_iso
+from store.models import Event, History, Inquiry, User, Verification
+from store.sync_state import sync_state
+from store.writes import NewUser, Write, delete_rows, insert_row, run, update_rows
 
 # One statement for every key: unnest yields the (sorted) keys in order, so locks are taken in that order.
 _LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:keys AS text[])) AS k")
-
-
-@overload
-def as_utc(moment: datetime) -> datetime: ...
-@overload
-def as_utc(moment: None) -> None: ...
-def as_utc(moment: datetime | None) -> datetime | None:
-    """Stored timestamps as aware UTC; SQLite hands them back without a zone (they are UTC)."""
-    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
-
-
-@overload
-def to_iso(moment: datetime) -> str: ...
-@overload
-def to_iso(moment: None) -> None: ...
-def to_iso(moment: datetime | None) -> str | None:
-    """Stored timestamps back to the snapshot form."""
-    return iso_millis(as_utc(moment)) if moment is not None else None
 
 
 def lock(session: Session, *names: str) -> None:
@@ -73,7 +56,7 @@ def lock(session: Session, *names: str) -> None:
         session.connection().execute(_LOCK, {"keys": sorted(set(names))})
 
 
-def kind_of(event: dict) -> str | None:
+def kind_of(event: QueuedEvent) -> str | None:
     """`inquiry` or `verification` when the event is about one; None for anything else."""
     if event["name"].startswith("inquiry.") and event["object_type"] == "inquiry":
         return "inquiry"
@@ -102,7 +85,7 @@ class Applied:
         run(session, self.writes)
 
 
-def apply_event(session: Session, event: dict, now: datetime, verisoul_configured: bool = True) -> Applied:
+def apply_event(session: Session, event: QueuedEvent, now: datetime, verisoul_configured: bool = True) -> Applied:
     """Lock and read what the event touches, and return the verdict with the writes that record it.
 
     `now` decides whether a block is in force, for the user's Verisoul sync state (workers/sync.py
@@ -116,7 +99,7 @@ def apply_event(session: Session, event: dict, now: datetime, verisoul_configure
     return Applied(None, verdict, writes=[_history(None, None, event, verdict)])
 
 
-def snapshot_of(event: dict) -> Snapshot:
+def snapshot_of(event: QueuedEvent) -> Snapshot:
     """The event's place in its object's order: created-at, status rank, event id."""
     return Snapshot.of(event["created_at"], event.get("status") or "", event["event_id"])
 
@@ -213,7 +196,7 @@ class _InquiryIds:
     created_at: datetime | None
 
     @classmethod
-    def of(cls, stored: Row | None, event: dict) -> _InquiryIds:
+    def of(cls, stored: Row | None, event: QueuedEvent) -> _InquiryIds:
         reference_id = (
             event.get("reference_id") or (stored and stored.reference_id) or event.get("account_reference_id")
         )
@@ -226,7 +209,7 @@ class _InquiryIds:
         )
 
 
-def _apply_inquiry(session: Session, event: dict, now: datetime, verisoul_configured: bool) -> Applied:
+def _apply_inquiry(session: Session, event: QueuedEvent, now: datetime, verisoul_configured: bool) -> Applied:
     inquiry_id = event["object_id"]
     keys = _user_keys(event.get("reference_id") or event.get("account_reference_id"), event.get("account_id"))
     lock(session, f"inquiry:{inquiry_id}", *(f"user:{key}" for key in keys))
@@ -262,7 +245,7 @@ def _apply_inquiry(session: Session, event: dict, now: datetime, verisoul_config
 
 
 def _status_run(session: Session, stored: Row | None, newest: Snapshot | None, incoming: Snapshot) -> StatusRun | None:
-    """The inquiry's status run once `incoming` is known (workers/state_machine.py); computed from the event
+    """The inquiry's status run once `incoming` is known (domain/state_machine.py); computed from the event
     log when the row predates the `status_run` column, and looked up there when a late event breaks it."""
     if stored is not None and stored.status is not None and stored.status_run is None:
         return status_run([*_logged_snapshots(session, stored.id, None), incoming])
@@ -387,8 +370,6 @@ _FACT_COLUMNS = ("status", "inquiry_created_at", "snapshot_at", "status_since")
 
 def _mark_sync(plan: _UserPlan, facts: list[InquiryFacts], now: datetime, configured: bool) -> tuple[list[Write], bool]:
     """The user's Verisoul sync state after the event (workers/sync.py `sync_state`), and whether to sync."""
-    from workers.sync import sync_state  # workers.sync reads the record through this module
-
     if plan.reference_id is None:
         return [], False
     values, needed = sync_state(plan.user, plan.reference_id, plan.account_id, facts, now, configured)
@@ -402,7 +383,7 @@ def _mark_sync(plan: _UserPlan, facts: list[InquiryFacts], now: datetime, config
 # --- verification events -----------------------------------------------------------------------------
 
 
-def _apply_verification(session: Session, event: dict) -> Applied:
+def _apply_verification(session: Session, event: QueuedEvent) -> Applied:
     inquiry_id, verification_id = event.get("inquiry_id"), event["object_id"]
     lock(session, *([f"inquiry:{inquiry_id}"] if inquiry_id else []), f"verification:{verification_id}")
     inquiry = _row(session, _INQUIRY_BY_ID, inquiry_id)
@@ -427,7 +408,7 @@ def _apply_verification(session: Session, event: dict) -> Applied:
     return Applied("verification", verdict, writes=writes)
 
 
-def _history(user_id, inquiry_id: str | None, event: dict, verdict: Verdict) -> Write:
+def _history(user_id, inquiry_id: str | None, event: QueuedEvent, verdict: Verdict) -> Write:
     return insert_row(
         History,
         user_id=user_id,
@@ -464,3 +445,12 @@ def _facts_from(
     """What the policy needs of an inquiry; its snapshot's time stands in for a created-at or since not known."""
     created, since = inquiry_created_at or snapshot_at, status_since or snapshot_at
     return InquiryFacts(inquiry_id, status, to_iso(created), to_iso(since))
+
+
+def mark_sync(session: Session, user: User, now: datetime, configured: bool = True) -> bool:
+    """`sync_state` written to a user read through the ORM (replays); True when a sync is needed."""
+    facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
+    values, needed = sync_state(user, user.reference_id, user.persona_account_id, facts, now, configured)
+    for name, value in values.items():
+        setattr(user, name, value)
+    return needed

@@ -8,6 +8,7 @@ the entry points print that line and exit instead of showing a traceback.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -222,3 +223,12 @@ def share_metrics_dir(env=os.environ) -> str:
     path = env.setdefault("PROMETHEUS_MULTIPROC_DIR", "var/metrics")
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def load_config_or_exit(verifies_webhooks: bool = True) -> Config:
+    """The process configuration; on a bad setting, one line on stderr and exit status 2."""
+    try:
+        return load_config(verifies_webhooks=verifies_webhooks)
+    except ConfigError as error:
+        print(f"persona-events: configuration error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -20,9 +20,10 @@ from urllib.parse import quote
 import requests
 from marshmallow import ValidationError
 
-from app.events import body_sha256, iso_millis, minimise, normalise_keys
-from app.schemas import first_error, load_envelope
-from app.urls import SendsUrlsAsBuilt, segment
+from clients.urls import SendsUrlsAsBuilt, segment
+from domain.events import QueuedEvent, body_sha256, minimise, normalise_keys
+from domain.schemas import first_error, load_envelope
+from domain.times import iso_millis
 
 # The envelope shape we parse is this version's; a later version must be adopted deliberately.
 PERSONA_VERSION = "2023-01-05"
@@ -57,7 +58,7 @@ class InvalidEvent(ValueError):
 
 
 class _Session(SendsUrlsAsBuilt, requests.Session):
-    """A session that sends `segment()`'s encoding as it is (see app.urls)."""
+    """A session that sends `segment()`'s encoding as it is (see clients.urls)."""
 
 
 class PersonaClient:
@@ -206,7 +207,7 @@ def _error_text(body, fallback: str) -> str:
     return ": ".join(part for part in parts if isinstance(part, str) and part) or fallback or "no message"
 
 
-def event_from_document(document: dict, received_at: datetime) -> dict:
+def event_from_document(document: dict, received_at: datetime) -> QueuedEvent:
     """A fetched event envelope, minimised exactly as the webhook minimises a delivery."""
     body_hash = body_sha256(_canonical_json(document))
     try:
@@ -232,7 +233,7 @@ def _canonical_json(document) -> bytes:
 
 
 def make_persona_client(config) -> PersonaClient | None:
-    """The client for `config` (app.config.Config), or None when no PERSONA_API_KEY is set."""
+    """The client for `config` (runtime.config.Config), or None when no PERSONA_API_KEY is set."""
     if not config.persona_api_key:
         return None
     return PersonaClient(config.persona_api_url, config.persona_api_key)

@@ -7,9 +7,10 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import History, User, Verification
-from workers.policy import decide
-from workers.records import facts_of, inquiries_of, to_iso
+from domain.summary import summarise
+from domain.times import to_iso
+from store.models import History, User, Verification
+from store.records import facts_of, inquiries_of
 
 
 def _verisoul(user: User) -> dict:
@@ -34,7 +35,7 @@ def load_user_record(session: Session, reference_id: str, now: datetime) -> dict
         return None
     inquiries = inquiries_of(session, user)
     facts = {inquiry.id: facts_of(inquiry) for inquiry in inquiries}
-    decision = decide(list(facts.values()), now, duplicate_account=user.verisoul_duplicate_account)
+    summary = summarise(list(facts.values()), now, duplicate_account=user.verisoul_duplicate_account)
     verifications = session.scalars(
         select(Verification).where(Verification.inquiry_id.in_([i.id for i in inquiries])).order_by(Verification.id)
     ).all()
@@ -44,11 +45,7 @@ def load_user_record(session: Session, reference_id: str, now: datetime) -> dict
     return {
         "reference_id": user.reference_id,
         "persona_account_id": user.persona_account_id,
-        "status": decision.status,
-        "inquiry_id": decision.inquiry_id,
-        "decision": decision.decision,
-        "next_action": decision.next_action,
-        "strikes": decision.strikes,
+        **summary.verdict(),
         "verisoul": _verisoul(user),
         "inquiries": [
             {"id": i.id, "status": i.status, "template_id": i.template_id, "updated_at": to_iso(i.snapshot_at)}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from workers.policy import InquiryFacts, Policy, block_for
+from domain.policy import InquiryFacts, Policy, block_for
 
 VERIFIED_STATUSES = frozenset({"completed", "approved"})
 

@@ -7,6 +7,8 @@ from datetime import datetime
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from domain.events import QueuedEvent
+
 # BIGINT on PostgreSQL; plain INTEGER on SQLite, where only INTEGER PRIMARY KEY autoincrements.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -30,7 +32,7 @@ class Event(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     processed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     outcome: Mapped[str] = mapped_column(String(32))
-    payload: Mapped[dict] = mapped_column(JSON)
+    payload: Mapped[QueuedEvent] = mapped_column(JSON)
     body_sha256: Mapped[str] = mapped_column(String(64))
     # The inquiry the event is about (itself, or a verification's inquiry): the unit a replay rebuilds.
     inquiry_id: Mapped[str | None] = mapped_column(String(255), index=True)
@@ -49,7 +51,7 @@ class User(Base):
     reference_id: Mapped[str] = mapped_column(String(255))
     persona_account_id: Mapped[str | None] = mapped_column(String(255), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    # What Verisoul last confirmed; the desired state is derived from the inquiries (workers/sync_plan.py).
+    # What Verisoul last confirmed; the desired state is derived from the inquiries (domain/sync_plan.py).
     verisoul_enrolled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     verisoul_blocked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     verisoul_blocked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
@@ -73,7 +75,7 @@ class Inquiry(Base):
     status: Mapped[str | None] = mapped_column(String(32))
     inquiry_created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     status_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # Where the current status' run began and what came before it (workers/state_machine.py StatusRun), so
+    # Where the current status' run began and what came before it (domain/state_machine.py StatusRun), so
     # that `status_since` moves in constant time however many events the inquiry has had.
     status_run: Mapped[dict | None] = mapped_column(JSON)
     snapshot_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -90,7 +92,7 @@ class Verification(Base):
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     inquiry_id: Mapped[str | None] = mapped_column(String(255), index=True)
-    # 255 like every id column: the webhook checks one length rule for all kept strings (app/events.py).
+    # 255 like every id column: the webhook checks one length rule for all kept strings (domain/events.py).
     type: Mapped[str] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(32))
     checks: Mapped[dict] = mapped_column(JSON)

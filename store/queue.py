@@ -24,7 +24,8 @@ from redis import Redis
 from rq import Queue, Retry
 from rq.utils import now, utcformat
 
-from app.config import Config
+from domain.events import QueuedEvent
+from runtime.config import Config
 
 PROCESS_EVENT = "workers.jobs.process_event"
 DEDUPE_PREFIX = "persona-events:seen:"
@@ -91,7 +92,7 @@ class EventQueue:
         fields = ", ".join(_lua_string(item) for item in _constant_fields(self.queue))
         self._script = connection.register_script(DEDUPE_ENQUEUE % fields)
 
-    def enqueue_once(self, event: dict) -> bool:
+    def enqueue_once(self, event: QueuedEvent) -> bool:
         """Queue `process_event(event)` unless this event id was queued before; True when queued now."""
         job_id = job_id_for(event["event_id"])
         queue = self.queue

@@ -1,0 +1,1 @@
+"""HTTP clients for the vendors' APIs: Persona (events and inquiries) and Verisoul (accounts)."""

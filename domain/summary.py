@@ -1,0 +1,48 @@
+"""A user's summary: what the record says of them, computed in one place for the API and for replays.
+
+The decision comes from the policy (docs/contracts.md §5) and Verisoul's desired state from the sync
+plan; both are derived from the inquiries' current statuses and a clock, never stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from domain.policy import Decision, InquiryFacts, decide
+from domain.sync_plan import Target, target_for
+from domain.times import to_iso
+
+
+@dataclass(frozen=True)
+class Summary:
+    decision: Decision
+    target: Target
+    duplicate_account: bool
+    now: datetime
+
+    def verdict(self) -> dict:
+        """The record's top-level fields (docs/contracts.md §4): status, inquiry_id, decision, next_action, strikes."""
+        decision = self.decision
+        return {
+            "status": decision.status,
+            "inquiry_id": decision.inquiry_id,
+            "decision": decision.decision,
+            "next_action": decision.next_action,
+            "strikes": decision.strikes,
+        }
+
+    def verisoul_target(self) -> dict:
+        """What Verisoul should say: enrolled (never while flagged as a duplicate), blocked, until when (ISO), for good."""
+        target = self.target
+        return {
+            "enrolled": target.enrolled and not self.duplicate_account,
+            "blocked": target.blocked(self.now),
+            "blocked_until": to_iso(target.blocked_until),
+            "permanent_block": target.permanent,
+        }
+
+
+def summarise(inquiries: list[InquiryFacts], now: datetime, duplicate_account: bool = False) -> Summary:
+    """The summary of a user whose inquiries are `inquiries`, at `now` (aware UTC)."""
+    return Summary(decide(inquiries, now, duplicate_account), target_for(inquiries), duplicate_account, now)

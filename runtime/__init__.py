@@ -1,0 +1,1 @@
+"""What every process starts with: its configuration, its logging and its metrics."""
