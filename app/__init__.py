@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from runtime import logs
 from runtime.config import Config, load_config_or_exit
+from runtime.errors import init_error_reporting, report_error
 from store.db import Database
 from store.queue import EventQueue, connect_redis
 
@@ -37,13 +38,19 @@ def _json_errors(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception):
-        app.logger.exception("unhandled error")
-        return jsonify(error="internal_error", detail="unexpected error; see the server log"), 500
+        """A bug: logged, reported to Sentry when it is on, and answered with the report's id to quote."""
+        event_id = report_error(error)
+        app.logger.exception("unhandled error", extra={"sentry_event_id": event_id})
+        body = {"error": "internal_error", "detail": "unexpected error; see the server log"}
+        if event_id is not None:
+            body["sentry_event_id"] = event_id
+        return jsonify(body), 500
 
 
 def create_app(config: Config | None = None, redis: Redis | None = None) -> Flask:
     config = config or load_config_or_exit()
     logs.configure()
+    init_error_reporting(config, "web")
     app = Flask(__name__)
     app.config["PERSONA"] = config
     app.extensions["event_queue"] = EventQueue(redis or connect_redis(config.redis_url), config)

@@ -38,6 +38,8 @@ VERISOUL_FLAVORS = ("account", "lists")
 DEFAULT_INQUIRY_EXPIRY_HOURS = 24
 # Webhooks for an expiry can take a while (Persona retries for ~51 h); an hour past the window, ask.
 DEFAULT_RECONCILE_GRACE_MINUTES = 60
+# Sentry groups reports by environment; one deployment is production unless told otherwise.
+DEFAULT_SENTRY_ENVIRONMENT = "production"
 
 
 def shown_url(url: str) -> str:
@@ -76,6 +78,8 @@ class Config:
     verisoul_rate_limit: int = DEFAULT_VERISOUL_RATE_LIMIT
     admin_api_token: str | None = field(default=None, repr=False)
     worker_metrics_port: int | None = None  # a worker serves its host's metrics here (no web process there)
+    sentry_dsn: str | None = field(default=None, repr=False)  # errors reported to Sentry when set
+    sentry_environment: str = DEFAULT_SENTRY_ENVIRONMENT
     inquiry_expiry_hours: int = DEFAULT_INQUIRY_EXPIRY_HOURS
     reconcile_grace_minutes: int = DEFAULT_RECONCILE_GRACE_MINUTES
 
@@ -206,6 +210,8 @@ def load_config(
         verisoul_rate_limit=_positive_int(env, "VERISOUL_RATE_LIMIT", DEFAULT_VERISOUL_RATE_LIMIT),
         admin_api_token=_optional(env, "ADMIN_API_TOKEN"),
         worker_metrics_port=_port(env, "WORKER_METRICS_PORT"),
+        sentry_dsn=_url(env, "SENTRY_DSN", ("http", "https")),
+        sentry_environment=_optional(env, "SENTRY_ENVIRONMENT") or DEFAULT_SENTRY_ENVIRONMENT,
         inquiry_expiry_hours=_positive_int(env, "PERSONA_INQUIRY_EXPIRY_HOURS", DEFAULT_INQUIRY_EXPIRY_HOURS),
         reconcile_grace_minutes=_positive_int(env, "RECONCILE_GRACE_MINUTES", DEFAULT_RECONCILE_GRACE_MINUTES),
     )

@@ -46,6 +46,7 @@ FIELDS = (
     "path",
     "job_id",
     "queue",
+    "sentry_event_id",
 )
 
 # Loggers `configure()` sends to stderr as JSON: ours, and RQ's (all under `rq`).

@@ -15,11 +15,13 @@ from runtime.config import share_metrics_dir
 share_metrics_dir()
 
 from runtime.config import load_config_or_exit  # noqa: E402
+from runtime.errors import init_error_reporting  # noqa: E402
 from runtime.logs import configure  # noqa: E402
 from store.queue import connect_redis  # noqa: E402
 
 _config = load_config_or_exit()
 configure()
+init_error_reporting(_config, "worker")
 
 # The Procfile runs workers.worker.Worker, a SimpleWorker: jobs run in this process instead of a forked
 # work horse per job, so the engine, its connection pool and SQLAlchemy's statement cache live across

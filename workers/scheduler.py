@@ -151,11 +151,13 @@ def main() -> None:
 
     share_metrics_dir()  # before anything imports prometheus_client (the jobs module does)
     from runtime.config import load_config_or_exit
+    from runtime.errors import init_error_reporting
     from runtime.logs import configure
     from store.queue import connect_redis
 
     config = load_config_or_exit()
     configure()
+    init_error_reporting(config, "scheduler")  # its errors are logged; Sentry's logging integration sends them
     connection = connect_redis(config.redis_url)
     scheduler = Scheduler(connection, config)
     signal.signal(signal.SIGTERM, scheduler.request_stop)

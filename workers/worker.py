@@ -46,6 +46,7 @@ from rq.queue import Queue
 from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
+from runtime.errors import last_reported
 from store.queue import PROCESS_EVENT
 from workers.abandoned import requeue_abandoned
 
@@ -233,6 +234,18 @@ class Worker(SimpleWorker):
             self.executions.clear()  # forget it here; its registry entry in Redis expires and it runs again
             self._batch.clear()
             wait_for_redis(self.connection.ping, lambda: self._stop_requested, what="after a job: ")
+
+    def handle_exception(self, job: Job, *exc_info) -> None:
+        """RQ's log line and handlers; when Sentry has the failure (a job's last try, RqIntegration), its event
+        id is kept in the job's meta and logged, so the failed job and the report name each other."""
+        before = last_reported()
+        super().handle_exception(job, *exc_info)
+        event_id = last_reported()
+        if event_id is not None and event_id != before:
+            job.meta["sentry_event_id"] = event_id
+            job.save_meta()
+            # a warning: an error line would be reported to Sentry again by its logging integration
+            log.warning("job failed; reported to sentry", extra={"job_id": job.id, "sentry_event_id": event_id})
 
     def _take_more_events(self, queue: Queue) -> list[Job]:
         ids = self._take_event_jobs(keys=[queue.key, queue.intermediate_queue_key], args=[EVENT_BATCH - 1])
