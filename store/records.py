@@ -88,7 +88,7 @@ class Applied:
 def apply_event(session: Session, event: QueuedEvent, now: datetime, verisoul_configured: bool = True) -> Applied:
     """Lock and read what the event touches, and return the verdict with the writes that record it.
 
-    `now` decides whether a block is in force, for the user's Verisoul sync state (workers/sync.py
+    `now` decides whether a block is in force, for the user's Verisoul sync state (store/sync_state.py
     `sync_state`, which also says what becomes of it without Verisoul)."""
     kind = kind_of(event)
     if kind == "inquiry":
@@ -369,7 +369,7 @@ _FACT_COLUMNS = ("status", "inquiry_created_at", "snapshot_at", "status_since")
 
 
 def _mark_sync(plan: _UserPlan, facts: list[InquiryFacts], now: datetime, configured: bool) -> tuple[list[Write], bool]:
-    """The user's Verisoul sync state after the event (workers/sync.py `sync_state`), and whether to sync."""
+    """The user's Verisoul sync state after the event (store/sync_state.py `sync_state`), and whether to sync."""
     if plan.reference_id is None:
         return [], False
     values, needed = sync_state(plan.user, plan.reference_id, plan.account_id, facts, now, configured)

@@ -118,7 +118,7 @@ def replayer(command: str, dry_run: bool = False) -> Replayer:
 
 
 def verisoul_configured() -> bool:
-    """Without VERISOUL_API_URL no sync is queued; the record says why (workers/sync.py `sync_state`)."""
+    """Without VERISOUL_API_URL no sync is queued; the record says why (store/sync_state.py `sync_state`)."""
     return syncer().client is not None
 
 
