@@ -33,7 +33,7 @@ stored id replaces it), ``POST /_control/inquiries`` with a list of documents ``
 ``GET``/``POST /_control/config``, ``GET /_control/calls`` (method, path, query, status and persona_version of
 every API request, in order of answer).
 
-Routes match the request path as it came over the wire (``route_raw_paths``, shared with the fake Verisoul):
+Routes match the request path as it came over the wire (``RawPathApp`` in scripts/fake_server.py):
 an id is one segment, percent-decoded, so ``/api/v1/inquiries/a%2Fb`` asks for inquiry ``a/b`` and
 ``/api/v1/events/%2E%2E`` for event ``..``; each call's ``path`` in the log is the raw path.
 
@@ -42,19 +42,13 @@ Run: ``python -m scripts.fake_persona --port 8091`` (``--port 0`` picks a free p
 
 from __future__ import annotations
 
-import argparse
-import random
-import threading
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from datetime import datetime
-from http import HTTPStatus
 from urllib.parse import urlencode
 
 from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException
-from werkzeug.serving import make_server
 
-from scripts.fake_verisoul import route_raw_paths
+from scripts import fake_server
 
 DEFAULT_API_KEY = "fake-persona-key"
 DEFAULT_PAGE_SIZE = 10
@@ -75,27 +69,25 @@ class FakeConfig:
     seed: int | None = None
 
 
-class FakeState:
+class FakeState(fake_server.FakeServerState[FakeConfig]):
     """Everything the fake remembers, behind one lock."""
 
     def __init__(self, config: FakeConfig | None = None):
-        self.lock = threading.Lock()
-        self.initial = config or FakeConfig()
-        self.reset()
+        super().__init__(config or FakeConfig())
 
     def reset(self) -> None:
-        self.config = replace(self.initial, fail_next=list(self.initial.fail_next))
-        self.rng = random.Random(self.config.seed)
+        super().reset()
         self.events: dict[str, dict] = {}  # id → the resource, as stored
         self.inquiries: dict[str, dict] = {}  # id → the whole document
-        self.calls: list[dict] = []
 
     def newest_first(self) -> list[dict]:
         return sorted(self.events.values(), key=lambda event: (_created_at(event), event["id"]), reverse=True)
 
 
 def _created_at(resource: dict) -> datetime | None:
-    attributes = resource.get("attributes") if isinstance(resource.get("attributes"), dict) else {}
+    attributes = resource.get("attributes")
+    if not isinstance(attributes, dict):
+        return None
     value = next((attributes[key] for key in CREATED_AT_KEYS if key in attributes), None)
     try:
         moment = datetime.fromisoformat(value) if isinstance(value, str) else None
@@ -105,17 +97,15 @@ def _created_at(resource: dict) -> datetime | None:
 
 
 def _error(status: int, title: str | None = None, detail: str | None = None) -> tuple[int, dict]:
-    error = {"title": title or _phrase(status)}
+    error = {"title": title or fake_server.phrase(status)}
     if detail:
         error["detail"] = detail
     return status, {"errors": [error]}
 
 
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
+def _error_reply(status: int, title: str, detail: str | None):
+    """The shared routes' errors (fake_server.ErrorReply) in Persona's shape."""
+    return _reply(*_error(status, title, detail))
 
 
 # --- the gate every API request passes first ---
@@ -124,13 +114,8 @@ def _phrase(status: int) -> str:
 def _gate(state: FakeState) -> tuple[int, dict] | None:
     if request.headers.get("Authorization") != f"Bearer {state.config.api_key}":
         return _error(401, "Unauthorized", "Must be authenticated with a valid API key")
-    config = state.config
-    if config.fail_next:
-        return _error(config.fail_next.pop(0))
-    for status, rate in ((500, config.fail_rate_500), (429, config.fail_rate_429)):
-        if rate and state.rng.random() < rate:
-            return _error(status)
-    return None
+    status = state.injected_failure()
+    return _error(status) if status is not None else None
 
 
 # --- API handlers: (state, **view args) → (status, body) ---
@@ -231,22 +216,6 @@ def _store_inquiries(state: FakeState, documents) -> str | None:
     return problem
 
 
-def _apply_config(state: FakeState, changes) -> str | None:
-    """Validate and apply a /_control/config body; return a problem, or None once applied."""
-    known = {f.name for f in fields(FakeConfig)}
-    if not isinstance(changes, dict) or not changes or set(changes) - known:
-        return f"body must be an object with some of: {sorted(known)}"
-    merged = replace(state.config, **changes)
-    problem = _config_problem(merged)
-    if problem:
-        return problem
-    merged.fail_next = list(merged.fail_next)
-    state.config = merged
-    if "seed" in changes:
-        state.rng = random.Random(merged.seed)
-    return None
-
-
 def _config_problem(config: FakeConfig) -> str | None:
     def is_number(value) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -267,16 +236,10 @@ def _config_problem(config: FakeConfig) -> str | None:
 
 
 def _control_answer(problem: str | None, body):
-    return _reply(*_error(400, "Bad Request", problem)) if problem else _reply(200, body)
+    return _error_reply(400, "Bad Request", problem) if problem else _reply(200, body)
 
 
 def _register_control(app: Flask, state: FakeState) -> None:
-    @app.post("/_control/reset")
-    def control_reset():
-        with state.lock:
-            state.reset()
-        return jsonify({"success": True})
-
     @app.post("/_control/events")
     def control_events():
         documents = request.get_json(silent=True)
@@ -293,65 +256,25 @@ def _register_control(app: Flask, state: FakeState) -> None:
             count = len(state.inquiries)
         return _control_answer(problem, {"stored": count})
 
-    @app.get("/_control/config")
-    def control_config():
-        with state.lock:
-            return jsonify(asdict(state.config))
-
-    @app.post("/_control/config")
-    def control_set_config():
-        with state.lock:
-            problem = _apply_config(state, request.get_json(silent=True))
-            config = asdict(state.config)
-        return _control_answer(problem, config)
-
-    @app.get("/_control/calls")
-    def control_calls():
-        with state.lock:
-            return jsonify(list(state.calls))
-
 
 def create_fake_app(state: FakeState | None = None) -> Flask:
     state = state or FakeState()
-    app = route_raw_paths(Flask(__name__))
+    app = fake_server.fake_app(__name__, state, _config_problem, _error_reply)
     for rule, endpoint, handler in API_ROUTES:
         app.add_url_rule(rule, endpoint=endpoint, view_func=_make_view(state, handler), methods=["GET"])
     _register_control(app, state)
-
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):
-        return _reply(*_error(exc.code or 500, exc.name))
-
     return app
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8091, help="0 picks a free port")
-    parser.add_argument("--api-key", default=DEFAULT_API_KEY)
-    parser.add_argument("--fail-rate-500", type=float, default=0.0)
-    parser.add_argument("--fail-rate-429", type=float, default=0.0)
+    parser = fake_server.argument_parser(__doc__.splitlines()[0], port=8091, api_key=DEFAULT_API_KEY)
     parser.add_argument("--reset-seconds", type=float, default=1, help="ratelimit-reset of every 429")
-    parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
-    config = FakeConfig(
-        api_key=args.api_key,
-        fail_rate_500=args.fail_rate_500,
-        fail_rate_429=args.fail_rate_429,
-        reset_seconds=args.reset_seconds,
-        seed=args.seed,
-    )
+    config = FakeConfig(**fake_server.fault_switches(args), reset_seconds=args.reset_seconds)
     problem = _config_problem(config)
     if problem:
         parser.error(problem)
-    server = make_server(args.host, args.port, create_fake_app(FakeState(config)), threaded=True)
-    print(f"fake Persona listening on http://{args.host}:{server.server_port}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return fake_server.serve(create_fake_app(FakeState(config)), args.host, args.port, "Persona")
 
 
 if __name__ == "__main__":

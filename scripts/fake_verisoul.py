@@ -36,32 +36,27 @@ starting switches), ``GET``/``POST /_control/config``, ``POST /_control/accounts
 or ``{"accounts_linked": n}`` (creates the account if needed), ``GET /_control/accounts`` (every account's state
 and successful-call counts, by id), ``GET /_control/calls`` (every API request received, in order of answer).
 
-Routes match the request path as it came over the wire (see ``route_raw_paths``): an account id is one
-segment, percent-decoded, so ``/account/a%2Fb`` is account ``a/b`` and ``/account/%2E%2E/enroll`` enrolls
-account ``..``, as Verisoul itself would read them. Each call in the log has that raw ``path`` and its raw
-``query`` string (empty when there is none).
+Routes match the request path as it came over the wire (``RawPathApp`` in scripts/fake_server.py): an account
+id is one segment, percent-decoded, so ``/account/a%2Fb`` is account ``a/b`` and ``/account/%2E%2E/enroll``
+enrolls account ``..``, as Verisoul itself would read them. Each call in the log has that raw ``path`` and its
+raw ``query`` string (empty when there is none).
 
 Run: ``python -m scripts.fake_verisoul --port 8090`` (``--port 0`` picks a free port; the ready line shows it).
 """
 
 from __future__ import annotations
 
-import argparse
-import random
-import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from http import HTTPStatus
-from urllib.parse import quote, unquote, urlsplit
 
 from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException
-from werkzeug.routing import BaseConverter
-from werkzeug.serving import make_server
+
+from scripts import fake_server
 
 DEFAULT_API_KEY = "fake-verisoul-key"
 WINDOW_SECONDS = 60.0
@@ -113,87 +108,31 @@ class FakeAccount:
         }
 
 
-class FakeState:
+class FakeState(fake_server.FakeServerState[FakeConfig]):
     """Everything the fake remembers, behind one lock. `clock` returns seconds since the epoch."""
 
-    def __init__(self, config: FakeConfig | None = None, clock=time.time):
-        self.lock = threading.Lock()
+    def __init__(self, config: FakeConfig | None = None, clock: Callable[[], float] = time.time):
         self.clock = clock
-        self.initial = config or FakeConfig()
-        self.reset()
+        super().__init__(config or FakeConfig())
 
     def reset(self) -> None:
-        self.config = replace(self.initial, fail_next=list(self.initial.fail_next))
-        self.rng = random.Random(self.config.seed)
+        super().reset()
         self.accounts: dict[str, FakeAccount] = {}
-        self.calls: list[dict] = []
         self.admitted: deque[float] = deque()
 
 
 def _error(status: int, message: str | None = None) -> tuple[int, dict]:
-    return status, {"statusCode": status, "message": message or _phrase(status)}
+    return status, {"statusCode": status, "message": message or fake_server.phrase(status)}
 
 
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
+def _error_reply(status: int, title: str, detail: str | None):
+    """The shared routes' errors (fake_server.ErrorReply) in Verisoul's shape."""
+    return _reply(*_error(status, detail or title))
 
 
 def _now_iso(state: FakeState) -> str:
     moment = datetime.fromtimestamp(state.clock(), UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-# --- routing on the path as sent ---
-
-
-class SegmentConverter(BaseConverter):
-    """`<segment:name>`: one segment of the raw request path, percent-decoded (UTF-8).
-
-    Only meaningful under `route_raw_paths`: there the path still holds `%2F`, so a `/` inside an id cannot
-    be mistaken for a separator, and `..` arrives as the id `%2E%2E` (or `..`), never resolved away.
-    """
-
-    regex = "[^/]+"
-
-    def to_python(self, value: str) -> str:
-        return unquote(value)
-
-    def to_url(self, value: str) -> str:
-        return quote(value, safe="")
-
-
-def _raw_path(environ) -> str | None:
-    """The path of the request line, still percent-encoded; None when the server does not pass it on."""
-    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-    if not raw:
-        return None
-    if raw.startswith("/"):  # origin form; urlsplit would read a leading `//x` as a host
-        return raw.split("#", 1)[0].split("?", 1)[0]
-    return urlsplit(raw).path or "/"  # absolute form (a proxy request)
-
-
-def route_raw_paths(app: Flask) -> Flask:
-    """Route `app` on the path as sent rather than on PATH_INFO, which the WSGI server has percent-decoded.
-
-    A fake must show what a client put on the wire: with PATH_INFO, `/account/a%2Fb` and `/account/a/b` are
-    the same string and an id holding `/` cannot be represented at all. Call it before adding rules (it turns
-    off slash merging, which would hide an empty segment); rules name ids with `<segment:...>`.
-    """
-    app.url_map.converters["segment"] = SegmentConverter
-    app.url_map.merge_slashes = False
-    inner = app.wsgi_app
-
-    def wsgi_app(environ, start_response):
-        raw = _raw_path(environ)
-        if raw is not None:
-            environ["PATH_INFO"] = raw
-        return inner(environ, start_response)
-
-    app.wsgi_app = wsgi_app
-    return app
 
 
 # --- the gate every API request passes before it may touch an account ---
@@ -204,7 +143,8 @@ def _gate(state: FakeState) -> tuple[int, dict] | None:
         return _error(401, "Unauthorized")
     if _rate_limited(state):
         return _error(429)
-    return _injected_failure(state)
+    status = state.injected_failure()
+    return _error(status) if status is not None else None
 
 
 def _rate_limited(state: FakeState) -> bool:
@@ -218,16 +158,6 @@ def _rate_limited(state: FakeState) -> bool:
         return True
     state.admitted.append(now)
     return False
-
-
-def _injected_failure(state: FakeState) -> tuple[int, dict] | None:
-    config = state.config
-    if config.fail_next:
-        return _error(config.fail_next.pop(0))
-    for status, rate in ((500, config.fail_rate_500), (429, config.fail_rate_429)):
-        if rate and state.rng.random() < rate:
-            return _error(status)
-    return None
 
 
 def _find_account(state: FakeState, account_id: str) -> FakeAccount | None:
@@ -372,22 +302,6 @@ def _handle(state: FakeState, check, handler, account_id: str, body) -> tuple[in
 # --- control API ---
 
 
-def _apply_config(state: FakeState, changes) -> str | None:
-    """Validate and apply a /_control/config body; return a problem, or None once applied."""
-    known = {f.name for f in fields(FakeConfig)}
-    if not isinstance(changes, dict) or not changes or set(changes) - known:
-        return f"body must be an object with some of: {sorted(known)}"
-    merged = replace(state.config, **changes)
-    problem = _config_problem(merged)
-    if problem:
-        return problem
-    merged.fail_next = list(merged.fail_next)
-    state.config = merged
-    if "seed" in changes:
-        state.rng = random.Random(merged.seed)
-    return None
-
-
 def _config_problem(config: FakeConfig) -> str | None:
     def is_number(value) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -425,24 +339,6 @@ def _set_linkage(state: FakeState, account_id: str, body) -> str | None:
 
 
 def _register_control(app: Flask, state: FakeState) -> None:
-    @app.post("/_control/reset")
-    def control_reset():
-        with state.lock:
-            state.reset()
-        return jsonify({"success": True})
-
-    @app.get("/_control/config")
-    def control_config():
-        with state.lock:
-            return jsonify(asdict(state.config))
-
-    @app.post("/_control/config")
-    def control_set_config():
-        with state.lock:
-            problem = _apply_config(state, request.get_json(silent=True))
-            config = asdict(state.config)
-        return _reply(*_error(400, problem)) if problem else _reply(200, config)
-
     @app.post("/_control/accounts/<segment:account_id>")
     def control_set_account(account_id: str):
         with state.lock:
@@ -455,54 +351,26 @@ def _register_control(app: Flask, state: FakeState) -> None:
         with state.lock:
             return jsonify({account_id: a.snapshot() for account_id, a in state.accounts.items()})
 
-    @app.get("/_control/calls")
-    def control_calls():
-        with state.lock:
-            return jsonify(list(state.calls))
-
 
 def create_fake_app(state: FakeState | None = None) -> Flask:
     state = state or FakeState()
-    app = route_raw_paths(Flask(__name__))
+    app = fake_server.fake_app(__name__, state, _config_problem, _error_reply)
     for rule, method, flavor, action, check, handler in API_ROUTES:
         view = partial(_serve, state, flavor, action, check, handler)
         app.add_url_rule(rule, endpoint=f"{flavor}_{action}", view_func=view, methods=[method])
     _register_control(app, state)
-
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):
-        return _reply(*_error(exc.code or 500, exc.name))
-
     return app
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8090, help="0 picks a free port")
-    parser.add_argument("--api-key", default=DEFAULT_API_KEY)
-    parser.add_argument("--fail-rate-500", type=float, default=0.0)
-    parser.add_argument("--fail-rate-429", type=float, default=0.0)
+    parser = fake_server.argument_parser(__doc__.splitlines()[0], port=8090, api_key=DEFAULT_API_KEY)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait before answering")
-    parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
-    config = FakeConfig(
-        api_key=args.api_key,
-        fail_rate_500=args.fail_rate_500,
-        fail_rate_429=args.fail_rate_429,
-        delay_seconds=args.delay,
-        seed=args.seed,
-    )
+    config = FakeConfig(**fake_server.fault_switches(args), delay_seconds=args.delay)
     problem = _config_problem(config)
     if problem:
         parser.error(problem)
-    server = make_server(args.host, args.port, create_fake_app(FakeState(config)), threaded=True)
-    print(f"fake Verisoul listening on http://{args.host}:{server.server_port}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return fake_server.serve(create_fake_app(FakeState(config)), args.host, args.port, "Verisoul")
 
 
 if __name__ == "__main__":
