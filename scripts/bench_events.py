@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from domain.events import body_sha256, minimise, normalise_keys
+from domain.events import QueuedEvent, body_sha256, minimise, normalise_keys
 from domain.schemas import load_envelope
 from domain.signature import sign
 from domain.times import iso_millis
@@ -184,7 +184,7 @@ def lifecycle_rows(tag: str, inquiries: int, users: int, block: int = 50) -> lis
     return rows
 
 
-def queued_event(body: bytes) -> dict:
+def queued_event(body: bytes) -> QueuedEvent:
     """What POST /webhooks/persona queues for `body` (after its signature check), via the app's functions."""
     envelope = load_envelope(normalise_keys(json.loads(body.decode("utf-8-sig"))))
     event = minimise(envelope, body_sha256(body))
@@ -192,11 +192,11 @@ def queued_event(body: bytes) -> dict:
     return event
 
 
-def queued_events(template: Template, rows: Iterable[dict[str, str]]) -> list[dict]:
+def queued_events(template: Template, rows: Iterable[dict[str, str]]) -> list[QueuedEvent]:
     return [queued_event(template.render(row)) for row in rows]
 
 
-def lifecycle_stream(tag: str, users: int, inquiries_per_user: int, seed: int = 1) -> list[dict]:
+def lifecycle_stream(tag: str, users: int, inquiries_per_user: int, seed: int = 1) -> list[QueuedEvent]:
     """users x inquiries x (created, pending, completed, approved), shuffled: arrival order is not
     event order, so some events are stale, as in production. ~7 KB bodies."""
     template = Template(INQUIRY_7KB, INQUIRY_SLOTS)
@@ -217,7 +217,7 @@ INQUIRY_CYCLE = ("created", "pending", "completed", "approved")
 VERIFICATION_CYCLE = ("initiated", "submitted", "passed")
 
 
-def long_inquiry_stream(tag: str, inquiries: int, per_inquiry: int) -> list[dict]:
+def long_inquiry_stream(tag: str, inquiries: int, per_inquiry: int) -> list[QueuedEvent]:
     """`per_inquiry` events for each inquiry (one user each), alternating an inquiry event (status cycling
     created, pending, completed, approved) and an event of the inquiry's verification (initiated,
     submitted, passed), each 1 s after the last: every one newer, so every one is applied. Inquiries are

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
+from domain.events import QueuedEvent
 from scripts.bench_worker import synthetic_events
 from store.db import Database, migrate
 from store.models import Event
@@ -29,7 +30,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _timed(database: Database, label: str, count: int, dry_run: bool, fetched: list[dict] | None = None) -> None:
+def _timed(database: Database, label: str, count: int, dry_run: bool, fetched: list[QueuedEvent] | None = None) -> None:
     with database.sessions() as session:
         stored = [] if fetched else list(session.scalars(select(Event)))
         units = plan_units(session, stored, fetched or [])

@@ -35,6 +35,7 @@ from rq import Queue
 from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
+from domain.events import QueuedEvent
 from runtime.config import Config
 from scripts import bench_jobs
 from scripts.bench_events import lifecycle_stream, long_inquiry_stream
@@ -46,7 +47,7 @@ PHASE_LIMIT = 900.0  # seconds a phase may take before the run is abandoned
 _RUN_IDS = counter(1)
 
 
-def synthetic_events(users: int, inquiries: int, seed: int = 1) -> list[dict]:
+def synthetic_events(users: int, inquiries: int, seed: int = 1) -> list[QueuedEvent]:
     """users x inquiries x (created, pending, completed, approved), shuffled, as the webhook queues them."""
     return lifecycle_stream("b", users, inquiries, seed)
 
@@ -58,7 +59,7 @@ class BenchError(RuntimeError):
 @dataclass
 class Phase:
     label: str
-    events: list[dict] | None = None
+    events: list[QueuedEvent] | None = None
     noop: int = 0
 
     @property
@@ -75,7 +76,8 @@ def recorded_events(database_url: str) -> int:
         with sqlite3.connect(database_url.removeprefix("sqlite:///")) as connection:
             return connection.execute("SELECT count(*) FROM events").fetchone()[0]
     with psycopg.connect(libpq_url(database_url)) as connection:
-        return connection.execute("SELECT count(*) FROM events").fetchone()[0]
+        [(count,)] = connection.execute("SELECT count(*) FROM events").fetchall()
+        return count
 
 
 class WorkerRun:
@@ -95,7 +97,7 @@ class WorkerRun:
             self.queue.enqueue(bench_jobs.barrier, name, self.workers, job_timeout=int(bench_jobs.WAIT_LIMIT) + 60)
         return bench_jobs.PREFIX + name
 
-    def _enqueue(self, warmup: list[dict], phases: list[Phase]) -> list[str]:
+    def _enqueue(self, warmup: list[QueuedEvent], phases: list[Phase]) -> list[str]:
         events = EventQueue(self.ctx.redis.client, self.config)
         for event in warmup:
             events.enqueue_once(event)
@@ -109,7 +111,7 @@ class WorkerRun:
             barriers.append(self._barrier(index))
         return barriers
 
-    def run(self, phases: list[Phase], warmup: list[dict], at_barrier=None) -> dict[str, float]:
+    def run(self, phases: list[Phase], warmup: list[QueuedEvent], at_barrier=None) -> dict[str, float]:
         """Seconds per phase label. `at_barrier(index)` runs while every worker is parked at barrier `index`."""
         self.ctx.redis.flush()
         barriers = self._enqueue(warmup, phases)
@@ -157,7 +159,7 @@ class WorkerRun:
             if process.returncode != 0:
                 raise BenchError(f"a worker exited with status {process.returncode}; see worker-r{self.run_id}-*.log")
 
-    def _check(self, warmup: list[dict], phases: list[Phase]) -> None:
+    def _check(self, warmup: list[QueuedEvent], phases: list[Phase]) -> None:
         """Every job ran and succeeded, every event is recorded; else the app's own error, as RQ kept it."""
         redis = self.ctx.redis.client
         registries = ((FailedJobRegistry, "failed"), (ScheduledJobRegistry, "failed and awaiting a retry"))
