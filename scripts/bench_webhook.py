@@ -24,13 +24,15 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 from flask import Flask, jsonify, request
+from flask.testing import FlaskClient
 from redis import Redis
 
 from app import create_app
 from app.webhooks import parse_json
-from domain.events import body_sha256, normalise_envelope
+from domain.events import QueuedEvent, body_sha256, normalise_envelope
 from domain.schemas import load_event
 from domain.signature import sign, verify
 from runtime.config import Config
@@ -82,17 +84,20 @@ def bare_app() -> Flask:
     return app
 
 
-class _Prepared:
+Input = TypeVar("Input")
+
+
+class _Prepared(Generic[Input]):
     """A step whose input is made before the clock starts."""
 
-    def __init__(self, prepare: Callable[[], object], call: Callable[[object], object]):
+    def __init__(self, prepare: Callable[[], Input], call: Callable[[Input], object]):
         self.prepare, self.call = prepare, call
 
 
-def request_steps(body: Body, client, bare, event_queue: EventQueue) -> dict[str, _Prepared]:
+def request_steps(body: Body, client, bare, event_queue: EventQueue) -> dict[str, _Prepared[Any]]:
     """Steps that need a new event each call, made before the clock starts."""
 
-    def new_event() -> dict:
+    def new_event() -> QueuedEvent:
         return load_event(normalise_envelope(parse_json(body.fresh())), "")
 
     return {
@@ -102,7 +107,7 @@ def request_steps(body: Body, client, bare, event_queue: EventQueue) -> dict[str
     }
 
 
-def _posting(body: Body, client) -> _Prepared:
+def _posting(body: Body, client) -> _Prepared[tuple[bytes, dict]]:
     """A signed POST of a new copy of the body, answered `queued`."""
 
     def prepare() -> tuple[bytes, dict]:
@@ -132,7 +137,7 @@ def _median_us(step, calls: int) -> float:
 
 
 @contextlib.contextmanager
-def service() -> Iterator[tuple[Callable, Callable, EventQueue]]:
+def service() -> Iterator[tuple[FlaskClient, FlaskClient, EventQueue]]:
     """The app's and the bare app's test clients and an EventQueue, on a fresh embedded Redis (AOF on)."""
     with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as devnull:
         embedded = EmbeddedRedis(Path(tmp) / "redis", appendonly=True).start()
