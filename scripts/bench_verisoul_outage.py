@@ -46,6 +46,7 @@ from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
+from domain.events import QueuedEvent
 from runtime.config import Config
 from scripts.devstack import procfile_command
 from scripts.embedded_redis import EmbeddedRedis
@@ -178,6 +179,8 @@ class ScratchDatabase:
             self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
     def _admin(self, statement: str) -> None:
+        if self.server_url is None:  # create() and drop() call it only with a server
+            raise RuntimeError("a SQLite scratch database has no server to run statements on")
         engine = create_engine(engine_url(self.server_url), isolation_level="AUTOCOMMIT")
         try:
             with engine.connect() as connection:
@@ -196,7 +199,7 @@ class ScratchDatabase:
 # --- one round ---
 
 
-def make_events(round_index: int, count: int) -> list[dict]:
+def make_events(round_index: int, count: int) -> list[QueuedEvent]:
     at = f"2026-01-01T00:{round_index // 60 % 60:02d}:{round_index % 60:02d}.000Z"
     return [
         inquiry_event(f"inq_r{round_index}_{i}", "approved", at, f"bench_r{round_index}_u{i}") for i in range(count)
@@ -276,8 +279,9 @@ def job_spans(log_path: Path) -> list[tuple[float, float, str, str, bool]]:
     """(start, end, queue, description) per job one worker ran, from its JSON log: a job starts at RQ's
     `Worker w: <queue>: <description> (<id>)` line and ends at the next end-of-job line (`Job OK`, the
     failure's traceback) or, failing that, at the last line before the next job starts."""
-    spans = []
-    current = None  # [start, last_seen, queue, description]
+    spans: list[tuple[float, float, str, str, bool]] = []
+    current: tuple[float, str, str] | None = None  # (start, queue, description) of the job under way
+    last_seen = 0.0
     for line in log_path.read_text(errors="replace").splitlines():
         try:
             entry = json.loads(line)
@@ -290,17 +294,17 @@ def job_spans(log_path: Path) -> list[tuple[float, float, str, str, bool]]:
             start = None
         if start:
             if current:
-                spans.append((current[0], current[1], current[2], current[3], True))
-            current = [at, at, start.group(1), start.group(2)]
+                spans.append((current[0], last_seen, current[1], current[2], True))
+            current, last_seen = (at, start.group(1), start.group(2)), at
             continue
         if current is None:
             continue
-        current[1] = at
+        last_seen = at
         if entry.get("logger", "").startswith("rq") and JOB_END.search(message):
-            spans.append((current[0], current[1], current[2], current[3], entry.get("level") != "error"))
+            spans.append((current[0], last_seen, current[1], current[2], entry.get("level") != "error"))
             current = None
     if current:
-        spans.append((current[0], current[1], current[2], current[3], True))
+        spans.append((current[0], last_seen, current[1], current[2], True))
     return spans
 
 
