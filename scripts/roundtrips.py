@@ -45,6 +45,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import cast
 
 from sqlalchemy.engine import make_url
 
@@ -155,12 +156,12 @@ def _clip(text: str) -> str:
 
 
 class _Conversation:
-    """One proxied connection: whose turn it was last, and (PostgreSQL) its message decoder."""
+    """One proxied connection: the flight the client is sending, if it has the turn, and (PostgreSQL) its
+    message decoder."""
 
     def __init__(self, number: int, postgres: bool):
         self.number = number
-        self.client_turn = False
-        self.flight: Flight | None = None
+        self.flight: Flight | None = None  # the one the client is sending; None once the server answers
         self.decoder = _PostgresDecoder() if postgres else None
 
 
@@ -237,12 +238,12 @@ class RoundTripProxy(TcpProxy):
         self._opened += 1
         return _Conversation(self._opened, self.postgres)
 
-    def _forwarding(self, data: bytes, conversation: _Conversation, from_client: bool) -> None:
+    def _forwarding(self, data: bytes, connection: object, from_client: bool) -> None:
+        conversation = cast(_Conversation, connection)  # what _opened_connection made for this connection
         if not from_client:
-            conversation.client_turn = False
+            conversation.flight = None
             return
-        if not conversation.client_turn:  # the server answered since the client last sent: a new flight
-            conversation.client_turn = True
+        if conversation.flight is None:  # the server answered since the client last sent: a new flight
             self._flights += 1
             conversation.flight = Flight(self._flights, conversation.number)
             self._recent.append(conversation.flight)

@@ -24,6 +24,7 @@ import socket
 import struct
 import threading
 from concurrent.futures import Future
+from typing import Self
 
 MODES = ("forward", "reset", "blackhole")
 CHUNK = 65536
@@ -54,7 +55,7 @@ class TcpProxy:
 
     # --- control, from any thread ---
 
-    def start(self, timeout: float = 10.0) -> TcpProxy:
+    def start(self, timeout: float = 10.0) -> Self:
         ready: Future = Future()
         self._thread = threading.Thread(target=self._run, args=(ready,), name="tcp-proxy", daemon=True)
         self._thread.start()
@@ -86,7 +87,7 @@ class TcpProxy:
         self._thread.join(timeout=10)
         self._loop = None
 
-    def __enter__(self) -> TcpProxy:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *_) -> None:
@@ -144,7 +145,7 @@ class TcpProxy:
             return
         if mode == "blackhole":
             self.counts["blackholed"] += 1
-            entry = (writer,)
+            entry: tuple[asyncio.StreamWriter, ...] = (writer,)
             self._connections.add(entry)
             try:
                 while await reader.read(CHUNK):
