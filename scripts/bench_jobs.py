@@ -26,7 +26,10 @@ def noop() -> None:
 
 
 def barrier(name: str, workers: int) -> None:
-    connection = get_current_job().connection
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("barrier() runs only as an RQ job: it meets the other workers through the job's Redis")
+    connection = job.connection
     key = PREFIX + name
     arrived = connection.incr(key + ":arrived")
     if arrived == workers:

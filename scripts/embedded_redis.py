@@ -53,10 +53,10 @@ class EmbeddedRedis:
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
-        self._wait_until_ready(timeout)
+        self._wait_until_ready(self.process, timeout)
         return self
 
-    def _wait_until_ready(self, timeout: float) -> None:
+    def _wait_until_ready(self, process: subprocess.Popen, timeout: float) -> None:
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + timeout
         while True:
@@ -64,7 +64,7 @@ class EmbeddedRedis:
                 client.ping()
                 return
             except redis.ConnectionError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
+                if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(
                         f"embedded redis-server did not start; see {self.data_dir / 'redis.log'}"
                     ) from None
