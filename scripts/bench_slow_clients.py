@@ -206,7 +206,8 @@ class Sender:
         try:
             answer = requests.post(self.url, data=body, headers=signed, timeout=DEADLINE)
         except requests.RequestException as error:
-            return DEADLINE, bool(self.unexpected.append(type(error).__name__)) or False
+            self.unexpected.append(type(error).__name__)
+            return DEADLINE, False
         elapsed = time.monotonic() - started
         if answer.status_code != 200:
             self.unexpected.append(f"HTTP {answer.status_code}")

@@ -45,7 +45,7 @@ class Children:
 
     def __init__(self, log_dir: Path):
         self.log_dir = log_dir
-        self._processes: list[tuple[str, subprocess.Popen]] = []
+        self._processes: list[tuple[str, subprocess.Popen, int]] = []  # name, process, its stop signal
 
     def start(self, name: str, command: list[str], env: dict[str, str], stop_signal: int = signal.SIGTERM):
         """Start `command`, its output in <log_dir>/<name>.log; `stop_signal` is what stop() sends it."""
@@ -53,8 +53,7 @@ class Children:
         # Own session: Ctrl-C at the terminal reaches only the bench, which then stops them in order.
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
         log.close()
-        process.stop_signal = stop_signal
-        self._processes.append((name, process))
+        self._processes.append((name, process, stop_signal))
         return process
 
     def stop(self, process: subprocess.Popen, grace: float = 15.0) -> None:
@@ -63,16 +62,19 @@ class Children:
         Only while the child is not yet reaped: until then its pid, the group's id, cannot be reused by
         another process. (gunicorn's master stops its workers before it exits; the others have no children.)"""
         if process.poll() is None:
-            _signal_group(process.pid, process.stop_signal)
+            _signal_group(process.pid, self._stop_signal(process))
             try:
                 process.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 _signal_group(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
-        self._processes = [(name, p) for name, p in self._processes if p is not process]
+        self._processes = [entry for entry in self._processes if entry[1] is not process]
+
+    def _stop_signal(self, process: subprocess.Popen) -> int:
+        return next(stop_signal for _name, p, stop_signal in self._processes if p is process)
 
     def stop_all(self) -> None:
-        for _name, process in reversed(list(self._processes)):
+        for _name, process, _stop_signal in reversed(list(self._processes)):
             self.stop(process, grace=10.0)
 
 
