@@ -715,7 +715,7 @@ def fault_deploy(ctx: Context) -> float:
 def fault_clock_skew(ctx: Context) -> float:
     tolerance = int(ctx.stack.env["PERSONA_SIGNATURE_TOLERANCE"])
     edge = tolerance - SKEW_MARGIN
-    signed = Counter()
+    signed: Counter[int] = Counter()
 
     def skew() -> int:  # alternately ahead of and behind our clock
         offset = edge if sum(signed.values()) % 2 == 0 else -edge
@@ -1030,7 +1030,7 @@ def run_scenario(fault: str, settings: Settings, index: int, work: Path) -> Row:
             row.exited_on_their_own = [
                 f"{p.name} pid {p.pid} exit {p.exit_code} at +{p.exited - began:.0f} s"
                 for p in stack.runs
-                if p.on_its_own
+                if p.on_its_own and p.exited is not None  # exited is set with exit_code, at reaping
             ]
         row.log_findings = _log_findings(work)
         row.seconds = round(time.monotonic() - began, 1)
