@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from domain.overrides import NO_OVERRIDES, Overrides
 from domain.state_machine import NEGATIVE_STATUSES
 from domain.times import parse_time
 
@@ -37,6 +38,11 @@ class InquiryFacts:
     status: str
     created_at: str  # the inquiry's own created-at (ISO-8601 UTC), which makes it the latest or not
     status_since: str  # event time at which it entered `status`
+    forgiven: bool = False  # an operator forgave it (forgive_inquiry): its failure or decline is no strike
+
+    @property
+    def strike(self) -> bool:
+        return self.status in NEGATIVE_STATUSES and not self.forgiven
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,9 @@ class Policy:
             raise ValueError(f"block_days needs a length for every strike count below permanent_at, missing {missing}")
 
 
+DEFAULT_POLICY = Policy()
+
+
 @dataclass(frozen=True)
 class Decision:
     status: str
@@ -82,27 +91,37 @@ def latest(inquiries: list[InquiryFacts]) -> InquiryFacts | None:
     return max(inquiries, key=lambda inquiry: (inquiry.created_at, inquiry.id), default=None)
 
 
-def block_for(inquiries: list[InquiryFacts], policy: Policy = Policy()) -> Block | None:
-    """Strikes are inquiries currently failed or declined; the block runs from the latest of those decisions."""
-    negative = [inquiry for inquiry in inquiries if inquiry.status in NEGATIVE_STATUSES]
-    if not negative:
+def block_for(
+    inquiries: list[InquiryFacts], policy: Policy = DEFAULT_POLICY, overrides: Overrides = NO_OVERRIDES
+) -> Block | None:
+    """Strikes are inquiries currently failed or declined and not forgiven; the block runs from the latest of
+    those decisions, and ends early when an operator lifted it while it was in force."""
+    strikes = [inquiry for inquiry in inquiries if inquiry.strike]
+    if not strikes:
         return None
-    since = parse_time(max(inquiry.status_since for inquiry in negative))
-    if len(negative) >= policy.permanent_at:
-        return Block(since, None)
-    return Block(since, since + timedelta(days=policy.block_days[len(negative)]))
+    since = parse_time(max(inquiry.status_since for inquiry in strikes))
+    until = None if len(strikes) >= policy.permanent_at else since + timedelta(days=policy.block_days[len(strikes)])
+    lifted = overrides.lifted(since)
+    if lifted is not None and (until is None or lifted < until):
+        until = lifted
+    return Block(since, until)
 
 
 def decide(
-    inquiries: list[InquiryFacts], now: datetime, duplicate_account: bool = False, policy: Policy = Policy()
+    inquiries: list[InquiryFacts],
+    now: datetime,
+    duplicate_account: bool = False,
+    policy: Policy = DEFAULT_POLICY,
+    overrides: Overrides = NO_OVERRIDES,
 ) -> Decision:
     newest = latest(inquiries)
     status = newest.status if newest else "none"
-    strikes = sum(1 for inquiry in inquiries if inquiry.status in NEGATIVE_STATUSES)
-    block = block_for(inquiries, policy)
-    decision, next_action = policy.decisions[status]
+    strikes = sum(1 for inquiry in inquiries if inquiry.strike)
+    block = block_for(inquiries, policy, overrides)
+    # A forgiven failure or decline is not held against the user: they may verify again.
+    decision, next_action = policy.decisions["none" if newest and newest.forgiven else status]
     if block is not None and block.in_force(now):
         decision, next_action = "deny", "none"
-    elif decision == "allow" and duplicate_account:
+    elif decision == "allow" and duplicate_account and not overrides.duplicate_cleared:
         decision, next_action = "review", "wait"
     return Decision(status, newest.id if newest else None, decision, next_action, strikes, block)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from domain.policy import Decision, InquiryFacts, decide
+from domain.overrides import NO_OVERRIDES, Overrides
+from domain.policy import DEFAULT_POLICY, Decision, InquiryFacts, decide
 from domain.sync_plan import Target, target_for
 from domain.times import to_iso
 
@@ -43,6 +44,13 @@ class Summary:
         }
 
 
-def summarise(inquiries: list[InquiryFacts], now: datetime, duplicate_account: bool = False) -> Summary:
+def summarise(
+    inquiries: list[InquiryFacts],
+    now: datetime,
+    duplicate_account: bool = False,
+    overrides: Overrides = NO_OVERRIDES,
+) -> Summary:
     """The summary of a user whose inquiries are `inquiries`, at `now` (aware UTC)."""
-    return Summary(decide(inquiries, now, duplicate_account), target_for(inquiries), duplicate_account, now)
+    decision = decide(inquiries, now, duplicate_account, DEFAULT_POLICY, overrides)
+    duplicate = duplicate_account and not overrides.duplicate_cleared
+    return Summary(decision, target_for(inquiries, DEFAULT_POLICY, overrides), duplicate, now)

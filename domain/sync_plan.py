@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from domain.policy import InquiryFacts, Policy, block_for
+from domain.overrides import NO_OVERRIDES, Overrides
+from domain.policy import DEFAULT_POLICY, InquiryFacts, Policy, block_for
 
 VERIFIED_STATUSES = frozenset({"completed", "approved"})
 
@@ -26,6 +27,7 @@ class Target:
     enrolled: bool
     blocked_until: datetime | None
     permanent: bool
+    duplicate_cleared: bool = False  # enroll without the one-person-one-account check (clear_duplicate)
 
     def blocked(self, now: datetime) -> bool:
         return self.permanent or (self.blocked_until is not None and now < self.blocked_until)
@@ -40,18 +42,18 @@ class Known:
     duplicate_account: bool = False
 
 
-DEFAULT_POLICY = Policy()
-
-
-def target_for(inquiries: list[InquiryFacts], policy: Policy = DEFAULT_POLICY) -> Target:
+def target_for(
+    inquiries: list[InquiryFacts], policy: Policy = DEFAULT_POLICY, overrides: Overrides = NO_OVERRIDES
+) -> Target:
     """Derived from the inquiries' current statuses only, so every delivery order gives the same target.
     Enrolled when an inquiry is currently completed or approved (one person, one account is checked
     against Verisoul before enrolling); the block follows the strikes (docs/contracts.md §5)."""
-    block = block_for(inquiries, policy)
+    block = block_for(inquiries, policy, overrides)
     return Target(
         enrolled=any(inquiry.status in VERIFIED_STATUSES for inquiry in inquiries),
         blocked_until=block.until if block else None,
         permanent=bool(block and block.permanent),
+        duplicate_cleared=overrides.duplicate_cleared,
     )
 
 
@@ -61,7 +63,7 @@ def plan(target: Target, known: Known, now: datetime) -> list[str]:
     steps = []
     if known.blocked and not blocked:
         steps.append(UNBLOCK)
-    if target.enrolled and not known.enrolled and not known.duplicate_account:
+    if target.enrolled and not known.enrolled and (target.duplicate_cleared or not known.duplicate_account):
         steps.append(ENROLL)
     if blocked and not known.blocked:
         steps.append(BLOCK)
