@@ -93,10 +93,10 @@ class InvalidEvent(ValueError):
         self.field, self.problem = field, problem
 
 
-def text_problem(value: str) -> str | None:
+def text_problem(value: str, max_length: int = MAX_TEXT_LENGTH) -> str | None:
     """Why `value` cannot be kept as an id, name or status (None when it can): the one rule for kept text."""
-    if not 1 <= len(value) <= MAX_TEXT_LENGTH:
-        return f"must be 1 to {MAX_TEXT_LENGTH} characters long"
+    if not 1 <= len(value) <= max_length:
+        return f"must be 1 to {max_length} characters long"
     refused = _REFUSED_CHARACTER.search(value)
     if refused:
         return f"must not contain control characters or lone surrogates (U+{ord(refused.group()):04X})"

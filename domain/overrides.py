@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from domain.events import MAX_TEXT_LENGTH, text_problem
+
 LIFT_BLOCK = "lift_block"  # the block in force ends now; its strikes stay
 FORGIVE_INQUIRY = "forgive_inquiry"  # that inquiry's failure or decline is no longer a strike
 CLEAR_DUPLICATE = "clear_duplicate"  # the operator confirmed this is the person's main account: enroll
@@ -32,3 +36,50 @@ class Overrides:
 
 
 NO_OVERRIDES = Overrides()
+
+
+# An override's reason is the operator's words for the audit trail: room for a sentence or two, not a file.
+MAX_REASON_LENGTH = 500
+
+
+@dataclass(frozen=True)
+class OverrideRequest:
+    """An operator's request, validated: the action, why, who, and the inquiry `forgive_inquiry` names."""
+
+    action: str
+    reason: str
+    operator: str
+    inquiry_id: str | None = None
+
+
+def _text(max_length: int = MAX_TEXT_LENGTH):
+    def check(value: str) -> None:
+        problem = text_problem(value, max_length)
+        if problem:
+            raise ValidationError(problem)
+
+    return check
+
+
+class OverrideRequestSchema(Schema):
+    """`{"action", "reason", "operator", "inquiry_id"?}`; unknown fields are refused, so a typo is not ignored."""
+
+    class Meta:
+        unknown = RAISE
+
+    action = fields.String(required=True, validate=validate.OneOf(ACTIONS))
+    reason = fields.String(required=True, validate=_text(MAX_REASON_LENGTH))
+    operator = fields.String(required=True, validate=_text())
+    inquiry_id = fields.String(load_default=None, validate=_text())
+
+    @validates_schema
+    def _inquiry_named_when_forgiving(self, data: dict, **kwargs) -> None:
+        if data["action"] == FORGIVE_INQUIRY and not data.get("inquiry_id"):
+            raise ValidationError("forgive_inquiry names the inquiry to forgive", "inquiry_id")
+
+
+def load_override_request(document: object) -> OverrideRequest:
+    """A request body (or the CLI's options) as an OverrideRequest; raises ValidationError naming the field."""
+    if not isinstance(document, dict):
+        raise ValidationError("expected a JSON object with action, reason and operator")
+    return OverrideRequest(**OverrideRequestSchema().load(document))

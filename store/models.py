@@ -60,6 +60,9 @@ class User(Base):
     verisoul_synced: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     verisoul_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     verisoul_error: Mapped[str | None] = mapped_column(String(500))
+    # What operators' overrides (the `overrides` table) change for the policy, read with the user's row.
+    block_lifted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    duplicate_cleared: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Inquiry(Base):
@@ -83,6 +86,8 @@ class Inquiry(Base):
     snapshot_event_id: Mapped[str | None] = mapped_column(String(255))
     # When reconciliation last fetched it from Persona, so a long-open inquiry is asked about once a window.
     checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # An operator forgave it (forgive_inquiry): its failure or decline is no strike. Kept by replays.
+    forgiven: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Verification(Base):
@@ -99,6 +104,20 @@ class Verification(Base):
     snapshot_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     snapshot_rank: Mapped[int] = mapped_column(Integer)
     snapshot_event_id: Mapped[str] = mapped_column(String(255))
+
+
+class Override(Base):
+    """An operator's override of the policy (docs/contracts.md §7), with why and by whom: a fact, never undone."""
+
+    __tablename__ = "overrides"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    inquiry_id: Mapped[str | None] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(String(500))
+    operator: Mapped[str] = mapped_column(String(255))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class History(Base):

@@ -365,7 +365,7 @@ def _facts(inquiries: dict[str, Row], inquiry_id: str, columns: dict, plan: _Use
     return facts
 
 
-_FACT_COLUMNS = ("status", "inquiry_created_at", "snapshot_at", "status_since")
+_FACT_COLUMNS = ("status", "inquiry_created_at", "snapshot_at", "status_since", "forgiven")
 
 
 def _mark_sync(plan: _UserPlan, facts: list[InquiryFacts], now: datetime, configured: bool) -> tuple[list[Write], bool]:
@@ -441,10 +441,11 @@ def _facts_from(
     inquiry_created_at: datetime | None,
     snapshot_at: datetime,
     status_since: datetime | None,
+    forgiven: bool | None,
 ) -> InquiryFacts:
     """What the policy needs of an inquiry; its snapshot's time stands in for a created-at or since not known."""
     created, since = inquiry_created_at or snapshot_at, status_since or snapshot_at
-    return InquiryFacts(inquiry_id, status, to_iso(created), to_iso(since))
+    return InquiryFacts(inquiry_id, status, to_iso(created), to_iso(since), bool(forgiven))
 
 
 def mark_sync(session: Session, user: User, now: datetime, configured: bool = True) -> bool:

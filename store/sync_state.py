@@ -14,6 +14,7 @@ from domain.policy import InquiryFacts
 from domain.sync_plan import Known, Target, plan, target_for
 from domain.times import as_utc
 from store.models import User
+from store.overrides import overrides_of
 
 NOT_CONFIGURED = "Verisoul not configured: VERISOUL_API_URL is unset"
 NO_REFERENCE_ID = "not synced: no reference id yet (Verisoul accounts are keyed by the host's user id)"
@@ -59,5 +60,6 @@ def sync_state(
         return {"verisoul_synced": False, "verisoul_error": NO_REFERENCE_ID}, False
     if not configured:
         return {"verisoul_synced": False, "verisoul_error": NOT_CONFIGURED}, False
-    needed = needs_sync(user if user is not None else _NEW_USER, target_for(facts), now)
+    known = user if user is not None else _NEW_USER
+    needed = needs_sync(known, target_for(facts, overrides=overrides_of(known)), now)
     return {"verisoul_synced": not needed}, needed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import select
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Session
 from domain.summary import summarise
 from domain.times import to_iso
 from store.models import History, User, Verification
+from store.overrides import overrides_listing, overrides_of
 from store.records import facts_of, inquiries_of
 
 
@@ -35,7 +37,8 @@ def load_user_record(session: Session, reference_id: str, now: datetime) -> dict
         return None
     inquiries = inquiries_of(session, user)
     facts = {inquiry.id: facts_of(inquiry) for inquiry in inquiries}
-    summary = summarise(list(facts.values()), now, duplicate_account=user.verisoul_duplicate_account)
+    summary = summarise(list(facts.values()), now, user.verisoul_duplicate_account, overrides_of(user))
+    overrides = overrides_listing(session, user)
     verifications = session.scalars(
         select(Verification).where(Verification.inquiry_id.in_([i.id for i in inquiries])).order_by(Verification.id)
     ).all()
@@ -48,22 +51,40 @@ def load_user_record(session: Session, reference_id: str, now: datetime) -> dict
         **summary.verdict(),
         "verisoul": _verisoul(user),
         "inquiries": [
-            {"id": i.id, "status": i.status, "template_id": i.template_id, "updated_at": to_iso(i.snapshot_at)}
+            {
+                "id": i.id,
+                "status": i.status,
+                "template_id": i.template_id,
+                "updated_at": to_iso(i.snapshot_at),
+                "forgiven": i.forgiven,
+            }
             for i in sorted(inquiries, key=lambda i: (facts[i.id].created_at, i.id))
         ],
         "verifications": [
             {"id": v.id, "inquiry_id": v.inquiry_id, "type": v.type, "status": v.status, "checks": v.checks}
             for v in verifications
         ],
-        "history": [
-            {
-                "at": to_iso(h.at),
-                "event_id": h.event_id,
-                "inquiry_id": h.inquiry_id,
-                "from": h.from_status,
-                "to": h.to_status,
-                "outcome": h.outcome,
-            }
-            for h in history
-        ],
+        "overrides": overrides,
+        "history": _history(history, overrides),
     }
+
+
+def _history(events: Sequence[History], overrides: list[dict]) -> list[dict]:
+    """What each event did and each override (outcome `override`, no event), in time order."""
+    entries = [
+        {
+            "at": to_iso(h.at),
+            "event_id": h.event_id,
+            "inquiry_id": h.inquiry_id,
+            "from": h.from_status,
+            "to": h.to_status,
+            "outcome": h.outcome,
+        }
+        for h in events
+    ]
+    entries += [
+        {"at": o["at"], "event_id": None, "inquiry_id": o["inquiry_id"], "from": None, "to": None}
+        | {"outcome": "override", "action": o["action"]}
+        for o in overrides
+    ]
+    return sorted(entries, key=lambda entry: entry["at"])  # stable: events keep their order at one time

@@ -28,6 +28,7 @@ from domain.summary import summarise
 from store.db import Database
 from store.event_log import inquiry_of, record_event
 from store.models import Event, History, Inquiry, User, Verification
+from store.overrides import overrides_of
 from store.records import apply_event, facts_of, inquiries_of, lock, mark_sync, snapshot_of
 
 RECONCILED = "reconciled"
@@ -102,7 +103,7 @@ class Report:
 def user_summary(session: Session, user: User, now: datetime) -> dict:
     """What a replay can change about a user: the record's verdict and Verisoul's desired state."""
     facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
-    summary = summarise(facts, now, duplicate_account=user.verisoul_duplicate_account)
+    summary = summarise(facts, now, user.verisoul_duplicate_account, overrides_of(user))
     return summary.verdict() | {f"verisoul_{name}": value for name, value in summary.verisoul_target().items()}
 
 

@@ -23,6 +23,7 @@ from clients.verisoul import VerisoulClient, VerisoulError, VerisoulUnavailable
 from domain.sync_plan import BLOCK, ENROLL, UNBLOCK, VERIFIED_STATUSES, Known, Target, plan, target_for
 from store.db import Database
 from store.models import User
+from store.overrides import overrides_of
 from store.records import facts_of, inquiries_of
 from store.sync_state import NOT_CONFIGURED, known_of
 
@@ -141,7 +142,7 @@ class Syncer:
             facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
             verified = [fact for fact in facts if fact.status in VERIFIED_STATUSES]
             inquiry_id = max(verified, key=lambda fact: fact.created_at).id if verified else None
-            return target_for(facts), known_of(user), inquiry_id
+            return target_for(facts, overrides=overrides_of(user)), known_of(user), inquiry_id
 
     def _call(self, step: str, reference_id: str, inquiry_id: str | None, target: Target) -> str:
         if step == UNBLOCK:
@@ -150,7 +151,7 @@ class Syncer:
                 reference_id, verisoul_blocked=False, verisoul_blocked_until=None, verisoul_permanent_block=False
             )
         elif step == ENROLL:
-            return self._enroll(reference_id, inquiry_id)
+            return self._enroll(reference_id, inquiry_id, target)
         elif step == BLOCK:
             self._verisoul.block(reference_id)
             self._record(
@@ -167,10 +168,11 @@ class Syncer:
         assert self.client is not None
         return self.client
 
-    def _enroll(self, reference_id: str, inquiry_id: str | None) -> str:
-        """One person, one account: an account linked to others is not enrolled and goes to review."""
+    def _enroll(self, reference_id: str, inquiry_id: str | None, target: Target) -> str:
+        """One person, one account: an account linked to others is not enrolled and goes to review, unless an
+        operator confirmed it is the person's main account (clear_duplicate)."""
         account = self._verisoul.get_account(reference_id)
-        if account.linked_accounts > 0:
+        if account.linked_accounts > 0 and not target.duplicate_cleared:
             self._record(reference_id, verisoul_duplicate_account=True)
             return "duplicate_account"
         if not account.enrolled:
