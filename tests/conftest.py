@@ -1,4 +1,4 @@
-"""Fixtures shared by every test: the app, a client on it, and its (fake) Redis."""
+"""Fixtures shared by every test: the app, a client on it, its (fake) Redis, and the fake vendor APIs."""
 
 from __future__ import annotations
 
@@ -7,8 +7,14 @@ import pytest
 
 from app import create_app
 from runtime.config import Config
+from scripts.fake_persona import FakeState, create_fake_app
+from scripts.fake_verisoul import create_fake_app as create_fake_verisoul
 from store.db import migrate
 from tests.payloads import SECRET
+from tests.servers import serve
+
+# Before any test imports them: their asserts report their operands, as a test module's and a conftest's do.
+pytest.register_assert_rewrite("tests.helpers")
 
 
 @pytest.fixture
@@ -37,3 +43,17 @@ def app(config, redis):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def fake_persona_url():
+    """The fake Persona API (scripts/fake_persona.py) in a thread, for the module's tests."""
+    with serve(create_fake_app(FakeState())) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def fake_verisoul_url():
+    """The fake Verisoul API (scripts/fake_verisoul.py) in a thread, for the module's tests."""
+    with serve(create_fake_verisoul()) as url:
+        yield url

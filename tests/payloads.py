@@ -53,6 +53,13 @@ def headers(body: bytes, secret: str = SECRET, timestamp: int | None = None, **e
 
 
 WEBHOOK = "/webhooks/persona"
+# Personal attributes (kebab case) of a full Persona document: what a minimised event must not keep.
+PERSONAL_ATTRIBUTES = {
+    "name-first": "Alexander",
+    "name-last": "Sample",
+    "birthdate": "1977-07-17",
+    "address-street-1": "600 California Street",
+}
 
 
 def envelope(

@@ -17,7 +17,7 @@ from store.db import Database, migrate
 from store.models import Event
 from tests.e2e.conftest import ROOT, FakeServer
 from tests.e2e.stream import deliveries, generate
-from tests.e2e.test_user_records_e2e import _post_all, _wait_for_drain
+from tests.helpers.delivery import post_all, wait_for_drain
 from tests.integration.conftest import _truncate
 
 pytestmark = pytest.mark.e2e
@@ -80,9 +80,9 @@ def test_replay_from_persona_rebuilds_the_records_live_delivery_made(
     stack.start("worker")
     stack.start("scheduler")
     stack.wait_ready()
-    answers = _post_all(stack.url, deliveries(stream, SEED))
+    answers = post_all(stack.url, deliveries(stream, SEED))
     assert all(code == 200 for _, code, _ in answers)
-    _wait_for_drain(stack, real_redis, real_database_url, len(stream.event_ids))
+    wait_for_drain(stack, real_redis, real_database_url, len(stream.event_ids))
     live = _records(stack.url, stream.users)
     stack.stop()
 

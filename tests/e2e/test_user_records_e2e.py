@@ -5,30 +5,25 @@ every user, the record computed independently from the same events (tests/e2e/st
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
 import requests
-from rq.registry import FailedJobRegistry, StartedJobRegistry
-from sqlalchemy import func, select
+from rq.registry import FailedJobRegistry
+from sqlalchemy import select
 
 from store.db import Database
-from store.models import Event, User
+from store.models import User
 from tests.e2e.stream import Stream, deliveries, expected_records, generate
-from tests.payloads import headers
+from tests.helpers.delivery import QUEUE, failed_jobs, post_all, wait_for_drain
 
 pytestmark = pytest.mark.e2e
 
 SEED = int(os.environ.get("E2E_USERS_SEED", "20261101"))
 USERS = 200
-QUEUE = "persona-events"
 TOKEN = "e2e-admin-token-7f3a9c"
-DRAIN_TIMEOUT = 240  # seconds
-POST_THREADS = 4
 # Generator coverage: each of these must occur for at least this many users, or the test proves little.
 REQUIRED_TAGS = {
     "no_reference": 5,
@@ -47,74 +42,6 @@ REQUIRED_TAGS = {
     "status:pending": 3,
     "status:needs_review": 2,
 }
-
-
-def _post_all(url: str, posts: list[tuple[str, bytes]]) -> list[tuple[str, int, dict | str]]:
-    """POST every body over real HTTP from a few threads; (event id, status code, answer) for each."""
-    local = threading.local()
-
-    def post(item: tuple[str, bytes]):
-        event_id, body = item
-        session = getattr(local, "session", None)
-        if session is None:
-            session = local.session = requests.Session()
-        answer = session.post(f"{url}/webhooks/persona", data=body, headers=headers(body), timeout=10)
-        try:
-            return event_id, answer.status_code, answer.json()
-        except ValueError:
-            return event_id, answer.status_code, answer.text
-
-    with ThreadPoolExecutor(POST_THREADS) as pool:
-        return list(pool.map(post, posts))
-
-
-def _wait_for_drain(stack, redis, database_url: str, expected_events: int) -> None:
-    """Until the queue is empty, no job is running and every distinct event is in the events table."""
-    database = Database(database_url)
-    started = StartedJobRegistry(QUEUE, connection=redis)
-    failed = FailedJobRegistry(QUEUE, connection=redis)
-    deadline = time.monotonic() + DRAIN_TIMEOUT
-    state = {}
-    try:
-        while time.monotonic() < deadline:
-            with database.sessions() as session:
-                stored = session.scalar(select(func.count()).select_from(Event))
-            state = {
-                "queued": redis.llen(f"rq:queue:{QUEUE}"),
-                "started": started.count,
-                "failed": failed.count,
-                "events_stored": stored,
-                "events_expected": expected_events,
-            }
-            if state["failed"]:
-                pytest.fail(f"jobs failed: {_failed_jobs(redis)}; {state}; logs in {stack.log_dir}")
-            dead = [
-                f"{p.args[0].rsplit('/', 1)[-1]} pid {p.pid} exit {p.returncode}"
-                for p in stack.processes
-                if p.poll() is not None
-            ]
-            assert not dead, f"a process of the stack exited: {dead}; logs in {stack.log_dir}; {state}"
-            if state["queued"] == 0 and state["started"] == 0 and stored == expected_events:
-                return
-            time.sleep(0.25)
-    finally:
-        database.dispose()
-    pytest.fail(f"queue did not drain within {DRAIN_TIMEOUT} s: {state}; logs in {stack.log_dir}")
-
-
-def _failed_jobs(redis) -> list[str]:
-    """The first few failed jobs with the last line of their traceback."""
-    from rq.job import Job
-
-    reasons = []
-    for job_id in FailedJobRegistry(QUEUE, connection=redis).get_job_ids()[:5]:
-        try:
-            result = Job.fetch(job_id, connection=redis).latest_result()
-            text = (result.exc_string if result else "") or "?"
-        except Exception as error:  # a diagnostic must not hide the failure it describes
-            text = f"(could not read the job: {error!r})"
-        reasons.append(f"{job_id}: {text.strip().splitlines()[-1]}")
-    return reasons
 
 
 def _actual(record: dict) -> dict:
@@ -186,7 +113,7 @@ def test_two_workers_turn_a_shuffled_duplicated_stream_into_the_expected_user_re
     stack.wait_ready()
 
     ready = time.monotonic()
-    answers = _post_all(stack.url, posts)
+    answers = post_all(stack.url, posts)
     posted = time.monotonic()
     refused = [(e, code, body) for e, code, body in answers if code != 200 or not isinstance(body, dict)]
     assert not refused, f"{len(refused)} deliveries refused, e.g. {refused[:3]}"
@@ -199,9 +126,9 @@ def test_two_workers_turn_a_shuffled_duplicated_stream_into_the_expected_user_re
     queued = Counter(e for e, _, body in answers if body["status"] == "queued")
     assert set(queued) == stream.event_ids and max(queued.values()) == 1, "each event id must be queued exactly once"
 
-    _wait_for_drain(stack, real_redis, real_database_url, len(stream.event_ids))
+    wait_for_drain(stack, real_redis, real_database_url, len(stream.event_ids))
     drained = time.monotonic()
-    assert FailedJobRegistry(QUEUE, connection=real_redis).count == 0, _failed_jobs(real_redis)
+    assert FailedJobRegistry(QUEUE, connection=real_redis).count == 0, failed_jobs(real_redis)
 
     with requests.Session() as http:
         auth = {"Authorization": f"Bearer {TOKEN}"}

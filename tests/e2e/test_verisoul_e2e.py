@@ -56,7 +56,7 @@ from tests.e2e.stream import (
     parse,
     user_keys,
 )
-from tests.e2e.test_user_records_e2e import _post_all
+from tests.helpers.delivery import post_all
 from tests.payloads import SECRET
 
 pytestmark = pytest.mark.e2e
@@ -525,7 +525,7 @@ def test_verisoul_converges_under_injected_failures(
     stack.wait_ready()
 
     ready = time.monotonic()
-    answers = _post_all(stack.url, posts)
+    answers = post_all(stack.url, posts)
     refused = [(e, code, body) for e, code, body in answers if code != 200 or not isinstance(body, dict)]
     assert not refused, f"{len(refused)} deliveries refused, e.g. {refused[:3]}"
     posted = time.monotonic()

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from store.db import Database
 from store.models import Event
 from store.queue import EventQueue, job_id_for
-from tests.integration.test_user_records import inquiry_event
+from tests.helpers.events import inquiry_event
 from workers.worker import EVENT_BATCH, Worker
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ from sqlalchemy import select, text
 
 from store.db import Database
 from store.models import Event, History, Inquiry
-from tests.integration.test_user_records import verification_event
+from tests.helpers.events import verification_event
 from workers import jobs
 from workers.jobs import process_event
 

@@ -11,32 +11,22 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 from sqlalchemy import select
 
 from domain.times import as_utc
-from scripts.fake_persona import FakeState, create_fake_app
-from scripts.fake_verisoul import create_fake_app as create_fake_verisoul
 from store.db import Database
 from store.models import Inquiry
 from store.queue import EventQueue
-from tests.integration.test_replay import (
+from tests.helpers.events import broken_event, inquiry_event
+from tests.helpers.in_process import (
     NOW,
-    PERSONAL,
-    broken_event,
     clear_job_caches,
     cli_environment,
-    document,
     drain,
-    events_of,
     fail_a_sync,
-    problems,
-    records,
-    replay,
     set_clock,
-    tables,
-    track_cli_databases,
     use_fake_persona,
-    without_history,
 )
-from tests.integration.test_user_records import inquiry_event
-from tests.servers import serve
+from tests.helpers.records import events_of, records, tables, without_history
+from tests.helpers.replay_event import document, problems, replay, track_cli_databases
+from tests.payloads import PERSONAL_ATTRIBUTES
 from workers import jobs
 
 pytestmark = pytest.mark.integration
@@ -47,18 +37,6 @@ INQUIRY_PATH = "/api/v1/inquiries/"
 @pytest.fixture(autouse=True)
 def cli_databases(monkeypatch):
     track_cli_databases(monkeypatch)
-
-
-@pytest.fixture(scope="module")
-def fake_persona_url():
-    with serve(create_fake_app(FakeState())) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def fake_verisoul_url():
-    with serve(create_fake_verisoul()) as url:
-        yield url
 
 
 @pytest.fixture
@@ -76,7 +54,12 @@ def fake(monkeypatch, worker_env, real_redis, clock, fake_persona_url):
 
 def inquiry_document(inquiry_id: str, status: str, reference_id: str, **times: str) -> dict:
     """Persona's answer to GET /api/v1/inquiries/{id}: kebab case, personal data included."""
-    attributes = {"status": status, "reference-id": reference_id, "created-at": "2024-01-01T00:00:00.000Z", **PERSONAL}
+    attributes = {
+        "status": status,
+        "reference-id": reference_id,
+        "created-at": "2024-01-01T00:00:00.000Z",
+        **PERSONAL_ATTRIBUTES,
+    }
     attributes.update({name.replace("_", "-"): value for name, value in times.items()})
     template = {"data": {"type": "inquiry-template", "id": "itmpl_1"}}
     return {"data": {"type": "inquiry", "id": inquiry_id, "attributes": attributes, "relationships": {"inquiry-template": template}},

@@ -11,93 +11,47 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.registry import FailedJobRegistry
 from sqlalchemy import delete, select, update
 
-from app import create_app
 from clients import persona
 from clients.persona import event_from_document
 from domain import state_machine
 from domain.times import as_utc
-from runtime.config import Config
-from scripts.fake_persona import DEFAULT_API_KEY, FakeState, create_fake_app
-from scripts.fake_verisoul import create_fake_app as create_fake_verisoul
 from store.db import Database, migrate
-from store.models import Base, Event, Inquiry, User, Verification
+from store.models import Inquiry, User, Verification
 from store.queue import EventQueue
 from store.records import snapshot_of
-from tests.integration.test_user_records import inquiry_event, verification_event
-from tests.payloads import SECRET, load_fixture, personal_values
-from tests.servers import FakePersonaControl, serve
-from workers import cli, jobs
+from tests.helpers.events import at, broken_event, inquiry_event, verification_event
+from tests.helpers.in_process import (
+    NOW,
+    clear_job_caches,
+    cli_environment,
+    drain,
+    fail_a_sync,
+    set_clock,
+    use_fake_persona,
+)
+from tests.helpers.records import events_of, records, tables, without_history
+from tests.helpers.replay_event import document, problems, replay, track_cli_databases
+from tests.payloads import PERSONAL_ATTRIBUTES, load_fixture, personal_values
+from tests.servers import FakePersonaControl
+from workers import jobs
 
 pytestmark = pytest.mark.integration
 
-NOW = datetime(2024, 9, 1, 12, 0, tzinfo=UTC)
-TOKEN = "admin-token"
 REPLAY_FIELDS = ("replay_count", "replayed_at", "replayed_by")
-_opened: list[Database] = []
 
 
 # --- running the command ---
 
 
-def track_cli_databases(monkeypatch) -> None:
-    """The CLI's engine is disposed after each run, as the process's exit would (tests run many in one process)."""
-
-    def database(url: str) -> Database:
-        _opened.append(Database(url))
-        return _opened[-1]
-
-    monkeypatch.setattr(cli, "Database", database)
-
-
 @pytest.fixture(autouse=True)
 def cli_databases(monkeypatch):
     track_cli_databases(monkeypatch)
-
-
-def replay(*args: str):
-    """`replay-event ARGS...` in this process; stdout and stderr apart."""
-    result = CliRunner().invoke(cli.main, list(args))
-    while _opened:
-        _opened.pop().dispose()
-    return result
-
-
-def problems(result) -> list[str]:
-    return result.stderr.splitlines()
-
-
-def document(result) -> dict:
-    return json.loads(result.stdout)
-
-
-def clear_job_caches() -> None:
-    """The workers' cached engine, Redis connection and syncer, rebuilt from the environment on next use."""
-    if jobs.database.cache_info().currsize:
-        jobs.database().dispose()
-    for cached in (jobs.database, jobs.redis, jobs.syncer):
-        cached.cache_clear()
-
-
-def set_clock(monkeypatch, moment: datetime = NOW) -> dict:
-    """`workers.jobs.now`, the clock of the jobs and the CLI, settable."""
-    current = {"now": moment}
-    monkeypatch.setattr(jobs, "now", lambda: current["now"])
-    return current
-
-
-def cli_environment(monkeypatch, worker_env) -> dict:
-    """The worker's environment, without Persona's or Verisoul's API unless a test adds them."""
-    for name in ("PERSONA_API_KEY", "PERSONA_API_URL", "VERISOUL_API_URL", "VERISOUL_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    clear_job_caches()
-    return worker_env
 
 
 @pytest.fixture
@@ -114,52 +68,8 @@ def env(monkeypatch, worker_env, real_redis, clock):
 # --- reading the database ---
 
 
-def records(database_url: str, redis) -> dict[str, dict]:
-    """Every user's record, read through GET /users as the host application reads it."""
-    config = Config(
-        webhook_secrets=(SECRET,), redis_url="redis://unused", database_url=database_url, admin_api_token=TOKEN
-    )
-    app = create_app(config, redis=redis)
-    try:
-        with app.extensions["database"].sessions() as session:
-            refs = sorted(session.scalars(select(User.reference_id)))
-        client = app.test_client()
-        return {ref: client.get(f"/users/{ref}", headers={"Authorization": f"Bearer {TOKEN}"}).json for ref in refs}
-    finally:
-        app.extensions["database"].dispose()
-
-
-def tables(database_url: str) -> dict[str, list[dict]]:
-    """Every row of every table, history without its row ids, in a stable order."""
-    database = Database(database_url)
-    try:
-        with database.engine.connect() as connection:
-            found = {}
-            for table in Base.metadata.sorted_tables:
-                rows = [dict(row._mapping) for row in connection.execute(select(table))]
-                if table.name == "history":
-                    rows = [{k: v for k, v in row.items() if k != "id"} for row in rows]
-                found[table.name] = sorted(rows, key=repr)
-            return found
-    finally:
-        database.dispose()
-
-
-def events_of(database_url: str) -> dict[str, Event]:
-    database = Database(database_url)
-    try:
-        with database.sessions() as session:
-            return {row.event_id: row for row in session.scalars(select(Event))}
-    finally:
-        database.dispose()
-
-
 def without(rows: list[dict], *names: str) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in names} for row in rows]
-
-
-def without_history(found: dict[str, dict]) -> dict[str, dict]:
-    return {ref: {k: v for k, v in record.items() if k != "history"} for ref, record in found.items()}
 
 
 def history_entries(found: dict[str, dict]) -> dict[str, Counter]:
@@ -198,10 +108,6 @@ def process_elsewhere(monkeypatch, database_url: str, events: list[dict]) -> Non
 
 
 # --- the events ---
-
-
-def at(day: int, second: int = 0, millis: int = 0) -> str:
-    return f"2024-01-{day:02d}T00:00:{second:02d}.{millis:03d}Z"
 
 
 def mixed_stream() -> tuple[list[dict], list[dict]]:
@@ -574,17 +480,6 @@ def test_arbitrary_text_never_gives_a_traceback(env, option, values):
 # --- 5. the failed registry ---
 
 
-@pytest.fixture(scope="module")
-def fake_verisoul_url():
-    with serve(create_fake_verisoul()) as url:
-        yield url
-
-
-def drain(real_config, real_redis) -> None:
-    queues = [Queue(name, connection=real_redis) for name in real_config.queues]
-    SimpleWorker(queues, connection=real_redis).work(burst=True)
-
-
 class FailedJobs:
     """RQ's failed registries of the events and the sync queue, counted together."""
 
@@ -594,25 +489,6 @@ class FailedJobs:
     @property
     def count(self) -> int:
         return sum(registry.count for registry in self.registries)
-
-
-def broken_event(event_id: str, inquiry_id: str) -> dict:
-    """An event process_event fails on for good (no created-at): it lands in RQ's failed registry."""
-    event = inquiry_event(inquiry_id, "approved", at(9, 0), "user_9")
-    event["event_id"] = event_id
-    del event["created_at"]
-    return event
-
-
-def fail_a_sync(monkeypatch, fake_verisoul_url, real_config, real_redis) -> None:
-    """An approved user whose Verisoul sync is refused (a wrong API key: 401, not retried)."""
-    monkeypatch.setenv("VERISOUL_API_URL", fake_verisoul_url)
-    monkeypatch.setenv("VERISOUL_API_KEY", "wrong-key")
-    clear_job_caches()
-    jobs.process_event(inquiry_event("inq_s", "approved", at(9, 0), "user_s"))
-    drain(real_config, real_redis)
-    monkeypatch.delenv("VERISOUL_API_URL")
-    clear_job_caches()
 
 
 @pytest.fixture
@@ -710,38 +586,14 @@ def test_failed_with_redis_down_is_one_line_not_a_traceback(env, monkeypatch):
 # --- 6. --from-persona ---
 
 
-@pytest.fixture(scope="module")
-def fake_persona_url():
-    with serve(create_fake_app(FakeState())) as url:
-        yield url
-
-
-def use_fake_persona(monkeypatch, url: str) -> FakePersonaControl:
-    """The CLI and the jobs pointed at the fake, with Persona's retries not waiting."""
-    monkeypatch.setenv("PERSONA_API_URL", url)
-    monkeypatch.setenv("PERSONA_API_KEY", DEFAULT_API_KEY)
-    monkeypatch.setattr(persona, "_backoff", lambda attempt: 0.0)
-    fake = FakePersonaControl(url)
-    fake.reset()
-    return fake
-
-
 @pytest.fixture
 def fake_persona(env, monkeypatch, fake_persona_url) -> FakePersonaControl:
     return use_fake_persona(monkeypatch, fake_persona_url)
 
 
-PERSONAL = {
-    "name-first": "Alexander",
-    "name-last": "Sample",
-    "birthdate": "1977-07-17",
-    "address-street-1": "600 California Street",
-}
-
-
 def webhook_document(event: dict) -> dict:
     """The full Persona webhook body (kebab case, personal data included) a minimised test event stands for."""
-    attributes = {"status": event["status"], **PERSONAL}
+    attributes = {"status": event["status"], **PERSONAL_ATTRIBUTES}
     relationships = {}
     if event["object_type"] == "inquiry":
         attributes["reference-id"] = event["reference_id"]

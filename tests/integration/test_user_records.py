@@ -2,53 +2,17 @@
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import replace
 
 import pytest
 
 from app import create_app
+from tests.helpers.events import inquiry_event, verification_event
 from workers.jobs import process_event
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "admin-token"
-_ids = itertools.count()
-
-
-def inquiry_event(inquiry_id, status, at, reference_id=None, account_id=None, name=None, account_reference_id=None):
-    return {
-        "event_id": f"evt_{next(_ids):06d}",
-        "name": name or f"inquiry.{status}",
-        "created_at": at,
-        "received_at": at,
-        "body_sha256": "0" * 64,
-        "object_type": "inquiry",
-        "object_id": inquiry_id,
-        "status": status,
-        "reference_id": reference_id,
-        "account_id": account_id,
-        "account_reference_id": account_reference_id,
-        "template_id": "itmpl_1",
-        "timestamps": {"created_at": "2024-01-01T00:00:00.000Z"},
-    }
-
-
-def verification_event(verification_id, inquiry_id, status, at):
-    return {
-        "event_id": f"evt_{next(_ids):06d}",
-        "name": f"verification.{status}",
-        "created_at": at,
-        "received_at": at,
-        "body_sha256": "0" * 64,
-        "object_type": "verification/government-id",
-        "object_id": verification_id,
-        "status": status,
-        "inquiry_id": inquiry_id,
-        "verification_type": "government-id",
-        "checks": [{"name": "id_expired_detection", "status": status}],
-        "timestamps": {},
-    }
 
 
 @pytest.fixture

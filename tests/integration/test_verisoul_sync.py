@@ -15,7 +15,7 @@ from werkzeug.serving import make_server
 from app import create_app
 from scripts.fake_verisoul import create_fake_app
 from store.sync_state import NOT_CONFIGURED
-from tests.integration.test_user_records import inquiry_event
+from tests.helpers.events import inquiry_event
 from workers import jobs
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 from runtime.config import DEFAULT_EVENTS_QUEUE, DEFAULT_SYNC_QUEUE, Config
 from scripts.fake_verisoul import DEFAULT_API_KEY, create_fake_app
 from store.queue import PROCESS_EVENT, PROCESS_EVENT_RETRY
-from tests.integration.test_user_records import inquiry_event
+from tests.helpers.events import inquiry_event
 from tests.payloads import SECRET
 from tests.servers import serve
 from workers import jobs

@@ -10,27 +10,9 @@ from hypothesis import strategies as st
 
 from domain.policy import DECISIONS, Block, InquiryFacts, Policy, block_for, decide, latest
 from domain.state_machine import INQUIRY_STATUSES
+from tests.helpers.inquiry_facts import BASE, DAY, MICROSECOND, inquiry, iso, negatives
 
-BASE = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-DAY = timedelta(days=1)
-MICROSECOND = timedelta(microseconds=1)
 FOREVER = BASE + timedelta(days=365 * 100)
-
-
-def iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def inquiry(id: str, status: str, created: datetime = BASE, since: datetime | None = None) -> InquiryFacts:
-    return InquiryFacts(id, status, iso(created), iso(since or created))
-
-
-def negatives(count: int) -> list[InquiryFacts]:
-    """`count` failed/declined inquiries, one a day; the last decision is at BASE + count days."""
-    return [
-        inquiry(f"inq_{n}", ("declined", "failed")[n % 2], BASE + (n - 1) * DAY, BASE + n * DAY)
-        for n in range(1, count + 1)
-    ]
 
 
 # --- docs/contracts.md §5 table -------------------------------------------------------------------------------------

@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.policy import InquiryFacts
 from domain.state_machine import INQUIRY_STATUSES
 from domain.sync_plan import BLOCK, ENROLL, UNBLOCK, Known, Target, plan, target_for
+from tests.helpers.inquiry_facts import BASE, DAY, MICROSECOND, inquiry, negatives
 
-BASE = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-DAY = timedelta(days=1)
-MICROSECOND = timedelta(microseconds=1)
 LATER = BASE + 3650 * DAY  # long after any timed block has run out
-
-
-def iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def inquiry(id: str, status: str, created: datetime = BASE, since: datetime | None = None) -> InquiryFacts:
-    return InquiryFacts(id, status, iso(created), iso(since or created))
-
-
-def negatives(count: int) -> list[InquiryFacts]:
-    """`count` failed/declined inquiries, one a day; the latest negative decision is at BASE + count days."""
-    return [
-        inquiry(f"inq_{n}", ("declined", "failed")[n % 2], BASE + (n - 1) * DAY, BASE + n * DAY)
-        for n in range(1, count + 1)
-    ]
 
 
 # --- target_for: the docs/contracts.md §5 rows ---------------------------------------------------------------------
