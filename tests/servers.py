@@ -1,4 +1,4 @@
-"""Fake vendor servers in a background thread, and the fake Persona's control API, for the tests."""
+"""Fake vendor servers in a background thread, and the fake Persona's and Verisoul's control APIs, for the tests."""
 
 from __future__ import annotations
 
@@ -52,3 +52,26 @@ class FakePersonaControl:
 
     def calls(self) -> list[dict]:
         return requests.get(self.url + "/_control/calls", timeout=5).json()
+
+
+# Where the fake Verisoul serves each API flavor (clients/verisoul.py): it mounts lists under /lists.
+FLAVOR_PREFIX = {"account": "", "lists": "/lists"}
+
+
+class FakeVerisoulControl:
+    """The control API of scripts/fake_verisoul.py."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def configure(self, **switches) -> None:
+        requests.post(f"{self.url}/_control/config", json=switches).raise_for_status()
+
+    def create_account(self, account_id: str, linked: int = 0) -> None:
+        requests.post(f"{self.url}/_control/accounts/{account_id}", json={"numAccounts": linked}).raise_for_status()
+
+    def calls(self) -> list[dict]:
+        return requests.get(f"{self.url}/_control/calls").json()
+
+    def account(self, account_id: str) -> dict:
+        return requests.get(f"{self.url}/_control/accounts").json().get(account_id, {})

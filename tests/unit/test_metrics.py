@@ -23,7 +23,6 @@ from runtime import metrics
 from runtime.config import share_metrics_dir
 from runtime.metrics import count_transition, timed_job
 from tests.payloads import WEBHOOK, encode, envelope, headers
-from tests.unit.test_verisoul_client import client_for, fake, fake_url, recorder  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -206,29 +205,29 @@ def test_count_transition_labels_object_and_statuses():
     assert value("persona_state_transitions_total", **first) == before_first + 1
 
 
-def test_verisoul_calls_count_each_attempt_by_result(fake, client_for):  # noqa: F811 (fixtures)
+def test_verisoul_calls_count_each_attempt_by_result(fake_verisoul, verisoul_client_for):
     def calls(result: str, method: str = "POST") -> float:
         return value("persona_verisoul_calls_total", method=method, result=result)
 
     ok, http_500, http_429, http_400 = calls("ok"), calls("http_500"), calls("http_429"), calls("http_400", "GET")
-    client = client_for("account")
-    fake.configure(fail_next=[500])
+    client = verisoul_client_for("account")
+    fake_verisoul.configure(fail_next=[500])
     client.block("u1")  # a retried failure, then success
-    fake.configure(fail_next=[429])
+    fake_verisoul.configure(fail_next=[429])
     client.unblock("u1")
     assert (calls("ok"), calls("http_500"), calls("http_429")) == (ok + 2, http_500 + 1, http_429 + 1)
 
-    fake.configure(auto_create=False)  # an unknown account: 400, final
+    fake_verisoul.configure(auto_create=False)  # an unknown account: 400, final
     with pytest.raises(VerisoulError):
         client.get_account("nobody")
     assert calls("http_400", "GET") == http_400 + 1
 
 
-def test_verisoul_connection_errors_count_as_error(client_for, recorder):  # noqa: F811 (fixtures)
+def test_verisoul_connection_errors_count_as_error(verisoul_client_for):
     from scripts.embedded_redis import free_port
 
     errors = value("persona_verisoul_calls_total", method="POST", result="error")
-    client = client_for("account", base_url=f"http://127.0.0.1:{free_port()}")
+    client = verisoul_client_for("account", base_url=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(VerisoulUnavailable):
         client.enroll("u1", "inq_1")
     assert value("persona_verisoul_calls_total", method="POST", result="error") == errors + ATTEMPTS
