@@ -94,3 +94,34 @@ def test_the_web_and_the_workers_are_independent():
     app_reaches = {n for p in modules_of("app") for n in imported_modules(p.read_text()) if n.startswith("workers")}
     workers_reach = {n for p in modules_of("workers") for n in imported_modules(p.read_text()) if n.startswith("app")}
     assert (app_reaches, workers_reach) == (set(), set())
+
+
+def imported_test_modules(source: str) -> set[str]:
+    """Every test module (`test_*`, absolute or relative) an import statement anywhere in `source` names."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            prefix = module if node.module is None else f"{module}."
+            names.update([module, *(prefix + alias.name for alias in node.names)])
+    return {name for name in names if name.startswith(("tests.", ".")) and name.rsplit(".", 1)[-1].startswith("test_")}
+
+
+def test_the_test_checker_sees_from_package_relative_and_lazy_imports():
+    source = (
+        "from tests.unit.test_queue import stored\nfrom . import test_policy\ndef f():\n    import tests.e2e.test_x\n"
+    )
+    assert imported_test_modules(source) == {"tests.unit.test_queue", ".test_policy", "tests.e2e.test_x"}
+    assert imported_test_modules("from tests.helpers.events import inquiry_event\nfrom tests import payloads") == set()
+
+
+def test_no_test_module_imports_another():
+    """A test module is pytest's to import: helpers several share live in tests/helpers/, fixtures in a conftest.py."""
+    imports = {
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        for name in imported_test_modules(path.read_text())
+    }
+    assert imports == set()
