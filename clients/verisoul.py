@@ -20,10 +20,10 @@ from clients.urls import SendsUrlsAsBuilt, segment
 from runtime.metrics import count_verisoul_call
 
 # (connect, read) seconds: a slow Verisoul must not hold a worker for long; a sync of 4 calls, each tried
-# twice, stays inside the sync job's 45 s time limit (workers/sync.py SYNC_TIMEOUT).
+# twice, stays inside the sync job's 45 s time limit (store/sync_queue.py SYNC_TIMEOUT).
 TIMEOUTS = (3.05, 4)
 # Two attempts (the second after 0.5-0.75 s) ride out a blip; a longer outage is the job's to retry, on
-# RQ's schedule, without holding a worker that could be applying events (workers/sync.py SYNC_RETRY).
+# RQ's schedule, without holding a worker that could be applying events (store/sync_queue.py SYNC_RETRY).
 ATTEMPTS = 2
 BACKOFF_BASE = 0.5
 RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))

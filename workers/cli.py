@@ -39,11 +39,11 @@ from domain.times import iso_millis
 from runtime.config import Config, load_config_or_exit
 from store.db import Database
 from store.queue import connect_redis, job_id_for
+from store.sync_queue import request_sync
 from workers import jobs
 from workers.failed_jobs import failed_job, failed_jobs, requeue
 from workers.reconcile import reconcile
 from workers.replay import EventResult, Replayer, Report, events_between, events_of_user, plan_units, stored_events
-from workers.sync import request_sync
 
 PROGRAM = "replay-event"
 OK, SOME_FAILED, USAGE = 0, 1, 2

@@ -30,9 +30,10 @@ from store.db import Database
 from store.event_log import DUPLICATE, event_insert, is_duplicate
 from store.queue import connect_redis
 from store.records import Applied, apply_event
+from store.sync_queue import request_sync
 from workers.reconcile import reconcile
 from workers.replay import RECONCILED, Replayer
-from workers.sync import Syncer, request_sync
+from workers.sync import Syncer
 from workers.worker import REDIS_OUTAGE
 
 log = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ def sync_verisoul(reference_id: str) -> str:
     """Converge Verisoul to the user's desired state; calls only what differs (workers/sync.py).
 
     Verisoul refusing a call (a 4xx) fails the job at once with Verisoul's message; Verisoul, the
-    database or Redis unavailable is retried with back-off (workers/sync.py SYNC_RETRY), and the sweep
+    database or Redis unavailable is retried with back-off (store/sync_queue.py SYNC_RETRY), and the sweep
     picks the user up again if every retry is spent."""
     try:
         result = syncer().sync(reference_id)

@@ -17,11 +17,11 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 from runtime.config import DEFAULT_EVENTS_QUEUE, DEFAULT_SYNC_QUEUE, Config
 from scripts.fake_verisoul import DEFAULT_API_KEY, create_fake_app
 from store.queue import PROCESS_EVENT, PROCESS_EVENT_RETRY
+from store.sync_queue import request_sync
 from tests.helpers.events import inquiry_event
 from tests.payloads import SECRET
 from tests.servers import serve
 from workers import jobs
-from workers.sync import request_sync
 from workers.worker import Worker
 
 UNREACHABLE_POSTGRES = "postgresql://postgres@127.0.0.1:1/nowhere"

@@ -1,0 +1,70 @@
+"""The Verisoul sync queue: a sync job per user, queued once however many events ask (docs/contracts.md §1, step 8).
+
+A pending mark per user (a Redis key the sync clears as it starts) keeps a burst of events, the sweep and
+operators' actions from queueing a second sync beside one already waiting. The job itself runs
+`workers.jobs.sync_verisoul` (workers/sync.py); it is named, not imported, so the web process can queue one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+from redis import Redis
+from redis.exceptions import WatchError
+from rq import Queue, Retry
+
+SYNC_VERISOUL = "workers.jobs.sync_verisoul"
+PENDING_PREFIX = "persona-events:sync-pending:"
+# A pending mark outlives any realistic queue backlog, yet cannot wedge a user's syncs forever.
+PENDING_TTL = 3600
+# While a failed sync waits for its retry, its user counts as pending, so neither the sweep nor a new event
+# queues a second sync beside it (doubling the calls to a Verisoul already failing); a little longer than
+# the longest retry interval, so a user whose retries are spent is swept again soon after.
+RETRY_PENDING_TTL = 90
+# A sync makes at most 4 calls, each bounded by the client's timeouts (clients/verisoul.py): 45 s is
+# ample, and short enough that a sync whose worker died runs again within a minute (workers/worker.py).
+SYNC_TIMEOUT = 45
+# Verisoul, the database or Redis away: retried without holding a worker, soon at first, then every
+# minute (the last interval repeats) for about 10 minutes; after that the sweep queues the user again.
+SYNC_RETRY = Retry(max=12, interval=[5, 10, 20, 30, 60])
+
+
+def request_sync(connection: Redis, queue: Queue, reference_id: str) -> bool:
+    """Queue a sync for the user unless one is already pending; True when queued now.
+
+    The pending mark and the job are written in one transaction (WATCH on the mark, then MULTI): a process
+    killed between the two would leave a mark without a job, holding back the user's sync, the sweep's
+    too, for PENDING_TTL."""
+    mark = PENDING_PREFIX + reference_id
+    with connection.pipeline() as pipeline:
+        try:
+            pipeline.watch(mark)
+            if pipeline.exists(mark):
+                return False
+            pipeline.multi()
+            pipeline.set(mark, 1, ex=PENDING_TTL)
+            queue.enqueue_call(
+                SYNC_VERISOUL,
+                args=(reference_id,),
+                description=f"sync_verisoul {reference_id}",
+                timeout=SYNC_TIMEOUT,
+                retry=SYNC_RETRY,
+                result_ttl=3600,
+                failure_ttl=30 * 24 * 3600,
+                pipeline=pipeline,
+            )
+            pipeline.execute()
+        except WatchError:
+            return False  # another process set the mark meanwhile: its sync is the pending one
+    return True
+
+
+def schedule_unblock(queue: Queue, reference_id: str, at: datetime) -> None:
+    """A sync at the block's expiry; one job per (user, expiry), however often the block is confirmed."""
+    key = hashlib.sha256(f"{reference_id}|{at.isoformat()}".encode()).hexdigest()[:32]
+    job_id = f"unblock-{key}"
+    if queue.fetch_job(job_id) is None:
+        queue.enqueue_at(
+            at, SYNC_VERISOUL, reference_id, job_id=job_id, job_timeout=SYNC_TIMEOUT, retry=SYNC_RETRY, result_ttl=3600
+        )
