@@ -23,7 +23,7 @@ from marshmallow import ValidationError
 from clients.urls import SendsUrlsAsBuilt, segment
 from domain.events import QueuedEvent, body_sha256, minimise, normalise_keys
 from domain.schemas import first_error, load_envelope
-from domain.times import iso_millis
+from domain.times import iso_millis, parse_rfc3339
 
 # The envelope shape we parse is this version's; a later version must be adopted deliberately.
 PERSONA_VERSION = "2023-01-05"
@@ -170,14 +170,13 @@ def _cursor(resource) -> str:
 
 
 def _created_at(resource) -> datetime | None:
-    """The event's created-at in any key casing, or None when absent or not an aware ISO-8601 time."""
+    """The event's created-at in any key casing, or None when absent or not an RFC 3339 time (the webhook's rule)."""
     attributes = normalise_keys(resource.get("attributes")) if isinstance(resource, dict) else None
     value = attributes.get("created_at") if isinstance(attributes, dict) else None
     try:
-        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+        return parse_rfc3339(value) if isinstance(value, str) else None
     except ValueError:
         return None
-    return moment if moment is not None and moment.utcoffset() is not None else None
 
 
 def _backoff(attempt: int) -> float:

@@ -22,6 +22,8 @@ DEFAULT_SIGNATURE_TOLERANCE = 300
 # Persona's payloads are tens of KB (the sandbox capture is 65 KB); 1 MiB leaves room and bounds memory.
 DEFAULT_MAX_WEBHOOK_BYTES = 1024 * 1024
 # SQLite embedded under var/ so a fresh clone runs without a database server.
+# The file settings are read from when the environment lacks them (see _environ).
+ENV_FILE = "PERSONA_EVENTS_ENV_FILE"
 DEFAULT_DATABASE_URL = "sqlite:///var/persona-events.db"
 # Webhook events; named so `rq info` reads clearly next to a host app's queues.
 DEFAULT_EVENTS_QUEUE = "persona-events"
@@ -171,10 +173,15 @@ def _database_url(env: Mapping[str, str]) -> str:
 
 
 def _environ(read_dotenv: bool) -> Mapping[str, str]:
-    if read_dotenv:
-        from dotenv import load_dotenv
+    """The process environment, completed (never overridden) from the env file: ENV_FILE names it; unset,
+    `.env` found from the working directory upwards; empty, none (the test suite sets it so, so that a
+    developer's `.env` cannot leak into the tests)."""
+    env_file = os.environ.get(ENV_FILE)
+    if read_dotenv and env_file != "":
+        from dotenv import find_dotenv, load_dotenv
 
-        load_dotenv(override=False)
+        # From the working directory, where the Procfile runs, not from this file's (site-packages, once installed).
+        load_dotenv(env_file or find_dotenv(usecwd=True), override=False)
     return os.environ
 
 
@@ -191,7 +198,12 @@ def load_config(
     and checks them only when they are set."""
     if env is None:
         env = _environ(read_dotenv)
-    # Checked first (docs/contracts.md §6's order): the web and the workers do nothing without them.
+    # Checked first (docs/contracts.md §6's order): the web and the workers do nothing without them. All the
+    # missing ones are named at once, so a new deployment does not find them one restart at a time.
+    required = ["PERSONA_WEBHOOK_SECRETS", "REDIS_URL"] if verifies_webhooks else ["REDIS_URL"]
+    missing = [name for name in required if _optional(env, name) is None]
+    if missing:
+        raise ConfigError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required but not set")
     webhook_secrets = _secrets(env) if verifies_webhooks or _optional(env, "PERSONA_WEBHOOK_SECRETS") else ()
     redis_url = _url(env, "REDIS_URL", ("redis", "rediss", "unix"))
     if redis_url is None:

@@ -33,6 +33,8 @@ import re
 import sys
 from datetime import UTC, datetime
 
+from domain.times import iso_millis
+
 # Fields a log call may attach with `extra=`; anything else is dropped.
 FIELDS = (
     "event_id",
@@ -76,7 +78,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
         entry = {
-            "at": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "at": iso_millis(datetime.fromtimestamp(record.created, UTC)),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": _ANSI.sub("", message) if "\x1b" in message else message,

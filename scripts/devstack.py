@@ -8,6 +8,7 @@ sample event, then supervises both processes until Ctrl-C or until one of them e
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import shlex
 import signal
@@ -20,7 +21,7 @@ from pathlib import Path
 import requests
 from dotenv import load_dotenv
 
-from runtime.config import ConfigError, load_config, share_metrics_dir
+from runtime.config import ENV_FILE, ConfigError, load_config, share_metrics_dir
 from scripts.embedded_redis import EmbeddedRedis, free_port
 from scripts.fake_verisoul import DEFAULT_API_KEY as FAKE_API_KEY
 from store.db import migrate
@@ -29,6 +30,21 @@ ROOT = Path(__file__).resolve().parent.parent
 # Used only when neither the environment nor .env sets them, so a fresh clone runs as is.
 DEV_WEBHOOK_SECRET = "wbhsec_development_only"
 DEV_ADMIN_API_TOKEN = "development-only-admin-token"
+# Held while the stack runs: a second stack on the same var/ would run a second Redis on its append-only file.
+LOCK_FILE = ROOT / "var" / "devstack.lock"
+# The settings this stack runs with, for commands in another shell (PERSONA_EVENTS_ENV_FILE=var/stack.env).
+STACK_ENV = ROOT / "var" / "stack.env"
+STACK_SETTINGS = (
+    "REDIS_URL",
+    "DATABASE_URL",
+    "PERSONA_WEBHOOK_SECRETS",
+    "ADMIN_API_TOKEN",
+    "PERSONA_API_KEY",
+    "PERSONA_API_URL",
+    "VERISOUL_API_URL",
+    "VERISOUL_API_KEY",
+    "VERISOUL_API_FLAVOR",
+)
 
 
 def _environment() -> dict[str, str]:
@@ -124,25 +140,43 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _replay_command(env: dict[str, str], invented: dict[str, str]) -> str:
-    """`replay-event` with the settings this dev stack made up that it reads (they are not in `.env` for it
-    to read); it verifies no webhook, so the webhook secret is not among them."""
-    used = [name for name in invented if name != "PERSONA_WEBHOOK_SECRETS" and env.get(name) == invented[name]]
-    prefix = " ".join(f"{name}={shlex.quote(env[name])}" for name in used)
-    return f"{prefix} .venv/bin/replay-event --user user_sample_1 --dry-run".strip()
+def _lock_var() -> int | None:
+    """Hold var/'s lock for this stack's life; None when another stack holds it."""
+    LOCK_FILE.parent.mkdir(exist_ok=True)
+    descriptor = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        return None
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, str(os.getpid()).encode())
+    return descriptor  # the lock goes with the process, however it ends
 
 
-def _banner(port: int, admin_token: str, replay: str) -> None:
+def _write_stack_env(env: dict[str, str]) -> None:
+    """The settings the stack runs with (made-up ones included: the embedded Redis' port changes each start),
+    so that a command in another shell acts on this stack's Redis and database, not on what `.env` says."""
+    lines = [f"{name}={shlex.quote(env[name])}" for name in STACK_SETTINGS if env.get(name)]
+    STACK_ENV.write_text(
+        "# Written by ./scripts/run for this run; PERSONA_EVENTS_ENV_FILE=var/stack.env reads it.\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+
+
+def _banner(port: int, admin_token: str) -> None:
     webhook_url = f"http://127.0.0.1:{port}/webhooks/persona"
     send = f".venv/bin/python -m scripts.send_sample_event --url {webhook_url}"
     record = f"curl -H 'Authorization: Bearer {admin_token}' http://127.0.0.1:{port}/users/user_sample_1"
+    stack = f"{ENV_FILE}={STACK_ENV.relative_to(ROOT)}"
     print(
         f"\npersona-events is running.\n"
         f"  webhook URL:         {webhook_url}\n"
         f"  post a sample event: {send}\n"
-        f"  list stored events:  .venv/bin/python -m scripts.show_events\n"
+        f"  list stored events:  {stack} .venv/bin/python -m scripts.show_events\n"
         f"  read the user:       {record}\n"
-        f"  replay (dry run):    {replay}\n"
+        f"  replay (dry run):    {stack} .venv/bin/replay-event --user user_sample_1 --dry-run\n"
         f"  metrics:             curl http://127.0.0.1:{port}/metrics\n"
         f"Ctrl-C stops everything.\n",
         flush=True,
@@ -153,6 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     args = parser.parse_args(argv)
+    if _lock_var() is None:
+        print(
+            f"persona-events: another ./scripts/run (pid {LOCK_FILE.read_text().strip() or '?'}) is using var/ "
+            f"(its Redis, database and metrics); stop it first, or run this one from another clone",
+            file=sys.stderr,
+        )
+        return 2
     if not _port_free(args.port):
         print(
             f"persona-events: port {args.port} on 127.0.0.1 is in use (another ./scripts/run?); choose another "
@@ -182,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         if fake is not None:
             processes.append(fake)  # stopped after the worker, which may be mid-sync
         _wait_for(f"http://127.0.0.1:{args.port}/readyz", processes)
-        invented = {"PERSONA_WEBHOOK_SECRETS": DEV_WEBHOOK_SECRET, "REDIS_URL": embedded.url if embedded else ""}
-        _banner(args.port, env["ADMIN_API_TOKEN"], _replay_command(env, invented))
+        env.setdefault("DATABASE_URL", config.database_url)
+        _write_stack_env(env)
+        _banner(args.port, env["ADMIN_API_TOKEN"])
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
         while all(process.poll() is None for process in processes):
             time.sleep(0.5)

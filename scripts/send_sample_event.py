@@ -13,6 +13,7 @@ a user through a lifecycle with `--status created`, `--status completed`, `--sta
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import secrets
@@ -32,6 +33,8 @@ FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 # Persona's inquiry event for each status the payload then carries: the status names the event but for
 # two (`inquiry.started` → pending, `inquiry.marked-for-review` → needs_review). Source: Persona's
 # documentation of its inquiry webhook events.
+# The Persona account of the captured sandbox delivery (tests/fixtures/sandbox_inquiry_approved.json).
+FIXTURE_ACCOUNT = b"act_wU2yVJZ7gCTQiDHnKQksWSMUy8fv"
 EVENT_FOR_STATUS = {
     "created": "inquiry.created",
     "pending": "inquiry.started",
@@ -45,8 +48,11 @@ EVENT_FOR_STATUS = {
 
 
 def sample_body(fixture: str, reference_id: str, status: str | None = None, inquiry_id: str | None = None) -> bytes:
-    """The fixture as Persona sent it; with a status, a new event of that status for the user's inquiry."""
+    """The fixture as Persona sent it, for this user; with a status, a new event of that status for the user's
+    inquiry. Each reference id gets its own Persona account: with the fixture's one account, every sample
+    user would be linked to every other (one account, one person), and a replay of one would touch them all."""
     raw = (FIXTURES / fixture).read_bytes().replace(b"$REFERENCE_ID", reference_id.encode())
+    raw = raw.replace(FIXTURE_ACCOUNT, b"act_sample_" + hashlib.sha256(reference_id.encode()).hexdigest()[:24].encode())
     if status is None:
         return raw
     document = json.loads(raw)

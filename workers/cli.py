@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime
 
 import click
 from redis.exceptions import RedisError
@@ -35,7 +35,7 @@ from clients.persona import (
     make_persona_client,
 )
 from domain.events import QueuedEvent, is_queued_name
-from domain.times import iso_millis
+from domain.times import iso_millis, parse_time
 from runtime.config import Config, load_config_or_exit
 from store.db import Database
 from store.queue import connect_redis, job_id_for
@@ -59,8 +59,7 @@ class Moment(click.ParamType):
         if isinstance(value, datetime):
             return value
         try:
-            moment = datetime.fromisoformat(value)
-            return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+            return parse_time(value)
         except (ValueError, OverflowError):  # OverflowError: a time whose UTC falls outside year 1..9999
             self.fail(f"{value!r} is not an ISO 8601 time such as 2024-07-08 or 2024-07-08T14:29:24Z", param, ctx)
 
@@ -103,7 +102,7 @@ def _describe(params: dict) -> str:
         elif value is True:
             parts.append(_flag(name))
         elif value not in (None, False, ()):
-            shown = value.isoformat() if isinstance(value, datetime) else str(value)
+            shown = iso_millis(value) if isinstance(value, datetime) else str(value)
             parts.extend([_flag(name), shown])
     return " ".join(parts)
 

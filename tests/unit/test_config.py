@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.config import DEFAULT_DATABASE_URL, Config, ConfigError, load_config, shown_url
+from runtime.config import DEFAULT_DATABASE_URL, ENV_FILE, Config, ConfigError, load_config, shown_url
 
 BASE = {"PERSONA_WEBHOOK_SECRETS": "wbhsec_new", "REDIS_URL": "redis://localhost:6379/0"}
 ROOT = Path(__file__).resolve().parents[2]
@@ -273,3 +273,27 @@ def test_worker_metrics_port_is_a_tcp_port_or_unset():
     for bad in ("0", "70000", "nine"):
         with pytest.raises(ConfigError, match="WORKER_METRICS_PORT must be a TCP port"):
             load_config({**base, "WORKER_METRICS_PORT": bad}, read_dotenv=False)
+
+
+def test_every_missing_required_setting_is_named_at_once():
+    """Issue 11: a deployment from `.env.example` found PERSONA_WEBHOOK_SECRETS, then REDIS_URL, one restart each."""
+    with pytest.raises(ConfigError, match="^PERSONA_WEBHOOK_SECRETS and REDIS_URL are required but not set$"):
+        load_config({}, read_dotenv=False)
+    with pytest.raises(ConfigError, match="^REDIS_URL is required but not set$"):
+        load_config({}, read_dotenv=False, verifies_webhooks=False)
+
+
+def test_the_env_file_is_the_one_named_and_none_when_named_empty(tmp_path, monkeypatch):
+    """Issue 11: the suite read the developer's `.env` (its REDIS_URL and placeholder secret) and failed."""
+    (tmp_path / ".env").write_text("REDIS_URL=redis://from-dotenv:6379/0\n")
+    (tmp_path / "other.env").write_text("REDIS_URL=redis://from-other:6379/0\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("REDIS_URL", raising=False)  # restored after the test, whatever the files set
+    assert os.environ[ENV_FILE] == ""  # as tests/conftest.py sets it for the whole suite
+    with pytest.raises(ConfigError, match="REDIS_URL is required"):
+        load_config(verifies_webhooks=False)
+    monkeypatch.setenv(ENV_FILE, str(tmp_path / "other.env"))
+    assert load_config(verifies_webhooks=False).redis_url == "redis://from-other:6379/0"
+    monkeypatch.delenv("REDIS_URL")
+    monkeypatch.delenv(ENV_FILE)
+    assert load_config(verifies_webhooks=False).redis_url == "redis://from-dotenv:6379/0"

@@ -39,3 +39,17 @@ def test_each_status_event_has_a_fresh_id_so_none_is_a_duplicate(client):
     answers = [client.post(WEBHOOK, data=body, headers=headers(body)).json["status"] for body in bodies]
     assert answers == ["queued", "queued", "queued"]
     assert len({json.loads(body)["data"]["id"] for body in bodies}) == 3
+
+
+def test_each_sample_user_has_an_account_of_its_own(client, redis, config):
+    """Issue 11: every sample user shared the fixture's Persona account, so all were linked to one another
+    and a replay of one user touched them all."""
+    accounts = set()
+    for reference_id in ("user_a", "user_b"):
+        body = sample_body("sandbox_inquiry_approved.json", reference_id, "created")
+        assert client.post(WEBHOOK, data=body, headers=headers(body)).get_json()["status"] == "queued"
+        event = queued_event(redis, config)
+        redis.delete(f"rq:queue:{config.events_queue}")
+        assert event["reference_id"] == reference_id
+        accounts.add(event["account_id"])
+    assert len(accounts) == 2 and all(account.startswith("act_sample_") for account in accounts)
