@@ -121,6 +121,12 @@ class Fact:
     verification_type: str | None = None
     checks: tuple[tuple[str, str], ...] = ()
 
+    @property
+    def account(self) -> str:
+        """An inquiry event's account id: the generator gives every inquiry one."""
+        assert self.account_id is not None, f"{self.event_id}: an inquiry event without an account"
+        return self.account_id
+
 
 @dataclass
 class Stream:
@@ -450,9 +456,9 @@ def user_keys(facts: list[Fact]) -> dict[str, str]:
     for fact in facts:
         if fact.kind == "inquiry":
             if fact.reference_id:
-                keys[fact.account_id] = fact.reference_id
+                keys[fact.account] = fact.reference_id
             else:
-                keys.setdefault(fact.account_id, fact.account_id)
+                keys.setdefault(fact.account, fact.account)
     return keys
 
 
@@ -465,7 +471,7 @@ def expected_records(facts: list[Fact], now: datetime) -> dict[str, dict]:
     inquiry_user: dict[str, str] = {}
     users: dict[str, dict] = {}
     for inquiry_id, snaps in by_inquiry.items():
-        key = keys[snaps[0].account_id]
+        key = keys[snaps[0].account]
         inquiry_user[inquiry_id] = key
         newest = _newest(snaps, RANK.__getitem__)
         user = users.setdefault(

@@ -21,7 +21,7 @@ def _wait_for_rows(database_url: str, expected: int, timeout: float = 60) -> int
     count = -1
     while time.monotonic() < deadline:
         with database.sessions() as session:
-            count = session.scalar(select(func.count()).select_from(Event))
+            count = session.execute(select(func.count()).select_from(Event)).scalar_one()
         if count >= expected:
             break
         time.sleep(0.2)

@@ -22,7 +22,7 @@ import requests
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.payloads import WEBHOOK, encode, envelope, headers
+from tests.payloads import SECRET, WEBHOOK, encode, envelope, headers
 
 pytestmark = [
     pytest.mark.e2e,
@@ -164,12 +164,12 @@ def post_everything(stack, workers: set[int]) -> None:
     """EVENTS distinct events, DUPLICATES repeats and FORGED bad signatures, alternating between the
     two workers, so each worker's own files hold only part of the counts."""
     order = sorted(workers)
-    posts = [(event_body(n), {}) for n in range(EVENTS)]
-    posts += [(event_body(n), {}) for n in range(DUPLICATES)]
-    posts += [(event_body(EVENTS + n), {"secret": "wbhsec_forged"}) for n in range(FORGED)]
-    for i, (body, extra) in enumerate(posts):
-        _, status, text = request_on(stack, workers, order[i % 2], "POST", WEBHOOK, body, headers(body, **extra))
-        assert status == (401 if extra else 200), text
+    posts = [(event_body(n), SECRET) for n in range(EVENTS)]
+    posts += [(event_body(n), SECRET) for n in range(DUPLICATES)]
+    posts += [(event_body(EVENTS + n), "wbhsec_forged") for n in range(FORGED)]
+    for i, (body, secret) in enumerate(posts):
+        _, status, text = request_on(stack, workers, order[i % 2], "POST", WEBHOOK, body, headers(body, secret))
+        assert status == (200 if secret == SECRET else 401), text
 
 
 def test_every_scrape_sums_both_gunicorn_workers(metrics_stack):

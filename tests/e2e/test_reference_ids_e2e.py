@@ -110,6 +110,7 @@ def _wait_synced(base_url: str, reference_ids: list[str]) -> dict[str, dict]:
         for reference_id in reference_ids:
             status, body = _get(base_url, "/users/" + quote(reference_id, safe="").replace(".", "%2E"))
             if status == 200:
+                assert isinstance(body, dict), f"GET /users/{reference_id!r}: 200 without a JSON object: {body}"
                 records[reference_id] = body
         if len(records) == len(reference_ids) and all(r["verisoul"]["synced"] for r in records.values()):
             return records

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import requests
@@ -37,7 +38,7 @@ def _records(url: str, keys: list[str]) -> dict[str, dict]:
     with requests.Session() as http:
         for key in keys:
             answer = http.get(f"{url}/users/{key}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
-            record = answer.json() if answer.status_code == 200 else {"status_code": answer.status_code}
+            record: dict[str, Any] = answer.json() if answer.status_code == 200 else {"status_code": answer.status_code}
             record["history"] = sorted((h["event_id"], h["inquiry_id"], h["at"]) for h in record.get("history", []))
             # Whether Verisoul was in step is Verisoul's state, not the events': live delivery may have needed a
             # sync on the way (which, with no Verisoul configured here, leaves `synced: false`) where the
@@ -65,7 +66,7 @@ def _replay(env: dict, *args: str) -> subprocess.CompletedProcess:
 def _count_events(database_url: str) -> int:
     database = Database(database_url)
     with database.sessions() as session:
-        count = session.scalar(select(func.count()).select_from(Event))
+        count = session.execute(select(func.count()).select_from(Event)).scalar_one()
     database.dispose()
     return count
 

@@ -332,7 +332,7 @@ def _call_problems(e: Expected, writes: list[str], reads: int, account: dict | N
         problems.append(f"Verisoul says enrolled={_fake_enrolled(account, flavor)} after {enrolls} enrolls")
     if e.duplicate and e.verified and not reads:
         problems.append("verified, but the account was never read for one person, one account")
-    if flavor == "account" and enrolls and account["externalId"] != e.key:
+    if flavor == "account" and enrolls and account is not None and account["externalId"] != e.key:
         problems.append(f"enrolled with externalId {account['externalId']!r}, expected {e.key!r}")
     return problems
 
@@ -382,6 +382,7 @@ def _unscheduled(scheduled: ScheduledJobRegistry, temporary: list[Expected]) -> 
     job_ids = set(scheduled.get_job_ids())
     missing = []
     for e in temporary:
+        assert e.until is not None, f"{e.key}: a temporary block without an end"
         job_id = _unblock_job_id(e.key, e.until)
         if job_id not in job_ids:
             missing.append(f"{e.key}: no {job_id} for {iso(e.until)}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 
 from app import create_app
@@ -13,8 +15,8 @@ from tests.payloads import SECRET
 TOKEN = "admin-token"
 
 
-def records(database_url: str, redis) -> dict[str, dict]:
-    """Every user's record, read through GET /users as the host application reads it."""
+def records(database_url: str, redis) -> dict[str, Any]:
+    """Every user's record (the JSON document), read through GET /users as the host application reads it."""
     config = Config(
         webhook_secrets=(SECRET,), redis_url="redis://unused", database_url=database_url, admin_api_token=TOKEN
     )

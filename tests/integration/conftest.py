@@ -4,6 +4,7 @@ PostgreSQL when TEST_DATABASE_URL is set)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 from redis import Redis
@@ -31,7 +32,7 @@ def redis_server_url(tmp_path_factory):
 
 
 @pytest.fixture
-def real_redis(redis_server_url) -> Redis:
+def real_redis(redis_server_url) -> Iterator[Redis]:
     connection = Redis.from_url(redis_server_url)
     connection.flushdb()
     yield connection

@@ -8,6 +8,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from sqlalchemy import func, select
 
+from domain.events import QueuedEvent
 from store.db import Database
 from store.models import Event
 from store.queue import EventQueue, job_id_for
@@ -17,7 +18,7 @@ from workers.worker import EVENT_BATCH, Worker
 pytestmark = pytest.mark.integration
 
 
-def _events(count: int, prefix: str) -> list[dict]:
+def _events(count: int, prefix: str) -> list[QueuedEvent]:
     return [
         inquiry_event(f"inq_{prefix}{n}", "created", f"2026-01-01T00:00:{n % 60:02d}.000Z", f"user_{prefix}{n}")
         for n in range(count)
@@ -40,7 +41,7 @@ def _worker(config, connection) -> Worker:
 
 def _recorded(database_url: str) -> int:
     with Database(database_url).sessions() as session:
-        return session.scalar(select(func.count()).select_from(Event))
+        return session.execute(select(func.count()).select_from(Event)).scalar_one()
 
 
 def test_a_backlog_is_applied_in_batches_of_at_most_half_of_it_each_job_finishing_as_its_own(

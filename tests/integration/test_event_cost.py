@@ -87,6 +87,7 @@ def test_status_since_follows_late_events_without_rereading_the_log_unless_one_b
 def _since(inquiry_id: str) -> str:
     with jobs.database().sessions() as session:
         since = session.scalar(select(Inquiry.status_since).where(Inquiry.id == inquiry_id))
+    assert since is not None, f"{inquiry_id} has no status_since"
     return since.strftime("%Y-%m-%d %H:%M:%S")
 
 

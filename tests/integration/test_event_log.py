@@ -26,7 +26,7 @@ def _drain(config, connection) -> None:
 
 def _rows(database_url: str) -> list[Event]:
     with Database(database_url).sessions() as session:
-        return session.scalars(select(Event).order_by(Event.event_id)).all()
+        return list(session.scalars(select(Event).order_by(Event.event_id)))
 
 
 def test_each_fixture_in_each_casing_is_recorded_once(real_client, real_config, real_redis, worker_env):

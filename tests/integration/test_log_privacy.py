@@ -179,7 +179,7 @@ def _rejected_bodies(sandbox: dict) -> list[tuple[bytes, dict, int]]:
     return [
         (full, headers(full, secret="wbhsec_wrong"), 401),
         (full, {"Content-Type": "application/json"}, 401),
-        (full, headers(full, **{"Persona-Webhook-Attempts-Made": "ALEXANDER J SAMPLE"}), 200),
+        (full, {**headers(full), "Persona-Webhook-Attempts-Made": "ALEXANDER J SAMPLE"}, 200),
         (full, {**headers(full), "Content-Type": "text/plain"}, 415),
         (truncated, headers(truncated), 400),
         *[(body, headers(body), 400) for body in map(encode, (no_type, bad_time, no_payload_id, not_an_event))],
@@ -187,11 +187,11 @@ def _rejected_bodies(sandbox: dict) -> list[tuple[bytes, dict, int]]:
     ]
 
 
-def _broken_job_event() -> dict:
+def _broken_job_event() -> dict[str, object]:
     """The sandbox capture minimised as the web process queues it, without `created_at`: the job
     fails (KeyError) and RQ logs its traceback."""
     body = encode(load_fixture(SANDBOX))
-    event = minimise(load_envelope(normalise_keys(json.loads(body))), body_sha256(body))
+    event: dict[str, object] = dict(minimise(load_envelope(normalise_keys(json.loads(body))), body_sha256(body)))
     event["event_id"] = BROKEN_EVENT_ID
     event["received_at"] = iso_millis(datetime.now(UTC))
     del event["created_at"]

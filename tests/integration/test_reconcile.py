@@ -101,9 +101,9 @@ def reconciled_rows(database_url: str) -> list:
     return [row for row in events_of(database_url).values() if row.name == "inquiry.reconciled"]
 
 
-def fail_event_job(real_config, real_redis, event: dict) -> None:
+def fail_event_job(real_config, real_redis, event: dict[str, object]) -> None:
     """process_event fails for good on `event` (no created-at): the job sits in RQ's failed registry."""
-    EventQueue(real_redis, real_config).enqueue_once(event)
+    EventQueue(real_redis, real_config).enqueue_once(event)  # type: ignore[arg-type]  # no created_at, deliberately
     drain(real_config, real_redis)
     assert FailedJobRegistry(real_config.events_queue, connection=real_redis).count == 1
 

@@ -4,6 +4,7 @@ restarted at will; never the shared one), a SQLite database, and the processes w
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -31,8 +32,10 @@ class OwnRedis:
 
     def kill(self) -> None:
         """SIGKILL: no shutdown save, no goodbye to clients."""
-        self.server.process.send_signal(signal.SIGKILL)
-        self.server.process.wait(timeout=10)
+        process = self.server.process
+        assert process is not None, "the Redis server was never started"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
 
     def client(self) -> Redis:
         return Redis.from_url(self.url, socket_timeout=5)
@@ -86,10 +89,16 @@ def enqueue_counted(redis: Redis, key: str, seconds: float = 0.0, timeout: int =
 def exited(stack: Stack) -> list[str]:
     """The processes that exited, as `program pid exit-status: last log line`, so a failure says why."""
     return [
-        f"{p.args[0].rsplit('/', 1)[-1]} pid {p.pid} exit {p.returncode}: {last_line(log)}"
+        f"{program(p)} pid {p.pid} exit {p.returncode}: {last_line(log)}"
         for p, log in zip(stack.processes, stack.logs, strict=True)
         if p.poll() is not None
     ]
+
+
+def program(process: subprocess.Popen) -> str:
+    """The file name of the program `process` runs (a Stack starts each from a command list)."""
+    assert isinstance(process.args, list), process.args
+    return Path(process.args[0]).name
 
 
 def last_line(path: Path) -> str:

@@ -15,6 +15,7 @@ from domain.events import (
     REFUSED_CATEGORIES,
     RELATIONSHIPS_READ,
     InvalidEvent,
+    QueuedEvent,
     body_sha256,
     is_queued_name,
     minimise,
@@ -337,7 +338,7 @@ EXPECTED = {
 }
 
 
-def minimised(name: str, casing: str) -> dict:
+def minimised(name: str, casing: str) -> QueuedEvent:
     body = encode(recase(load_fixture(name), casing))
     return minimise(load_envelope(normalise_keys(json.loads(body))), body_sha256(body))
 
@@ -386,7 +387,7 @@ def test_minimised_event_holds_no_personal_value(name, casing):
 # --- minimisation edge cases --------------------------------------------------------------------------
 
 
-def minimise_doc(document: dict) -> dict:
+def minimise_doc(document: dict) -> QueuedEvent:
     return minimise(load_envelope(normalise_keys(document)), "hash")
 
 

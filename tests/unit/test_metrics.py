@@ -22,7 +22,7 @@ from clients.verisoul import ATTEMPTS, VerisoulError, VerisoulUnavailable
 from runtime import metrics
 from runtime.config import share_metrics_dir
 from runtime.metrics import count_transition, timed_job
-from tests.payloads import WEBHOOK, encode, envelope, headers
+from tests.payloads import SECRET, WEBHOOK, encode, envelope, headers
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,10 +47,9 @@ def scrape(client) -> dict[tuple[str, tuple], float]:
     }
 
 
-def post_event(client, event_id: str, secret: str | None = None):
+def post_event(client, event_id: str, secret: str = SECRET):
     body = encode(envelope(event_id=event_id))
-    extra = {} if secret is None else {"secret": secret}
-    return client.post(WEBHOOK, data=body, headers=headers(body, **extra))
+    return client.post(WEBHOOK, data=body, headers=headers(body, secret))
 
 
 def explode():

@@ -384,9 +384,9 @@ def test_connection_refused_is_retried_then_unavailable(client_for, sleeps):
 # --- event_from_document: the webhook's path for a fetched event -----------------------------------------
 
 
-def webhook_minimised(document: dict) -> dict:
+def webhook_minimised(document: dict) -> dict[str, object]:
     """What the webhook queues for this document, apart from body_sha256 and received_at."""
-    event = minimise(load_envelope(normalise_keys(document)), "")
+    event: dict[str, object] = dict(minimise(load_envelope(normalise_keys(document)), ""))
     del event["body_sha256"]
     return event
 

@@ -12,6 +12,7 @@ from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
+from domain.events import QueuedEvent
 from runtime.config import Config
 from store.queue import (
     FAILURE_TTL,
@@ -129,7 +130,7 @@ def process_event(monkeypatch):
     return stand_in
 
 
-def enqueue_once(redis, config: Config, event: dict) -> bool:
+def enqueue_once(redis, config: Config, event: QueuedEvent) -> bool:
     return EventQueue(redis, config).enqueue_once(event)
 
 

@@ -19,7 +19,15 @@ from marshmallow import ValidationError
 from rq.job import Job
 
 from app import create_app
-from domain.events import InvalidEvent, body_sha256, is_queued_name, minimise, normalise_envelope, normalise_keys
+from domain.events import (
+    InvalidEvent,
+    QueuedEvent,
+    body_sha256,
+    is_queued_name,
+    minimise,
+    normalise_envelope,
+    normalise_keys,
+)
 from domain.schemas import EnvelopeSchema, first_error, load_event
 from runtime.config import Config
 from store.queue import job_id_for
@@ -32,7 +40,7 @@ THROUGH_THE_APP = settings(max_examples=200, deadline=None, suppress_health_chec
 # --- the reference: the pipeline before normalise_envelope ----------------------------------------------------
 
 
-def reference_event(document, body_hash: str) -> dict:
+def reference_event(document, body_hash: str) -> QueuedEvent:
     """app/webhooks.py and domain/schemas.py as they were: every key re-cased, the envelope schema, minimise."""
     document = normalise_keys(document)
     if not isinstance(document, dict):
@@ -48,7 +56,7 @@ def number(digits: str) -> int | float:
     return int(digits) if len(digits) <= 4000 else float(digits)
 
 
-def reference_answer(body: bytes) -> tuple[int, dict, dict | None]:
+def reference_answer(body: bytes) -> tuple[int, dict, QueuedEvent | None]:
     """The status, JSON answer and queued event (without received_at) the webhook gave a signed JSON body."""
     try:
         document = json.loads(body.decode("utf-8-sig"), parse_int=number)
@@ -62,17 +70,17 @@ def reference_answer(body: bytes) -> tuple[int, dict, dict | None]:
     return 200, {"status": "queued", "event_id": event["event_id"]}, event
 
 
-def outcome(load, document) -> tuple[str, object]:
+def outcome(load, document) -> tuple[str, QueuedEvent | str]:
     try:
         return "event", load(document)
     except ValidationError as error:
         return "refused", first_error(error.messages)
 
 
-def label(result: tuple[str, object]) -> str:
+def label(result: tuple[str, QueuedEvent | str]) -> str:
     """For --hypothesis-show-statistics: how the examples divide between events and refusals, and which."""
-    kind, value = result
-    return f"event {value['name']!r:.30}" if kind == "event" else f"refused {str(value).partition(':')[0]}"
+    _, value = result
+    return f"refused {value.partition(':')[0]}" if isinstance(value, str) else f"event {value['name']!r:.30}"
 
 
 # --- documents ----------------------------------------------------------------------------------------------
