@@ -1,6 +1,6 @@
 """`GET /users/<reference_id>`: the user record, for the host application to ask before it offers a
-new verification (docs/contracts.md §4, §5). Guarded by a bearer token; with no token configured the route is
-disabled (503), never open."""
+new verification (docs/contracts.md §4, §5); `POST /users/<reference_id>/actions`: an operator's override
+(§7). Guarded by a bearer token; with no token configured the routes are disabled (503), never open."""
 
 from __future__ import annotations
 
@@ -8,8 +8,16 @@ import hmac
 from datetime import UTC, datetime
 
 from flask import Blueprint, current_app, jsonify, request
+from marshmallow import ValidationError
+from redis.exceptions import RedisError
+from rq import Queue
 from werkzeug.routing import BaseConverter
 
+from domain.overrides import load_override_request
+from domain.schemas import first_error
+from store.operator_actions import override_user
+from store.overrides import UnknownInquiry
+from store.sync_queue import request_sync
 from store.user_record import load_user_record
 
 bp = Blueprint("users", __name__)
@@ -74,3 +82,40 @@ def get_user(reference_id: str):
     if record is None:
         return _error(404, "user_not_found", f"no user with reference id {reference_id!r}")
     return jsonify(record)
+
+
+@bp.post("/users/<reference_id:reference_id>/actions", merge_slashes=False)
+def act_on_user(reference_id: str):
+    """An operator's override (docs/contracts.md §7): 200 and the record; 400 naming the field at fault; 404 for an
+    unknown user or an inquiry not the user's. Verisoul follows through the ordinary sync, queued here."""
+    refusal = _refusal()
+    if refusal is not None:
+        return refusal
+    document = request.get_json(silent=True)
+    try:
+        action = load_override_request(document)
+    except ValidationError as error:
+        return _error(400, "invalid_request", first_error(error.messages))
+    config = current_app.config["PERSONA"]
+    database = current_app.extensions["database"]
+    now = datetime.now(UTC)
+    try:
+        to_sync = override_user(database, reference_id, action, now, config.verisoul_api_url is not None)
+    except UnknownInquiry:
+        return _error(404, "inquiry_not_found", f"user {reference_id!r} has no inquiry {action.inquiry_id!r}")
+    if to_sync is None:
+        return _error(404, "user_not_found", f"no user with reference id {reference_id!r}")
+    current_app.logger.info("override recorded", extra={"outcome": action.action, "user": reference_id})
+    if to_sync:
+        _queue_sync(reference_id, config.sync_queue)
+    with database.sessions() as session:
+        return jsonify(load_user_record(session, reference_id, now))
+
+
+def _queue_sync(reference_id: str, sync_queue: str) -> None:
+    """Queue the user's Verisoul sync; with Redis away the override stands and the sweep syncs within a minute."""
+    connection = current_app.extensions["event_queue"].connection
+    try:
+        request_sync(connection, Queue(sync_queue, connection=connection), reference_id)
+    except RedisError as error:
+        current_app.logger.warning("sync not queued; the sweep will", extra={"reason": type(error).__name__})

@@ -49,6 +49,7 @@ FIELDS = (
     "job_id",
     "queue",
     "sentry_event_id",
+    "user",  # a reference id: the host's id for a person, never their name or documents
 )
 
 # Loggers `configure()` sends to stderr as JSON: ours, and RQ's (all under `rq`).

@@ -1,0 +1,30 @@
+"""An operator's action on a user (docs/contracts.md §7), applied in one transaction: the override and what it
+changes of the record's Verisoul sync state. Queueing the sync is the caller's (store/sync_queue.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+
+from domain.overrides import RESYNC, OverrideRequest
+from store.db import Database
+from store.models import User
+from store.overrides import record_override
+from store.records import lock, mark_sync
+
+
+def override_user(
+    database: Database, reference_id: str, request: OverrideRequest, now: datetime, configured: bool
+) -> bool | None:
+    """Record `request` for the user, in one transaction under the user's lock (events for the user wait);
+    None when there is no such user, else whether Verisoul should now be synced (always, for `resync`).
+    Raises UnknownInquiry."""
+    with database.transaction() as session:
+        lock(session, reference_id, *filter(None, [request.inquiry_id]))
+        user = session.scalar(select(User).where(User.reference_id == reference_id))
+        if user is None:
+            return None
+        record_override(session, user, request, now)
+        session.flush()
+        return mark_sync(session, user, now, configured) or request.action == RESYNC
