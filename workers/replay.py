@@ -104,7 +104,8 @@ def user_summary(session: Session, user: User, now: datetime) -> dict:
     """What a replay can change about a user: the record's verdict and Verisoul's desired state."""
     facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
     summary = summarise(facts, now, user.verisoul_duplicate_account, overrides_of(user))
-    return summary.verdict() | {f"verisoul_{name}": value for name, value in summary.verisoul_target().items()}
+    # "target": what Verisoul should say, not what it confirmed (the record's `verisoul` part)
+    return summary.verdict() | {f"verisoul_target_{name}": value for name, value in summary.verisoul_target().items()}
 
 
 def chunks(values: Iterable[str]) -> Iterator[list[str]]:

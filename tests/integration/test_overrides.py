@@ -5,6 +5,7 @@ replay, and a later negative event still counts; bad requests are a 400 naming t
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -28,7 +29,7 @@ WHY = {"reason": "the selfie check misread a valid licence", "operator": "ops@ex
 
 
 @pytest.fixture
-def verisoul(monkeypatch, worker_env, real_redis, fake_verisoul_url) -> FakeVerisoulControl:
+def verisoul(monkeypatch, worker_env, real_redis, fake_verisoul_url) -> Iterator[FakeVerisoulControl]:
     """The workers, the CLI and the web pointed at a fresh fake Verisoul (account flavor)."""
     track_cli_databases(monkeypatch)
     cli_environment(monkeypatch, worker_env)

@@ -239,7 +239,7 @@ def test_dry_run_shows_a_corrupted_record_writes_nothing_and_the_replay_repairs_
     assert (text.exit_code, text.stderr) == (0, "")
     [line] = [line for line in text.stdout.splitlines() if line.startswith("user_1:")]
     for change in ("status declined → approved", "decision deny → allow", "strikes 1 → 0",
-                   "verisoul_enrolled False → True", "verisoul_blocked True → False"):  # fmt: skip
+                   "verisoul_target_enrolled False → True", "verisoul_target_blocked True → False"):  # fmt: skip
         assert change in line
     assert "dry run, nothing written" in text.stdout
 
@@ -249,8 +249,8 @@ def test_dry_run_shows_a_corrupted_record_writes_nothing_and_the_replay_repairs_
     blocked_until = (yesterday + timedelta(days=7)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     assert user["changes"] == {
         "status": ["declined", "approved"], "decision": ["deny", "allow"], "strikes": [1, 0],
-        "verisoul_enrolled": [False, True], "verisoul_blocked": [True, False],
-        "verisoul_blocked_until": [blocked_until, None],
+        "verisoul_target_enrolled": [False, True], "verisoul_target_blocked": [True, False],
+        "verisoul_target_blocked_until": [blocked_until, None],
     }  # fmt: skip
     assert document(as_json)["dry_run"] is True
     assert tables(url) == broken_tables  # nothing written, replay counts included
@@ -297,7 +297,7 @@ def test_dry_run_reports_the_current_state_of_a_user_an_inquiry_moves_to(env, re
     assert users["user_1"]["before"] is not None
     assert users["user_1"]["changes"] == {
         "status": ["none", "approved"], "inquiry_id": [None, "inq_1"], "decision": ["verify", "allow"],
-        "next_action": ["create_inquiry", "none"], "verisoul_enrolled": [False, True],
+        "next_action": ["create_inquiry", "none"], "verisoul_target_enrolled": [False, True],
     }  # fmt: skip
 
 
@@ -322,7 +322,7 @@ def test_dry_run_shows_what_a_changed_state_machine_would_store(env, real_config
     [user] = document(result)["users"]
     assert user["changes"] == {
         "status": ["declined", "needs_review"], "decision": ["deny", "review"], "next_action": ["none", "wait"],
-        "strikes": [1, 0], "verisoul_blocked_until": ["2024-01-15T00:00:00.500Z", None],
+        "strikes": [1, 0], "verisoul_target_blocked_until": ["2024-01-15T00:00:00.500Z", None],
     }  # fmt: skip
     assert tables(url) == stored
 
@@ -719,7 +719,7 @@ def test_from_persona_dry_run_reports_only_what_changes_for_an_existing_user(fak
     assert user["before"] is not None and user["before"]["status"] == "declined"
     assert user["changes"] == {
         "status": ["declined", "approved"], "inquiry_id": ["inq_1", "inq_9"], "decision": ["deny", "allow"],
-        "verisoul_enrolled": [False, True],
+        "verisoul_target_enrolled": [False, True],
     }  # fmt: skip
     assert list(events_of(real_config.database_url)) == [declined["event_id"]]
 
