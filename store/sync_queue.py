@@ -12,7 +12,7 @@ from datetime import datetime
 
 from redis import Redis
 from redis.exceptions import WatchError
-from rq import Queue, Retry
+from rq import Callback, Queue, Retry
 
 SYNC_VERISOUL = "workers.jobs.sync_verisoul"
 PENDING_PREFIX = "persona-events:sync-pending:"
@@ -28,6 +28,11 @@ SYNC_TIMEOUT = 45
 # Verisoul, the database or Redis away: retried without holding a worker, soon at first, then every
 # minute (the last interval repeats) for about 10 minutes; after that the sweep queues the user again.
 SYNC_RETRY = Retry(max=12, interval=[5, 10, 20, 30, 60])
+# A failed sync's job id is remembered per user, so the user's next successful sync can clear it from the
+# failed registry (workers/jobs.py): recovered failures do not hold the failed-jobs gauge up for a month.
+FAILED_SYNCS_PREFIX = "persona-events:failed-syncs:"
+SYNC_FAILURE_TTL = 30 * 24 * 3600
+ON_SYNC_FAILURE = Callback("workers.jobs.remember_failed_sync")
 
 
 def request_sync(connection: Redis, queue: Queue, reference_id: str) -> bool:
@@ -51,7 +56,8 @@ def request_sync(connection: Redis, queue: Queue, reference_id: str) -> bool:
                 timeout=SYNC_TIMEOUT,
                 retry=SYNC_RETRY,
                 result_ttl=3600,
-                failure_ttl=30 * 24 * 3600,
+                failure_ttl=SYNC_FAILURE_TTL,
+                on_failure=ON_SYNC_FAILURE,
                 pipeline=pipeline,
             )
             pipeline.execute()
@@ -66,5 +72,13 @@ def schedule_unblock(queue: Queue, reference_id: str, at: datetime) -> None:
     job_id = f"unblock-{key}"
     if queue.fetch_job(job_id) is None:
         queue.enqueue_at(
-            at, SYNC_VERISOUL, reference_id, job_id=job_id, job_timeout=SYNC_TIMEOUT, retry=SYNC_RETRY, result_ttl=3600
+            at,
+            SYNC_VERISOUL,
+            reference_id,
+            job_id=job_id,
+            job_timeout=SYNC_TIMEOUT,
+            retry=SYNC_RETRY,
+            result_ttl=3600,
+            failure_ttl=SYNC_FAILURE_TTL,
+            on_failure=ON_SYNC_FAILURE,
         )

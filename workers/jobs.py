@@ -16,6 +16,8 @@ from functools import lru_cache
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, get_current_job
+from rq.job import Job
+from rq.registry import FailedJobRegistry
 from rq.timeouts import JobTimeoutException
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -30,7 +32,7 @@ from store.db import Database
 from store.event_log import DUPLICATE, event_insert, is_duplicate
 from store.queue import connect_redis
 from store.records import Applied, apply_event
-from store.sync_queue import request_sync
+from store.sync_queue import FAILED_SYNCS_PREFIX, SYNC_FAILURE_TTL, request_sync
 from workers.reconcile import reconcile
 from workers.replay import RECONCILED, Replayer
 from workers.sync import Syncer
@@ -208,8 +210,30 @@ def sync_verisoul(reference_id: str) -> str:
             raise
         _stop_retrying()
         raise PermanentJobError(f"user {reference_id}: {_first_line(error)}") from error
-    log.info("verisoul synced", extra={"outcome": result})
+    log.info("verisoul synced", extra={"outcome": result, "user": reference_id})
+    _forget_failed_syncs(reference_id)
     return result
+
+
+def remember_failed_sync(job: Job, connection: Redis, *exc_info) -> None:
+    """RQ's failure callback of a sync job (each failed try): its id, kept for the user's next success."""
+    key = FAILED_SYNCS_PREFIX + job.args[0]
+    with connection.pipeline() as pipeline:
+        pipeline.sadd(key, job.id)
+        pipeline.expire(key, SYNC_FAILURE_TTL)
+        pipeline.execute()
+
+
+def _forget_failed_syncs(reference_id: str) -> None:
+    """The user is in step with Verisoul: their earlier failed syncs leave the failed registry (issue 12)."""
+    key = FAILED_SYNCS_PREFIX + reference_id
+    job_ids = [job_id.decode() if isinstance(job_id, bytes) else job_id for job_id in redis().smembers(key)]
+    if job_ids:
+        registry = FailedJobRegistry(queue=sync_queue())
+        for job_id in job_ids:
+            if job_id in registry:  # a try that was retried (or is waiting to be) is not in it: left alone
+                registry.remove(job_id, delete_job=True)
+    redis().delete(key)
 
 
 @metrics.timed_job("sweep_verisoul")
