@@ -54,7 +54,7 @@ from scripts.fake_verisoul import DEFAULT_API_KEY
 from store.db import engine_url, migrate
 from store.models import Event
 from store.queue import EventQueue
-from tests.integration.test_user_records import inquiry_event
+from tests.helpers.events import inquiry_event
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 2

@@ -12,7 +12,7 @@ by a sender that retries any non-2xx or connection error like Persona does, on a
 8, 8, ... s; it gives up on a delivery after `--give-up` s). Mid-stream the fault is injected; once it has ended
 the suite polls every record (`GET /users/<id>`) and the fake Verisoul until each matches the model computed
 independently from the acknowledged events (tests/e2e/stream.py, and the Verisoul expectations of
-tests/e2e/test_verisoul_e2e.py), or `--cap` seconds pass.
+tests/helpers/verisoul_expectations.py), or `--cap` seconds pass.
 
 One row per fault: acknowledged events (answered 2xx), not acknowledged (the sender gave up), lost (acknowledged,
 never in the events table), applied twice (an event id stored twice or with two history rows), wrong records
@@ -67,8 +67,14 @@ from scripts.fake_verisoul import DEFAULT_API_KEY as FAKE_VERISOUL_KEY
 from scripts.tcp_proxy import TcpProxy
 from store.db import engine_url
 from tests.e2e.stream import Stream, deliveries, expected_records, generate
-from tests.e2e.test_user_records_e2e import _diff
-from tests.e2e.test_verisoul_e2e import _call_problems, _expectations, _record_problems, _successful_reads, _writes
+from tests.helpers.record_diff import record_diff
+from tests.helpers.verisoul_expectations import (
+    call_problems,
+    expectations,
+    record_problems,
+    successful_reads,
+    successful_writes,
+)
 from tests.payloads import SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -552,20 +558,20 @@ class Checker:
         now = datetime.now(UTC)
         expected = expected_records(facts, now)
         sub = Stream(now=self.stream.now, facts=facts, bodies={e: b"" for e in acked}, users=sorted(expected))
-        verisoul = _expectations(sub, now, self.started, set())
+        verisoul = expectations(sub, now, self.started, set())
         calls = self.fake.control("GET", "calls")
         accounts = self.fake.control("GET", "accounts")
-        writes, reads = _writes(calls, FLAVOR), _successful_reads(calls)
+        writes, reads = successful_writes(calls, FLAVOR), successful_reads(calls)
         out: dict[str, list[str]] = {}
         keys = sorted(expected)
         for key, answer in zip(keys, self.pool.map(self._get, keys), strict=True):
             if isinstance(answer, Exception):
                 out[key] = [f"GET /users failed: {type(answer).__name__}"]
                 continue
-            found = _diff(key, expected[key], answer)
-            found += _call_problems(verisoul[key], writes.get(key, []), reads[key], accounts.get(key), FLAVOR)
+            found = record_diff(key, expected[key], answer)
+            found += call_problems(verisoul[key], writes.get(key, []), reads[key], accounts.get(key), FLAVOR)
             if answer.status_code == 200:
-                found += _record_problems(verisoul[key], answer.json(), writes.get(key, []), reads[key])
+                found += record_problems(verisoul[key], answer.json(), writes.get(key, []), reads[key])
             if found:
                 out[key] = found
         strays = sorted(set(writes) - set(expected))

@@ -18,6 +18,7 @@ from store.db import Database
 from store.models import User
 from tests.e2e.stream import Stream, deliveries, expected_records, generate
 from tests.helpers.delivery import QUEUE, failed_jobs, post_all, wait_for_drain
+from tests.helpers.record_diff import record_diff
 
 pytestmark = pytest.mark.e2e
 
@@ -42,52 +43,6 @@ REQUIRED_TAGS = {
     "status:pending": 3,
     "status:needs_review": 2,
 }
-
-
-def _actual(record: dict) -> dict:
-    """The parts of a GET /users answer the test compares, in the expected record's shape."""
-    return {
-        "reference_id": record.get("reference_id"),
-        "persona_account_id": record.get("persona_account_id"),
-        "status": record.get("status"),
-        "inquiry_id": record.get("inquiry_id"),
-        "decision": record.get("decision"),
-        "next_action": record.get("next_action"),
-        "strikes": record.get("strikes"),
-        "inquiries": {i["id"]: i["status"] for i in record.get("inquiries", [])},
-        "templates": {i["id"]: i.get("template_id") for i in record.get("inquiries", [])},
-        "verifications": {
-            v["id"]: {
-                "inquiry_id": v.get("inquiry_id"),
-                "type": v.get("type"),
-                "status": v["status"],
-                "checks": v.get("checks"),
-            }
-            for v in record.get("verifications", [])
-        },
-        "event_ids": {h["event_id"] for h in record.get("history", [])},
-    }
-
-
-def _diff(key: str, expected: dict, answer: requests.Response) -> list[str]:
-    if answer.status_code != 200:
-        return [f"{key}: GET answered {answer.status_code} {answer.text[:200]}"]
-    record = answer.json()
-    actual = _actual(record)
-    diffs = [
-        f"{key}.{name}: expected {expected[name]!r}, got {actual[name]!r}"
-        for name in actual
-        if name != "event_ids" and actual[name] != expected[name]
-    ]
-    history_ids = [h["event_id"] for h in record.get("history", [])]
-    repeated = sorted(event_id for event_id, n in Counter(history_ids).items() if n > 1)
-    missing, extra = expected["event_ids"] - actual["event_ids"], actual["event_ids"] - expected["event_ids"]
-    if missing or extra or repeated:
-        diffs.append(
-            f"{key}.history: {len(history_ids)} rows for {len(expected['event_ids'])} events; "
-            f"missing {sorted(missing)[:5]}, extra {sorted(extra)[:5]}, repeated {repeated[:5]}"
-        )
-    return diffs
 
 
 def _check_coverage(stream: Stream) -> None:
@@ -142,7 +97,7 @@ def test_two_workers_turn_a_shuffled_duplicated_stream_into_the_expected_user_re
         assert sorted(expected) == sorted(stream.users)
         mismatches: dict[str, list[str]] = {}
         for key in stream.users:
-            diffs = _diff(key, expected[key], http.get(f"{stack.url}/users/{key}", headers=auth, timeout=10))
+            diffs = record_diff(key, expected[key], http.get(f"{stack.url}/users/{key}", headers=auth, timeout=10))
             if diffs:
                 mismatches[key] = diffs
 

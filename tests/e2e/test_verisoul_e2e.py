@@ -2,8 +2,9 @@
 through gunicorn and two RQ workers (the Procfile's commands) while a fake Verisoul (scripts/fake_verisoul.py,
 a real subprocess on real HTTP) fails 20% of requests with 500 or 429. Afterwards, for every user:
 
-- the record's `verisoul` block and decision match an expectation computed here from the generated facts
-  (tests/e2e/stream.py; nothing of the service's policy, sync plan or records is imported for it);
+- the record's `verisoul` block and decision match an expectation computed from the generated facts
+  (tests/e2e/stream.py, tests/helpers/verisoul_expectations.py; nothing of the service's policy, sync plan or
+  records is imported for it);
 - the calls Verisoul received obey the sync's promises: at most one successful enroll per user, exactly one
   for each verified unique user, none for accounts linked to others; blocks and unblocks alternate, starting
   with a block; no block for a user whose every possible block had run out before the test started; and the
@@ -32,7 +33,6 @@ import random
 import signal
 import time
 from collections import Counter
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -45,18 +45,18 @@ from sqlalchemy import func, select
 from store.db import Database
 from store.models import Event, User
 from tests.e2e.conftest import FakeServer
-from tests.e2e.stream import (
-    BLOCK_DAYS,
-    NEGATIVE,
-    Stream,
-    deliveries,
-    expected_records,
-    generate,
-    iso,
-    parse,
-    user_keys,
-)
+from tests.e2e.stream import Stream, deliveries, expected_records, generate, iso, user_keys
 from tests.helpers.delivery import post_all
+from tests.helpers.verisoul_expectations import (
+    VERIFIED,
+    Expected,
+    call_problems,
+    expectations,
+    is_provisional,
+    record_problems,
+    successful_reads,
+    successful_writes,
+)
 from tests.payloads import SECRET
 
 pytestmark = pytest.mark.e2e
@@ -75,14 +75,8 @@ DUPLICATES = (6, 4)  # ~5% of users linked to other accounts: (verified at the e
 DRAIN_TIMEOUT = 300  # seconds, for each drain
 SWEEP_ROUNDS = 6
 CONVERGE_TIMEOUT = 300  # seconds for every record to say synced (the sweep runs every minute)
-VERIFIED = {"completed", "approved"}
 SYNC_JOB = "workers.jobs.sync_verisoul"
 PENDING_MARKS = "persona-events:sync-pending:*"
-# What the test calls a write, by the fake's action name in each flavor.
-WRITES = {
-    "account": {"enroll": "enroll", "block": "block", "unblock": "unblock"},
-    "lists": {"update": "enroll", "block": "block", "unblock": "unblock"},
-}
 LINK_FIELD = {"account": "numAccounts", "lists": "accounts_linked"}
 
 
@@ -101,88 +95,14 @@ def fake_verisoul(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# What each user should end with, from the generated facts
-
-
-@dataclass(frozen=True)
-class Expected:
-    key: str
-    verified: bool  # some inquiry's final status is completed/approved: the sync must enroll (unless linked)
-    maybe_verified: bool  # some inquiry had a completed/approved event: an intermediate state may have enrolled
-    maybe_blocked: bool  # some intermediate state could hold a block in force after the test started
-    blocked: bool  # a block is in force now
-    until: datetime | None  # its end; None when permanent or not blocked
-    permanent: bool
-    duplicate: bool  # linked to other accounts in the fake before the stream
-    decision: str
-    next_action: str
-    provisional: bool = False  # kept under a Persona account id: Verisoul is never called for it
-
-
-def _is_provisional(key: str) -> bool:
-    """A user without a reference id ends keyed by its Persona account id (docs/contracts.md §4)."""
-    return key.startswith("act_")
-
-
-def _expectations(stream: Stream, now: datetime, started: datetime, duplicates: set[str]) -> dict[str, Expected]:
-    records = expected_records(stream.facts, now)
-    by_inquiry: dict[str, list] = {}
-    for fact in stream.facts:
-        if fact.kind == "inquiry":
-            by_inquiry.setdefault(fact.inquiry_id, []).append(fact)
-    out = {}
-    for key, record in records.items():
-        facts = [fact for inquiry_id in record["inquiries"] for fact in by_inquiry[inquiry_id]]
-        since, until = record["_block_since"], record["_block_until"]
-        blocked = since is not None and (until is None or now < until)
-        duplicate = key in duplicates
-        verified = any(status in VERIFIED for status in record["inquiries"].values())
-        decision, next_action = record["decision"], record["next_action"]
-        if decision == "allow" and duplicate:
-            decision, next_action = "review", "wait"
-        if _is_provisional(key):
-            # Verisoul accounts are the host's user ids; a record without one is never synced.
-            out[key] = Expected(key, False, False, False, False, None, False, False, decision, next_action, True)
-            continue
-        out[key] = Expected(
-            key=key,
-            verified=verified,
-            maybe_verified=any(fact.status in VERIFIED for fact in facts),
-            maybe_blocked=_maybe_blocked(facts, started),
-            blocked=blocked,
-            until=until if blocked else None,
-            permanent=blocked and until is None,
-            duplicate=duplicate,
-            decision=decision,
-            next_action=next_action,
-        )
-    return out
-
-
-def _maybe_blocked(facts: list, started: datetime) -> bool:
-    """Whether any state the shuffled stream can pass through holds a block in force at or after `started`.
-
-    A state has each inquiry at one of its events' statuses (or not yet seen). More negative inquiries mean a
-    longer block and a later start, so the longest block any state can hold takes every inquiry that has a
-    negative event at its latest one.
-    """
-    latest_negative: dict[str, str] = {}
-    for fact in facts:
-        if fact.status in NEGATIVE:
-            latest_negative[fact.inquiry_id] = max(latest_negative.get(fact.inquiry_id, ""), fact.at)
-    strikes = len(latest_negative)
-    if strikes == 0:
-        return False
-    if strikes >= 3:
-        return True
-    return parse(max(latest_negative.values())) + timedelta(days=BLOCK_DAYS[strikes]) > started
+# Accounts linked to others before the stream
 
 
 def _pick_duplicates(stream: Stream, now: datetime) -> list[str]:
     """~5% of the users, most of them verified at the end (where the one-person-one-account check matters)."""
     rng = random.Random(SEED + 7)
     records = expected_records(stream.facts, now)
-    keyed = [k for k in stream.users if not _is_provisional(k)]
+    keyed = [k for k in stream.users if not is_provisional(k)]
     verified = [k for k in keyed if any(s in VERIFIED for s in records[k]["inquiries"].values())]
     others = [k for k in keyed if k not in set(verified)]
     return rng.sample(verified, DUPLICATES[0]) + rng.sample(others, DUPLICATES[1])
@@ -265,7 +185,7 @@ def _converge(stack, redis, database: Database, expected_events: int) -> int:
         unsynced = {
             key: error
             for key, (synced, error) in _sync_states(database).items()
-            if not synced and not _is_provisional(key)
+            if not synced and not is_provisional(key)
         }
         if not unsynced:
             return rounds
@@ -277,93 +197,6 @@ def _converge(stack, redis, database: Database, expected_events: int) -> int:
         f"{len(unsynced)} records still unsynced after {CONVERGE_TIMEOUT} s: {sorted(unsynced.items())[:10]}; "
         f"logs in {stack.log_dir}"
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# What Verisoul received
-
-
-def _writes(calls: list[dict], flavor: str) -> dict[str, list[str]]:
-    """Successful enroll/block/unblock calls per account id, in the order the fake answered them."""
-    names = WRITES[flavor]
-    out: dict[str, list[str]] = {}
-    for call in calls:
-        if call["status"] < 400 and call["action"] in names:
-            out.setdefault(call["account_id"], []).append(names[call["action"]])
-    return out
-
-
-def _successful_reads(calls: list[dict]) -> Counter:
-    return Counter(call["account_id"] for call in calls if call["status"] < 400 and call["action"] == "get")
-
-
-def _fake_enrolled(account: dict | None, flavor: str) -> bool:
-    if account is None:
-        return False
-    if flavor == "account":
-        return account["enrolled"]
-    return account["metadata"].get("persona_verified") is True
-
-
-def _call_problems(e: Expected, writes: list[str], reads: int, account: dict | None, flavor: str) -> list[str]:
-    """Invariants (a)–(d) of one user's calls and the fake's final account state."""
-    problems = []
-    enrolls = writes.count("enroll")
-    toggles = [w for w in writes if w != "enroll"]
-    if enrolls > 1:
-        problems.append(f"{enrolls} successful enrolls (at most one): {writes}")
-    if e.duplicate and enrolls:
-        problems.append(f"enrolled although linked to other accounts: {writes}")
-    elif e.verified and not e.duplicate and enrolls != 1:
-        problems.append(f"verified and unique, yet {enrolls} enrolls: {writes}")
-    elif not e.maybe_verified and enrolls:
-        problems.append(f"never verified in any state, yet enrolled: {writes}")
-    bad_order = [i for i, w in enumerate(toggles) if w != ("block" if i % 2 == 0 else "unblock")]
-    if bad_order:
-        problems.append(f"blocks and unblocks do not alternate from a block: {toggles}")
-    if not e.maybe_blocked and toggles:
-        problems.append(f"every possible block had expired, yet Verisoul got {toggles}")
-    if e.blocked and not toggles:
-        problems.append("block in force, but Verisoul never got a block")
-    fake_blocked = bool(account and account["blocked"])
-    if fake_blocked != e.blocked:
-        problems.append(f"Verisoul says blocked={fake_blocked}, expected {e.blocked} (calls {toggles})")
-    if _fake_enrolled(account, flavor) != (enrolls == 1):
-        problems.append(f"Verisoul says enrolled={_fake_enrolled(account, flavor)} after {enrolls} enrolls")
-    if e.duplicate and e.verified and not reads:
-        problems.append("verified, but the account was never read for one person, one account")
-    if flavor == "account" and enrolls and account is not None and account["externalId"] != e.key:
-        problems.append(f"enrolled with externalId {account['externalId']!r}, expected {e.key!r}")
-    return problems
-
-
-def _record_problems(e: Expected, record: dict, writes: list[str], reads: int) -> list[str]:
-    """The record's verisoul block and decision, against the expectation and against what Verisoul got."""
-    v = record.get("verisoul") or {}
-    # Verified only in some intermediate state: enrolled or not, as long as it says what Verisoul got.
-    either = e.maybe_verified and not e.verified
-    expected = {
-        "account_id": e.key,
-        "enrolled": (writes.count("enroll") == 1) if either and not e.duplicate else (e.verified and not e.duplicate),
-        "blocked": e.blocked,
-        "blocked_until": iso(e.until) if e.until else None,
-        "permanent_block": e.permanent,
-        # Set when an enroll found the account linked: certain for verified users, possible for those that
-        # were verified only in some intermediate state (then it goes with a read of the account).
-        "duplicate_account": (reads > 0 if e.duplicate and either else (e.duplicate and e.verified)),
-        "synced": not e.provisional,
-    }
-    problems = [
-        f"verisoul.{name}: expected {value!r}, got {v.get(name)!r}"
-        for name, value in expected.items()
-        if v.get(name) != value
-    ]
-    if (record.get("decision"), record.get("next_action")) != (e.decision, e.next_action):
-        problems.append(
-            f"decision/next_action: expected {(e.decision, e.next_action)}, "
-            f"got {(record.get('decision'), record.get('next_action'))}"
-        )
-    return problems
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,7 +288,7 @@ def _run_expiries(stack, monkeypatch, redis, database: Database, fake: FakeServe
             SimpleWorker(queues, connection=redis).work(burst=True)
             failed = _failed_jobs(redis)
             assert not failed, f"jobs failed past the expiries: {failed[:5]}"
-            unsynced = [k for k, (synced, _) in _sync_states(database).items() if not synced and not _is_provisional(k)]
+            unsynced = [k for k, (synced, _) in _sync_states(database).items() if not synced and not is_provisional(k)]
             if not unsynced:
                 return sweeps
             # The scheduler process is stopped: play its part, the retries falling due (the unblocks were
@@ -538,11 +371,11 @@ def test_verisoul_converges_under_injected_failures(
         assert not _failed_jobs(real_redis)
 
         now = datetime.now(UTC)
-        expected = _expectations(stream, now, started, set(duplicates))
+        expected = expectations(stream, now, started, set(duplicates))
         assert sorted(expected) == sorted(stream.users)
         calls = fake_verisoul.control("GET", "calls")
         accounts = fake_verisoul.control("GET", "accounts")
-        writes, reads = _writes(calls, flavor), _successful_reads(calls)
+        writes, reads = successful_writes(calls, flavor), successful_reads(calls)
 
         auth = {"Authorization": f"Bearer {TOKEN}"}
         problems: dict[str, list[str]] = {}
@@ -551,12 +384,12 @@ def test_verisoul_converges_under_injected_failures(
             for key in stream.users:
                 e = expected[key]
                 answer = http.get(f"{stack.url}/users/{key}", headers=auth, timeout=10)
-                found = _call_problems(e, writes.get(key, []), reads[key], accounts.get(key), flavor)
+                found = call_problems(e, writes.get(key, []), reads[key], accounts.get(key), flavor)
                 if answer.status_code != 200:
                     found.append(f"GET /users answered {answer.status_code} {answer.text[:200]}")
                 else:
                     records[key] = answer.json()
-                    found += _record_problems(e, records[key], writes.get(key, []), reads[key])
+                    found += record_problems(e, records[key], writes.get(key, []), reads[key])
                 if found:
                     problems[key] = found
         # Calls for an account id that is no user's key (a record kept under a Persona account id that
@@ -599,7 +432,7 @@ def test_verisoul_converges_under_injected_failures(
         compared = time.monotonic()
         expiry_sweeps = _run_expiries(stack, monkeypatch, real_redis, database, fake_verisoul, later)
         assert expiry_sweeps, "the unblock failing five times in a row should have needed a retry"
-        new_writes = _writes(fake_verisoul.control("GET", "calls")[len(calls) :], flavor)
+        new_writes = successful_writes(fake_verisoul.control("GET", "calls")[len(calls) :], flavor)
         problems = _expiry_problems(stack.url, expected, new_writes, fake_verisoul.control("GET", "accounts"))
         print(
             f"[{flavor}] compare {compared - drained:.1f} s; {len(temporary)} blocks lifted at expiry "
