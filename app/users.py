@@ -1,23 +1,29 @@
 """`GET /users/<reference_id>`: the user record, for the host application to ask before it offers a
-new verification (docs/contracts.md §4, §5); `POST /users/<reference_id>/actions`: an operator's override
-(§7). Guarded by a bearer token; with no token configured the routes are disabled (503), never open."""
+new verification (docs/contracts.md §4, §5); `GET /users`: users by standing, a page at a time, and
+`POST /users/<reference_id>/actions`: an operator's override (§7). Guarded by a bearer token; with no token
+configured the routes are disabled (503), never open."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 from datetime import UTC, datetime
 
 from flask import Blueprint, current_app, jsonify, request
-from marshmallow import ValidationError
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from redis.exceptions import RedisError
 from rq import Queue
 from werkzeug.routing import BaseConverter
 
+from domain.events import MAX_TEXT_LENGTH, text_problem
 from domain.overrides import load_override_request
+from domain.policy import DECISION_NAMES
 from domain.schemas import first_error
 from store.operator_actions import override_user
 from store.overrides import UnknownInquiry
 from store.sync_queue import request_sync
+from store.user_list import UserFilter, list_users
 from store.user_record import load_user_record
 
 bp = Blueprint("users", __name__)
@@ -119,3 +125,54 @@ def _queue_sync(reference_id: str, sync_queue: str) -> None:
         request_sync(connection, Queue(sync_queue, connection=connection), reference_id)
     except RedisError as error:
         current_app.logger.warning("sync not queued; the sweep will", extra={"reason": type(error).__name__})
+
+
+# A page of the users list: enough for a screen, small enough that a page is one index range scan.
+DEFAULT_PAGE, MAX_PAGE = 50, 500
+
+
+class UserListQuery(Schema):
+    """`?decision=&blocked=&synced=&limit=&after=`; an unknown parameter is refused, so a typo filters nothing."""
+
+    class Meta:
+        unknown = RAISE
+
+    decision = fields.String(validate=validate.OneOf(sorted(DECISION_NAMES)))
+    blocked = fields.Boolean()
+    synced = fields.Boolean()
+    limit = fields.Integer(load_default=DEFAULT_PAGE, validate=validate.Range(1, MAX_PAGE))
+    after = fields.String()
+
+
+def encode_cursor(reference_id: str) -> str:
+    """The `next` cursor: the page's last reference id, opaque and URL-safe (ids may hold any character)."""
+    return base64.urlsafe_b64encode(reference_id.encode("utf-8", "surrogatepass")).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """The reference id in a cursor; raises ValidationError when it is not one of ours."""
+    try:
+        reference_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        reference_id = ""
+    if text_problem(reference_id, max_length=MAX_TEXT_LENGTH):  # no reference id is empty, or holds a NUL
+        raise ValidationError({"after": ["not a cursor from a previous page's `next`"]})
+    return reference_id
+
+
+@bp.get("/users")
+def list_users_route():
+    """Users by standing (docs/contracts.md §7): `{"users": [...], "next": cursor or null}`, 400 naming a bad parameter."""
+    refusal = _refusal()
+    if refusal is not None:
+        return refusal
+    try:
+        query = UserListQuery().load(request.args.to_dict())
+        after = decode_cursor(query["after"]) if "after" in query else None
+    except ValidationError as error:
+        return _error(400, "invalid_query", first_error(error.messages))
+    chosen = UserFilter(query.get("decision"), query.get("blocked"), query.get("synced"))
+    with current_app.extensions["database"].sessions() as session:
+        users = list_users(session, chosen, after, query["limit"] + 1, datetime.now(UTC))
+    page, more = users[: query["limit"]], len(users) > query["limit"]
+    return jsonify(users=page, next=encode_cursor(page[-1]["reference_id"]) if more else None)

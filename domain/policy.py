@@ -25,6 +25,8 @@ DECISIONS = {
     "failed": ("deny", "none"),
     "declined": ("deny", "none"),
 }
+# Every decision the record can give (a block in force denies; a flagged duplicate is reviewed).
+DECISION_NAMES = frozenset(decision for decision, _ in DECISIONS.values()) | {"deny", "review"}
 # Block length by strike count; from PERMANENT_AT strikes on the block never ends.
 BLOCK_DAYS = {1: 7, 2: 30}
 PERMANENT_AT = 3
@@ -81,6 +83,7 @@ class Decision:
     next_action: str
     strikes: int
     block: Block | None
+    unblocked: str  # the decision whenever no block is in force: with the block's end, the decision at any time
 
     def blocked(self, now: datetime) -> bool:
         return self.block is not None and self.block.in_force(now)
@@ -120,8 +123,9 @@ def decide(
     block = block_for(inquiries, policy, overrides)
     # A forgiven failure or decline is not held against the user: they may verify again.
     decision, next_action = policy.decisions["none" if newest and newest.forgiven else status]
+    if decision == "allow" and duplicate_account and not overrides.duplicate_cleared:
+        decision, next_action = "review", "wait"
+    unblocked = decision
     if block is not None and block.in_force(now):
         decision, next_action = "deny", "none"
-    elif decision == "allow" and duplicate_account and not overrides.duplicate_cleared:
-        decision, next_action = "review", "wait"
-    return Decision(status, newest.id if newest else None, decision, next_action, strikes, block)
+    return Decision(status, newest.id if newest else None, decision, next_action, strikes, block, unblocked)

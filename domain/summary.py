@@ -33,6 +33,18 @@ class Summary:
             "strikes": decision.strikes,
         }
 
+    def standing(self) -> dict:
+        """What lists and filters users without the clock: the latest status, the strikes, the decision once no
+        block is in force, and the block's end (None: no block; `block_permanent`: none ever)."""
+        decision, block = self.decision, self.decision.block
+        return {
+            "status": decision.status,
+            "strikes": decision.strikes,
+            "unblocked_decision": decision.unblocked,
+            "block_until": block.until if block else None,
+            "block_permanent": bool(block and block.permanent),
+        }
+
     def verisoul_target(self) -> dict:
         """What Verisoul should say: enrolled (never while flagged as a duplicate), blocked, until when (ISO), for good."""
         target = self.target

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint, false
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from domain.events import QueuedEvent
@@ -45,7 +56,12 @@ class User(Base):
     """A person of the host application, keyed by its reference id (or a Persona account id until one is linked)."""
 
     __tablename__ = "users"
-    __table_args__ = (UniqueConstraint("reference_id", name="uq_users_reference_id"),)
+    __table_args__ = (
+        UniqueConstraint("reference_id", name="uq_users_reference_id"),
+        # GET /users: each filter pages in reference id order along its own index
+        Index("ix_users_unblocked_decision_reference_id", "unblocked_decision", "reference_id"),
+        Index("ix_users_verisoul_synced_reference_id", "verisoul_synced", "reference_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     reference_id: Mapped[str] = mapped_column(String(255))
@@ -63,6 +79,13 @@ class User(Base):
     # What operators' overrides (the `overrides` table) change for the policy, read with the user's row.
     block_lifted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     duplicate_cleared: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The user's standing (domain/summary.py `standing`), kept with every change of the facts above and of the
+    # inquiries', so `GET /users` filters by index; the record itself is computed from the inquiries on read.
+    status: Mapped[str] = mapped_column(String(32), default="none", server_default="none")
+    strikes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    unblocked_decision: Mapped[str] = mapped_column(String(16), default="verify", server_default="verify")
+    block_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    block_permanent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Inquiry(Base):

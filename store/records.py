@@ -43,7 +43,7 @@ from domain.state_machine import (
 )
 from domain.times import as_utc, parse_time, to_iso
 from store.models import Event, History, Inquiry, User, Verification
-from store.sync_state import sync_state
+from store.sync_state import standing_columns, sync_state
 from store.writes import NewUser, Write, delete_rows, insert_row, run, update_rows
 
 # One statement for every key: unnest yields the (sorted) keys in order, so locks are taken in that order.
@@ -373,6 +373,7 @@ def _mark_sync(plan: _UserPlan, facts: list[InquiryFacts], now: datetime, config
     if plan.reference_id is None:
         return [], False
     values, needed = sync_state(plan.user, plan.reference_id, plan.account_id, facts, now, configured)
+    values |= standing_columns(plan.user, facts, now)
     if plan.user is not None:
         values = {name: value for name, value in values.items() if _differs(getattr(plan.user, name), value)}
     if not values:
@@ -449,9 +450,18 @@ def _facts_from(
 
 
 def mark_sync(session: Session, user: User, now: datetime, configured: bool = True) -> bool:
-    """`sync_state` written to a user read through the ORM (replays); True when a sync is needed."""
+    """`sync_state` and the standing written to a user read through the ORM (replays, overrides); True when a
+    sync is needed."""
     facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
     values, needed = sync_state(user, user.reference_id, user.persona_account_id, facts, now, configured)
+    values |= standing_columns(user, facts, now)
     for name, value in values.items():
         setattr(user, name, value)
     return needed
+
+
+def refresh_standing(session: Session, user: User, now: datetime) -> None:
+    """The standing again, after something other than the inquiries changed it (Verisoul flagged a duplicate)."""
+    facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
+    for name, value in standing_columns(user, facts, now).items():
+        setattr(user, name, value)

@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import Row
 
 from domain.policy import InquiryFacts
+from domain.summary import summarise
 from domain.sync_plan import Known, Target, plan, target_for
 from domain.times import as_utc
 from store.models import User
@@ -63,3 +64,9 @@ def sync_state(
     known = user if user is not None else _NEW_USER
     needed = needs_sync(known, target_for(facts, overrides=overrides_of(known)), now)
     return {"verisoul_synced": not needed}, needed
+
+
+def standing_columns(user: User | Row | None, facts: list[InquiryFacts], now: datetime) -> dict:
+    """The user's standing columns (domain/summary.py `standing`) once the user's inquiries are `facts`."""
+    known = user if user is not None else _NEW_USER
+    return summarise(facts, now, bool(known.verisoul_duplicate_account), overrides_of(known)).standing()

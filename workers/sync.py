@@ -22,7 +22,7 @@ from domain.sync_plan import BLOCK, ENROLL, UNBLOCK, VERIFIED_STATUSES, Known, T
 from store.db import Database
 from store.models import User
 from store.overrides import overrides_of
-from store.records import facts_of, inquiries_of
+from store.records import facts_of, inquiries_of, refresh_standing
 from store.sync_queue import PENDING_PREFIX, RETRY_PENDING_TTL, SYNC_TIMEOUT, request_sync, schedule_unblock
 from store.sync_state import NOT_CONFIGURED, known_of
 
@@ -141,6 +141,8 @@ class Syncer:
             if user is not None:
                 for name, value in fields.items():
                     setattr(user, name, value)
+                if "verisoul_duplicate_account" in fields:  # the decision once unblocked moves to review
+                    refresh_standing(session, user, self.clock())
 
     def sweep(self) -> int:
         """Queue syncs for expired blocks and for unsynced users whose sync was lost, hit an outage, or waited

@@ -28,11 +28,11 @@ def upgrade() -> None:
         sa.Column("operator", sa.String(255), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     )
-    with op.batch_alter_table("users") as batch:
-        batch.add_column(sa.Column("block_lifted_at", sa.DateTime(timezone=True), nullable=True))
-        batch.add_column(sa.Column("duplicate_cleared", sa.Boolean(), nullable=False, server_default=sa.false()))
-    with op.batch_alter_table("inquiries") as batch:
-        batch.add_column(sa.Column("forgiven", sa.Boolean(), nullable=False, server_default=sa.false()))
+    # Plain ADD COLUMN, not a batch: SQLite's batch copies and drops the table, which its foreign keys forbid
+    # once other tables' rows point at it.
+    op.add_column("users", sa.Column("block_lifted_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("users", sa.Column("duplicate_cleared", sa.Boolean(), nullable=False, server_default=sa.false()))
+    op.add_column("inquiries", sa.Column("forgiven", sa.Boolean(), nullable=False, server_default=sa.false()))
 
 
 def downgrade() -> None:
