@@ -32,6 +32,7 @@ from domain.schemas import first_error
 from domain.times import iso_millis
 from runtime.config import Config, load_config_or_exit
 from store.db import Database
+from store.failed_jobs import failed_jobs
 from store.operator_actions import override_user
 from store.overrides import UnknownInquiry
 from store.queue import connect_redis
@@ -39,7 +40,6 @@ from store.sync_queue import request_sync
 from store.user_list import UserFilter, list_users
 from store.user_record import load_user_record
 from workers.cli import Moment
-from workers.failed_jobs import failed_jobs
 
 PROGRAM = "persona-events"
 NOT_FOUND, USAGE = 1, 2

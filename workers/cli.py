@@ -38,10 +38,10 @@ from domain.events import QueuedEvent, is_queued_name
 from domain.times import iso_millis, parse_time
 from runtime.config import Config, load_config_or_exit
 from store.db import Database
+from store.failed_jobs import failed_job, failed_jobs, requeue
 from store.queue import connect_redis, job_id_for
 from store.sync_queue import request_sync
 from workers import jobs
-from workers.failed_jobs import failed_job, failed_jobs, requeue
 from workers.reconcile import reconcile
 from workers.replay import EventResult, Replayer, Report, events_between, events_of_user, plan_units, stored_events
 

@@ -25,10 +25,10 @@ from domain.events import QueuedEvent, normalise_keys
 from domain.times import iso_millis, parse_time
 from store.db import Database
 from store.event_log import inquiry_of
+from store.failed_jobs import jobs_in_failed_registry
 from store.models import Inquiry, User
 from store.queue import PROCESS_EVENT
 from store.sync_state import NO_REFERENCE_ID, NOT_CONFIGURED
-from workers.failed_jobs import jobs_in_failed_registry
 from workers.replay import RECONCILED_NAME, Replayer, Report, chunks, plan_units
 
 OPEN_STATUSES = ("created", "pending")

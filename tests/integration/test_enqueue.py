@@ -12,12 +12,12 @@ from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
+from store.failed_jobs import failed_jobs, requeue
 from store.queue import EventQueue, job_id_for
 from tests.helpers.events import inquiry_event
 from tests.helpers.rq_jobs import enqueue_with_rq, job_attributes, stored
 from workers import jobs
 from workers.abandoned import requeue_abandoned
-from workers.failed_jobs import failed_jobs, requeue
 
 pytestmark = pytest.mark.integration
 
