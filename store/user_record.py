@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from domain.policy import Block
 from domain.summary import summarise
 from domain.times import to_iso
 from store.models import History, User, Verification
@@ -32,6 +33,13 @@ def _verisoul(user: User) -> dict:
 
 
 def load_user_record(session: Session, reference_id: str, now: datetime) -> dict | None:
+    """The record of docs/contracts.md §4 (with §7's overrides), or None for an unknown user."""
+    found = load_user_view(session, reference_id, now)
+    return found[0] if found else None
+
+
+def load_user_view(session: Session, reference_id: str, now: datetime) -> tuple[dict, Block | None] | None:
+    """The record, and the user's latest block (the console draws it), or None for an unknown user."""
     user = session.scalar(select(User).where(User.reference_id == reference_id))
     if user is None:
         return None
@@ -45,7 +53,7 @@ def load_user_record(session: Session, reference_id: str, now: datetime) -> dict
     history = session.scalars(
         select(History).where(History.user_id == user.id).order_by(History.at, History.event_id)
     ).all()
-    return {
+    record = {
         "reference_id": user.reference_id,
         "persona_account_id": user.persona_account_id,
         **summary.verdict(),
@@ -67,6 +75,7 @@ def load_user_record(session: Session, reference_id: str, now: datetime) -> dict
         "overrides": overrides,
         "history": _history(history, overrides),
     }
+    return record, summary.decision.block
 
 
 def _history(events: Sequence[History], overrides: list[dict]) -> list[dict]:

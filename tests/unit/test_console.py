@@ -1,0 +1,149 @@
+"""The operators' console (app/console.py) through Flask's test client: signed in with the admin token, cookie
+flags, CSRF on every form, the user page and its timeline, an override, a requeue. The same in a real browser:
+tests/browser/."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from rq import Queue, SimpleWorker
+
+from app import create_app
+from domain.policy import Block
+from domain.times import iso_millis
+from store.db import Database
+from tests.helpers.events import inquiry_event
+from tests.payloads import SECRET
+from workers import jobs
+
+TOKEN = "console-token"
+
+
+@pytest.fixture
+def console(config, redis, monkeypatch):
+    """The app with an admin token; `jobs.process_event` in this process writes to its database and Redis."""
+    for name, value in {
+        "PERSONA_WEBHOOK_SECRETS": SECRET,
+        "REDIS_URL": "redis://unused",
+        "DATABASE_URL": config.database_url,
+    }.items():
+        monkeypatch.setenv(name, value)
+    database = Database(config.database_url)
+    monkeypatch.setattr(jobs, "database", lambda: database)
+    monkeypatch.setattr(jobs, "redis", lambda: redis)
+    yield create_app(dataclasses.replace(config, admin_api_token=TOKEN), redis=redis).test_client()
+    database.dispose()
+
+
+def csrf(page: bytes) -> str:
+    match = re.search(rb'name="csrf_token" value="([^"]+)"', page)
+    assert match, page[:300]
+    return match.group(1).decode()
+
+
+def sign_in(console) -> str:
+    token = csrf(console.get("/console/login").data)
+    answer = console.post("/console/login", data={"token": TOKEN, "csrf_token": token})
+    assert answer.status_code == 302 and answer.headers["Location"].endswith("/console/")
+    return csrf(console.get("/console/").data)  # a new token once signed in: the login page's is not reused
+
+
+def hours_ago(hours: float) -> str:
+    return iso_millis(datetime.now(UTC) - timedelta(hours=hours))
+
+
+def test_the_console_is_disabled_without_an_admin_token(client):
+    assert client.get("/console/login").status_code == 503
+
+
+def test_every_page_needs_a_session_and_the_cookie_is_httponly_and_samesite_strict(console):
+    assert console.get("/console/").headers["Location"].endswith("/console/login")
+    token = csrf(console.get("/console/login").data)
+    wrong = console.post("/console/login", data={"token": "guess", "csrf_token": token})
+    assert wrong.status_code == 401 and b"not the admin token" in wrong.data
+    right = console.post("/console/login", data={"token": TOKEN, "csrf_token": token})
+    cookie = right.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert console.get("/console/").status_code == 200
+
+
+def test_a_post_without_the_sessions_csrf_token_is_refused(console):
+    sign_in(console)
+    for path in ("/console/logout", "/console/users/u/actions", "/console/queues/failed/j/requeue"):
+        assert console.post(path, data={"csrf_token": "forged"}).status_code == 400
+        assert console.post(path, data={}).status_code == 400
+
+
+def test_sign_out_ends_the_session(console):
+    token = sign_in(console)
+    assert console.post("/console/logout", data={"csrf_token": token}).status_code == 302
+    assert console.get("/console/").status_code == 302
+
+
+def test_search_opens_the_user_and_an_unknown_one_says_so(console):
+    jobs.process_event(inquiry_event("inq_1", "approved", hours_ago(1), "u_found"))
+    sign_in(console)
+    assert console.get("/console/search?q=u_found").headers["Location"].endswith("/console/users/u_found")
+    missing = console.get("/console/search?q=nobody", follow_redirects=True)
+    assert b"no user &#39;nobody&#39;" in missing.data
+
+
+def test_the_user_page_draws_a_lane_per_inquiry_and_an_override_moves_the_decision(console):
+    jobs.process_event(inquiry_event("inq_1", "declined", hours_ago(2), "u_b"))
+    jobs.process_event(inquiry_event("inq_2", "pending", hours_ago(1), "u_b"))
+    token = sign_in(console)
+    page = console.get("/console/users/u_b").data.decode()
+    assert page.count('<g class="lane"') == 2 and 'class="block"' in page
+    assert re.search(r'id="decision" class="decision deny"', page)
+
+    body = {"csrf_token": token, "action": "lift_block", "reason": "misread", "operator": "ann"}
+    after = console.post("/console/users/u_b/actions", data=body, follow_redirects=True).data.decode()
+
+    assert "lift_block recorded" in after and 'class="override"' in after
+    assert re.search(r'id="decision" class="decision resume"', after)
+    refused = console.post("/console/users/u_b/actions", data=body | {"reason": ""}, follow_redirects=True)
+    assert b"Not recorded: reason" in refused.data
+
+
+def test_a_failed_job_is_listed_with_its_time_and_requeued(console, redis, config):
+    queue = Queue(config.events_queue, connection=redis)
+    job = queue.enqueue("workers.jobs.no_such_function")
+    SimpleWorker([queue], connection=redis).work(burst=True)
+    token = sign_in(console)
+    page = console.get("/console/queues").data.decode()
+    assert f'data-job="{job.id}"' in page and "no_such_function" in page
+
+    after = console.post(f"/console/queues/failed/{job.id}/requeue", data={"csrf_token": token}, follow_redirects=True)
+
+    assert f"{job.id} requeued" in after.data.decode()
+    assert job.id in queue.job_ids
+
+
+def test_the_timeline_places_status_runs_blocks_and_overrides_in_time():
+    from app.timeline import timeline
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    at = lambda hours: iso_millis(start + timedelta(hours=hours))  # noqa: E731
+    record = {
+        "inquiries": [{"id": "inq_1"}, {"id": "inq_2"}],
+        "history": [
+            {"at": at(0), "inquiry_id": "inq_1", "to": "created", "outcome": "applied"},
+            {"at": at(5), "inquiry_id": "inq_1", "to": "declined", "outcome": "applied"},
+            {"at": at(6), "inquiry_id": "inq_1", "to": "declined", "outcome": "stale"},
+            {"at": at(8), "inquiry_id": "inq_2", "to": "pending", "outcome": "applied"},
+        ],
+        "overrides": [{"at": at(9), "action": "lift_block", "operator": "ann"}],
+    }
+    picture = timeline(
+        record, Block(start + timedelta(hours=5), start + timedelta(hours=9)), start + timedelta(hours=10)
+    )
+    first, second = picture.lanes
+    assert [s.status for s in first.segments] == ["created", "declined"] and [s.status for s in second.segments] == [
+        "pending"
+    ]
+    assert first.segments[0].x < first.segments[1].x < second.segments[0].x < picture.overrides[0].x
+    [block] = picture.blocks
+    assert block.x == first.segments[1].x and abs(block.x + block.width - picture.overrides[0].x) < 0.2
