@@ -176,6 +176,7 @@ def _banner(port: int, admin_token: str) -> None:
         f"  post a sample event: {send}\n"
         f"  list stored events:  {stack} .venv/bin/python -m scripts.show_events\n"
         f"  read the user:       {record}\n"
+        f"  operators' console:  http://127.0.0.1:{port}/console (sign in with {admin_token})\n"
         f"  replay (dry run):    {stack} .venv/bin/replay-event --user user_sample_1 --dry-run\n"
         f"  metrics:             curl http://127.0.0.1:{port}/metrics\n"
         f"Ctrl-C stops everything.\n",
