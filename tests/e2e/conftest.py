@@ -15,12 +15,6 @@ import requests
 
 from scripts.devstack import procfile_command
 from scripts.embedded_redis import free_port
-from tests.integration.conftest import (  # noqa: F401  (fixtures)
-    postgres_url,
-    real_database_url,
-    real_redis,
-    redis_server_url,
-)
 from tests.payloads import SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,7 +108,7 @@ class FakeServer:
 
 
 @pytest.fixture
-def stack(redis_server_url, real_redis, real_database_url, tmp_path):  # noqa: F811 (imported fixtures)
+def stack(redis_server_url, real_redis, real_database_url, tmp_path):
     stack = Stack(redis_server_url, real_database_url, tmp_path)
     yield stack
     stack.stop()

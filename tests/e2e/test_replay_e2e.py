@@ -18,8 +18,8 @@ from store.db import Database, migrate
 from store.models import Event
 from tests.e2e.conftest import ROOT, FakeServer
 from tests.e2e.stream import deliveries, generate
+from tests.helpers.databases import truncate
 from tests.helpers.delivery import post_all, wait_for_drain
-from tests.integration.conftest import _truncate
 
 pytestmark = pytest.mark.e2e
 
@@ -54,7 +54,7 @@ def _clean(database_url: str, tmp_path) -> str:
         url = f"sqlite:///{tmp_path / 'rebuilt.db'}"
         migrate(url)
         return url
-    _truncate(database_url)
+    truncate(database_url)
     return database_url
 
 
