@@ -102,7 +102,7 @@ class Round:
 
 
 class Fake:
-    """The fake Verisoul (`python -m scripts.fake_verisoul --port 0`), as tests/e2e/conftest.py starts it."""
+    """The fake Verisoul (`python -m scripts.fake_verisoul --port 0`), as tests/helpers/fake_vendor.py starts it."""
 
     READY = re.compile(rb"fake Verisoul listening on (http://\S+)")
 

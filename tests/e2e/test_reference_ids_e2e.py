@@ -20,7 +20,7 @@ import requests
 
 from store.db import Database
 from store.models import User
-from tests.e2e.conftest import FakeServer
+from tests.helpers.fake_vendor import FakeServer
 from tests.payloads import WEBHOOK, encode, envelope, headers
 
 pytestmark = pytest.mark.e2e

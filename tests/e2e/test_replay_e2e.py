@@ -16,10 +16,11 @@ from sqlalchemy import func, select
 
 from store.db import Database, migrate
 from store.models import Event
-from tests.e2e.conftest import ROOT, FakeServer
 from tests.e2e.stream import deliveries, generate
 from tests.helpers.databases import truncate
 from tests.helpers.delivery import post_all, wait_for_drain
+from tests.helpers.fake_vendor import FakeServer
+from tests.helpers.paths import ROOT
 
 pytestmark = pytest.mark.e2e
 

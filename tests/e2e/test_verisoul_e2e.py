@@ -44,9 +44,9 @@ from sqlalchemy import func, select
 
 from store.db import Database
 from store.models import Event, User
-from tests.e2e.conftest import FakeServer
 from tests.e2e.stream import Stream, deliveries, expected_records, generate, iso, user_keys
 from tests.helpers.delivery import post_all
+from tests.helpers.fake_vendor import FakeServer
 from tests.helpers.verisoul_expectations import (
     VERIFIED,
     Expected,

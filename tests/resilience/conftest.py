@@ -14,7 +14,7 @@ from rq import Queue
 
 from scripts.embedded_redis import EmbeddedRedis, free_port
 from store.db import migrate
-from tests.e2e.conftest import Stack
+from tests.helpers.stack import Stack
 
 EVENTS, SYNC = "persona-events", "persona-sync"
 
