@@ -4,19 +4,14 @@ restarted at will; never the shared one), a SQLite database, and the processes w
 from __future__ import annotations
 
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from redis import Redis
-from rq import Queue
 
 from scripts.embedded_redis import EmbeddedRedis, free_port
 from store.db import migrate
 from tests.helpers.stack import Stack
-
-EVENTS, SYNC = "persona-events", "persona-sync"
 
 
 class OwnRedis:
@@ -59,48 +54,3 @@ def processes(own_redis, tmp_path):
     stack = Stack(own_redis.url, database_url, tmp_path)
     yield stack
     stack.stop()
-
-
-def wait_until(condition, timeout: float, what: str, stack: Stack | None = None):
-    """Poll `condition` until it is truthy; fail naming `what` (and the logs) after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-        except Exception:  # Redis restarting: keep polling
-            value = None
-        if value:
-            return value
-        time.sleep(0.2)
-    logs = f"; logs in {stack.log_dir}" if stack else ""
-    pytest.fail(f"not within {timeout:.0f} s: {what}{logs}")
-
-
-def runs(redis: Redis, key: str) -> int:
-    return int(redis.get(key) or 0)
-
-
-def enqueue_counted(redis: Redis, key: str, seconds: float = 0.0, timeout: int = 10, queue: str = EVENTS):
-    return Queue(queue, connection=redis).enqueue(
-        "tests.resilience.jobs.count_run", key, seconds, job_timeout=timeout, result_ttl=600
-    )
-
-
-def exited(stack: Stack) -> list[str]:
-    """The processes that exited, as `program pid exit-status: last log line`, so a failure says why."""
-    return [
-        f"{program(p)} pid {p.pid} exit {p.returncode}: {last_line(log)}"
-        for p, log in zip(stack.processes, stack.logs, strict=True)
-        if p.poll() is not None
-    ]
-
-
-def program(process: subprocess.Popen) -> str:
-    """The file name of the program `process` runs (a Stack starts each from a command list)."""
-    assert isinstance(process.args, list), process.args
-    return Path(process.args[0]).name
-
-
-def last_line(path: Path) -> str:
-    lines = path.read_text(errors="replace").strip().splitlines()
-    return lines[-1][-500:] if lines else "(no output)"

@@ -17,7 +17,9 @@ from rq import Queue
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 
-from tests.resilience.conftest import EVENTS, SYNC, enqueue_counted, exited, runs, wait_until
+from tests.helpers.counted_jobs import EVENTS, SYNC, enqueue_counted, runs
+from tests.helpers.stack import exited
+from tests.helpers.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
