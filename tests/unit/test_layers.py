@@ -97,7 +97,7 @@ def test_the_web_and_the_workers_are_independent():
 
 
 def imported_test_modules(source: str) -> set[str]:
-    """Every test module (`test_*`, absolute or relative) an import statement anywhere in `source` names."""
+    """Every test module (`test_*`) or conftest (absolute, relative or top-level) an import anywhere in `source` names."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
@@ -106,7 +106,14 @@ def imported_test_modules(source: str) -> set[str]:
             module = "." * node.level + (node.module or "")
             prefix = module if node.module is None else f"{module}."
             names.update([module, *(prefix + alias.name for alias in node.names)])
-    return {name for name in names if name.startswith(("tests.", ".")) and name.rsplit(".", 1)[-1].startswith("test_")}
+    found = set()
+    for name in names:
+        parts = name.split(".")  # a relative name's leading dots are empty parts
+        hit = next((i for i, part in enumerate(parts) if part.startswith("test_") or part == "conftest"), None)
+        # Under tests/ (absolute or relative), or top-level: one pytest imported from its own directory.
+        if hit is not None and (parts[0] in ("tests", "") or hit == 0):
+            found.add(".".join(parts[: hit + 1]))  # the module; what is imported from it is not another one
+    return found
 
 
 def test_the_test_checker_sees_from_package_relative_and_lazy_imports():
@@ -114,14 +121,29 @@ def test_the_test_checker_sees_from_package_relative_and_lazy_imports():
         "from tests.unit.test_queue import stored\nfrom . import test_policy\ndef f():\n    import tests.e2e.test_x\n"
     )
     assert imported_test_modules(source) == {"tests.unit.test_queue", ".test_policy", "tests.e2e.test_x"}
+    assert imported_test_modules("from tests.unit.test_queue import test_stored") == {"tests.unit.test_queue"}
+    conftests = (
+        "from tests.e2e.conftest import Stack\nfrom ..integration.conftest import _truncate\n"
+        "from tests import conftest\ndef f():\n    from .conftest import wait_until\n"
+    )
+    assert imported_test_modules(conftests) == {
+        "tests.e2e.conftest",
+        "..integration.conftest",
+        "tests.conftest",
+        ".conftest",
+    }
     assert imported_test_modules("from tests.helpers.events import inquiry_event\nfrom tests import payloads") == set()
+    assert imported_test_modules("import conftest\nfrom test_console import Console") == {"conftest", "test_console"}
+    assert imported_test_modules("from tests.helpers import conftest_like\nimport testing, contest") == set()
 
 
 def test_no_test_module_imports_another():
-    """A test module is pytest's to import: helpers several share live in tests/helpers/, fixtures in a conftest.py."""
+    """Nothing under tests/ or scripts/ imports a test module or a conftest, pytest's to import: helpers that tests
+    and scripts share live in tests/helpers/, fixtures in a conftest.py (shared ones in tests/conftest.py)."""
     imports = {
         f"{path.relative_to(ROOT)}: {name}"
-        for path in sorted((ROOT / "tests").rglob("*.py"))
+        for package in ("tests", "scripts")
+        for path in sorted((ROOT / package).rglob("*.py"))
         for name in imported_test_modules(path.read_text())
     }
     assert imports == set()
