@@ -16,10 +16,12 @@ import secrets
 from datetime import UTC, datetime
 
 from flask import Blueprint, Flask, abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
 from marshmallow import ValidationError
 from redis.exceptions import RedisError
 from rq import Queue
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+from werkzeug.exceptions import HTTPException
 
 from app.timeline import timeline
 from domain.overrides import ACTIONS, load_override_request
@@ -37,13 +39,31 @@ bp = Blueprint("console", __name__, url_prefix="/console", static_folder="static
 PAGE = 50
 
 
+class ConsoleSession(SecureCookieSessionInterface):
+    """Flask's signed cookie session, marked Secure whenever the request came over HTTPS (gunicorn sets the
+    scheme from a trusted proxy's X-Forwarded-Proto), so the same deployment works in development."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return request.is_secure
+
+
 def init_app(app: Flask) -> None:
     """Session settings for the console; with no admin token the console stays disabled (503)."""
     token = app.config["PERSONA"].admin_api_token
     if token:
         app.secret_key = hmac.new(token.encode(), b"persona-events console session", hashlib.sha256).hexdigest()
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_NAME="console")
+    app.session_interface = ConsoleSession()
     app.register_blueprint(bp)
+
+
+@bp.errorhandler(400)
+@bp.errorhandler(404)
+def _error_page(error: HTTPException):
+    """The console answers in pages: a refused form (CSRF) or an unknown user is a page that says so."""
+    return render_template(
+        "console/index.html", users=[], chosen=UserFilter(), decisions=[], error=error.description
+    ), error.code
 
 
 def _token() -> str:
@@ -114,7 +134,6 @@ def index():
         chosen=chosen,
         decisions=sorted(DECISION_NAMES),
         after_next=more,
-        error=request.args.get("error"),
     )
 
 
@@ -124,7 +143,8 @@ def search():
     with current_app.extensions["database"].sessions() as db:
         found = load_user_view(db, reference_id, datetime.now(UTC)) if reference_id else None
     if found is None:
-        return redirect(url_for("console.index", error=f"no user {reference_id!r}"))
+        flash(f"no user {reference_id!r}", "error")  # a flash, not a parameter: no link can put words here
+        return redirect(url_for("console.index"))
     return redirect(url_for("console.user", reference_id=reference_id))
 
 
@@ -134,9 +154,7 @@ def user(reference_id: str):
     with current_app.extensions["database"].sessions() as db:
         found = load_user_view(db, reference_id, now)
     if found is None:
-        return render_template(
-            "console/index.html", users=[], chosen=UserFilter(), decisions=[], error=f"no user {reference_id!r}"
-        ), 404
+        abort(404, description=f"no user {reference_id!r}")
     record, block = found
     return render_template(
         "console/user.html", record=record, picture=timeline(record, block, now), actions=ACTIONS, now=iso_millis(now)

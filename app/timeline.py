@@ -12,6 +12,7 @@ from domain.times import iso_millis, parse_time
 
 WIDTH = 960  # SVG units; the picture scales to the page
 LABELS = 150  # room on the left for the inquiry ids
+RIGHT = 110  # room on the right for the last time's label
 LANE = 30
 TOP = 10
 AXIS = 24
@@ -74,7 +75,7 @@ def timeline(record: dict, block: Block | None, now: datetime) -> Timeline:
     span = max((end - start).total_seconds(), 1.0)
 
     def x(moment: datetime) -> float:
-        return round(LABELS + (WIDTH - LABELS - 10) * (moment - start).total_seconds() / span, 1)
+        return round(LABELS + (WIDTH - LABELS - RIGHT) * (moment - start).total_seconds() / span, 1)
 
     picture = Timeline(height=TOP + LANE * len(changes) + AXIS)
     for row, (inquiry_id, runs) in enumerate(changes.items()):

@@ -147,3 +147,26 @@ def test_the_timeline_places_status_runs_blocks_and_overrides_in_time():
     assert first.segments[0].x < first.segments[1].x < second.segments[0].x < picture.overrides[0].x
     [block] = picture.blocks
     assert block.x == first.segments[1].x and abs(block.x + block.width - picture.overrides[0].x) < 0.2
+
+
+def test_no_link_can_put_words_in_the_consoles_error_banner(console):
+    """The browser tests found `/console/?error=...` shown as the page's error."""
+    sign_in(console)
+    page = console.get("/console/?error=Session+expired:+sign+in+at+evil.example").data
+    assert b"evil.example" not in page
+
+
+def test_a_refused_form_is_a_page_that_says_why(console):
+    sign_in(console)
+    refused = console.post("/console/users/u/actions", data={"csrf_token": "forged"})
+    assert refused.status_code == 400 and refused.mimetype == "text/html"
+    assert b'class="error"' in refused.data and b"CSRF" in refused.data
+
+
+def test_the_session_cookie_is_secure_over_https(console):
+    page = console.get("/console/login", base_url="https://console.example")
+    token = csrf(page.data)
+    answer = console.post(
+        "/console/login", data={"token": TOKEN, "csrf_token": token}, base_url="https://console.example"
+    )
+    assert "Secure" in answer.headers["Set-Cookie"]
