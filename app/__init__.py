@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from redis import Redis
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -40,7 +40,8 @@ def _json_errors(app: Flask) -> None:
     def unexpected_error(error: Exception):
         """A bug: logged, reported to Sentry when it is on, and answered with the report's id to quote."""
         event_id = report_error(error)
-        app.logger.exception("unhandled error", extra={"sentry_event_id": event_id})
+        where = {"method": request.method, "path": request.path}  # which route; the traceback says where in it
+        app.logger.exception("unhandled error", extra={"sentry_event_id": event_id, **where})
         body = {"error": "internal_error", "detail": "unexpected error; see the server log"}
         if event_id is not None:
             body["sentry_event_id"] = event_id

@@ -18,16 +18,20 @@ from datetime import UTC, datetime
 from flask import Blueprint, Flask, abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
 from marshmallow import ValidationError
+from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from werkzeug.exceptions import HTTPException
 
 from app.timeline import timeline
+from app.users import unstorable
+from domain.events import text_problem
 from domain.overrides import ACTIONS, load_override_request
 from domain.policy import DECISION_NAMES
 from domain.schemas import first_error
 from domain.times import iso_millis
+from store.console_sessions import close_session, count_failed_sign_in, open_session, session_open, sign_in_refused
 from store.failed_jobs import failed_jobs, requeue
 from store.operator_actions import override_user
 from store.overrides import UnknownInquiry
@@ -37,6 +41,8 @@ from store.user_record import load_user_view
 
 bp = Blueprint("console", __name__, url_prefix="/console", static_folder="static")
 PAGE = 50
+# An override form is a few hundred bytes; nothing the console takes is bigger than this.
+MAX_FORM_BYTES = 64 * 1024
 
 
 class ConsoleSession(SecureCookieSessionInterface):
@@ -84,33 +90,61 @@ def _template_globals() -> dict:
     return {"csrf_token": _csrf_token} if request.path.startswith("/console") else {}
 
 
+def _redis() -> Redis:
+    return current_app.extensions["event_queue"].connection
+
+
 @bp.before_request
 def _guard():
-    """Disabled without a token; every POST carries the session's CSRF token; every page but login needs a session."""
+    """Disabled without a token; small bodies only; every POST carries the session's CSRF token; every page but
+    the sign-in needs a session that is still open in Redis (signed out, idle or old sessions are not)."""
     _token()
+    request.max_content_length = MAX_FORM_BYTES
     if request.method == "POST":
         sent = request.form.get("csrf_token", "")
         if not session.get("csrf") or not hmac.compare_digest(sent.encode(), session["csrf"].encode()):
             abort(400, description="the form's CSRF token is missing or stale; reload the page")
-    if request.endpoint not in ("console.login", "console.static") and not session.get("signed_in"):
+    if request.endpoint in ("console.login", "console.static"):
+        return None
+    if not session.get("sid") or not session_open(_redis(), session["sid"]):
+        session.pop("sid", None)  # the CSRF token stays, so a sign-in form already open still works
         return redirect(url_for("console.login"))
     return None
+
+
+@bp.after_request
+def _page_headers(response):
+    """Pages about people's verification: never framed, cached or sniffed."""
+    response.headers.update(
+        {
+            "Cache-Control": "no-store",
+            "X-Frame-Options": "DENY",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+        }
+    )
+    return response
 
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     if request.method == "GET":
         return render_template("console/login.html")
+    address = request.remote_addr or "unknown"
+    if sign_in_refused(_redis(), address):
+        return render_template("console/login.html", error="Too many wrong tokens; wait a few minutes."), 429
     given = request.form.get("token", "")
     if not hmac.compare_digest(given.encode(), _token().encode()):
+        count_failed_sign_in(_redis(), address)
         return render_template("console/login.html", error="That is not the admin token."), 401
     session.clear()
-    session.update(signed_in=True, csrf=secrets.token_urlsafe(32))
+    session.update(sid=open_session(_redis()), csrf=secrets.token_urlsafe(32))
     return redirect(url_for("console.index"))
 
 
 @bp.post("/logout")
 def logout():
+    close_session(_redis(), session.get("sid", ""))
     session.clear()
     return redirect(url_for("console.login"))
 
@@ -125,6 +159,8 @@ def index():
     decision = request.args.get("decision") or None
     chosen = UserFilter(decision if decision in DECISION_NAMES else None, _flag("blocked"), _flag("synced"))
     after = request.args.get("after") or None
+    if after is not None and text_problem(after):
+        abort(400, description="after: not a reference id from the list")
     with current_app.extensions["database"].sessions() as db:
         found = list_users(db, chosen, after, PAGE + 1, datetime.now(UTC))
     more = found[PAGE - 1]["reference_id"] if len(found) > PAGE else None
@@ -137,20 +173,32 @@ def index():
     )
 
 
+def _reference_id(value: str) -> str:
+    """A reference id from a form or the query string; one no record can have (app/users.py) is a 404.
+
+    Ids travel in the query string and form fields, never in the path: a browser resolves `..` and `.` path
+    segments (even as `%2E%2E`), so the user `x/../y`'s page would act on user `y`."""
+    if unstorable(value):
+        abort(404, description=f"no user {value!r}")
+    return value
+
+
 @bp.get("/search")
 def search():
     reference_id = request.args.get("q", "").strip()
-    with current_app.extensions["database"].sessions() as db:
-        found = load_user_view(db, reference_id, datetime.now(UTC)) if reference_id else None
+    found = None
+    if not unstorable(reference_id):
+        with current_app.extensions["database"].sessions() as db:
+            found = load_user_view(db, reference_id, datetime.now(UTC))
     if found is None:
         flash(f"no user {reference_id!r}", "error")  # a flash, not a parameter: no link can put words here
         return redirect(url_for("console.index"))
-    return redirect(url_for("console.user", reference_id=reference_id))
+    return redirect(url_for("console.user", ref=reference_id))
 
 
-@bp.get("/users/<reference_id:reference_id>", merge_slashes=False)
-def user(reference_id: str):
-    now = datetime.now(UTC)
+@bp.get("/user")
+def user():
+    reference_id, now = _reference_id(request.args.get("ref", "")), datetime.now(UTC)
     with current_app.extensions["database"].sessions() as db:
         found = load_user_view(db, reference_id, now)
     if found is None:
@@ -161,35 +209,30 @@ def user(reference_id: str):
     )
 
 
-@bp.post("/users/<reference_id:reference_id>/actions", merge_slashes=False)
-def act(reference_id: str):
+@bp.post("/user/actions")
+def act():
+    reference_id = _reference_id(request.form.get("reference_id", ""))
     form = {name: request.form.get(name, "") for name in ("action", "reason", "operator", "inquiry_id")}
-    back = url_for("console.user", reference_id=reference_id)
+    back = url_for("console.user", ref=reference_id)
     try:
         action = load_override_request({name: value for name, value in form.items() if value})
     except ValidationError as error:
         flash(f"Not recorded: {first_error(error.messages)}", "error")
         return redirect(back)
     config = current_app.config["PERSONA"]
+    database, now = current_app.extensions["database"], datetime.now(UTC)
     try:
-        to_sync = override_user(
-            current_app.extensions["database"],
-            reference_id,
-            action,
-            datetime.now(UTC),
-            config.verisoul_api_url is not None,
-        )
+        to_sync = override_user(database, reference_id, action, now, config.verisoul_api_url is not None)
     except UnknownInquiry:
         flash(f"Not recorded: {reference_id} has no inquiry {action.inquiry_id}", "error")
         return redirect(back)
     if to_sync is None:
-        abort(404, description=f"no user with reference id {reference_id!r}")
+        abort(404, description=f"no user {reference_id!r}")
     current_app.logger.info("override recorded", extra={"outcome": action.action, "user": reference_id})
     message = f"{action.action} recorded"
     if to_sync:
-        connection = current_app.extensions["event_queue"].connection
         try:
-            request_sync(connection, Queue(config.sync_queue, connection=connection), reference_id)
+            request_sync(_redis(), Queue(config.sync_queue, connection=_redis()), reference_id)
             message += "; Verisoul sync queued"
         except RedisError:
             message += "; the sync will be queued by the sweep (Redis unavailable)"

@@ -77,12 +77,31 @@ def _refusal():
 
 
 # merge_slashes=False: `a//b` and ids starting or ending with `/` are ids too, not untidy URLs to redirect.
+@bp.before_request
+def _small_bodies() -> None:
+    """An override is a few hundred bytes; the webhook has its own cap (MAX_WEBHOOK_BYTES)."""
+    request.max_content_length = MAX_BODY_BYTES
+
+
+def unstorable(reference_id: str) -> bool:
+    """An id no record can have: empty, over 255 characters (the column's size), or holding a NUL, which
+    PostgreSQL refuses in text outright (a query with one fails instead of finding nothing)."""
+    return not 0 < len(reference_id) <= MAX_TEXT_LENGTH or "\x00" in reference_id
+
+
+def _unknown(reference_id: str):
+    """The 404 for an unstorable id, answered without a query."""
+    return _error(404, "user_not_found", f"no user with reference id {reference_id!r}")
+
+
 @bp.get("/users/<reference_id:reference_id>", merge_slashes=False)
 def get_user(reference_id: str):
     """The record of `reference_id` (docs/contracts.md §4), or a JSON 404."""
     refusal = _refusal()
     if refusal is not None:
         return refusal
+    if unstorable(reference_id):
+        return _unknown(reference_id)
     with current_app.extensions["database"].sessions() as session:
         record = load_user_record(session, reference_id, datetime.now(UTC))
     if record is None:
@@ -97,7 +116,12 @@ def act_on_user(reference_id: str):
     refusal = _refusal()
     if refusal is not None:
         return refusal
-    document = request.get_json(silent=True)
+    if unstorable(reference_id):
+        return _unknown(reference_id)
+    try:
+        document = request.get_json(silent=True)
+    except RecursionError:
+        return _error(400, "invalid_request", "body: JSON nested too deeply")
     try:
         action = load_override_request(document)
     except ValidationError as error:
@@ -127,6 +151,8 @@ def _queue_sync(reference_id: str, sync_queue: str) -> None:
         current_app.logger.warning("sync not queued; the sweep will", extra={"reason": type(error).__name__})
 
 
+# An override's body: a few hundred bytes.
+MAX_BODY_BYTES = 64 * 1024
 # A page of the users list: enough for a screen, small enough that a page is one index range scan.
 DEFAULT_PAGE, MAX_PAGE = 50, 500
 
@@ -166,6 +192,9 @@ def list_users_route():
     refusal = _refusal()
     if refusal is not None:
         return refusal
+    repeated = sorted(name for name in request.args if len(request.args.getlist(name)) > 1)
+    if repeated:
+        return _error(400, "invalid_query", f"{repeated[0]}: given more than once")
     try:
         query = UserListQuery().load(request.args.to_dict())
         after = decode_cursor(query["after"]) if "after" in query else None

@@ -7,6 +7,7 @@ later negative event still counts as usual. Pure: no I/O.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -52,9 +53,19 @@ class OverrideRequest:
     inquiry_id: str | None = None
 
 
+# Bidirectional controls would make an audit line read other than it is written (U+202E reverses the rest).
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
+
+
 def _text(max_length: int = MAX_TEXT_LENGTH):
+    """An audit field: the rule of kept text, not blank, and no bidirectional controls."""
+
     def check(value: str) -> None:
         problem = text_problem(value, max_length)
+        if problem is None and not value.strip():
+            problem = "must not be blank"
+        if problem is None and _BIDI_CONTROLS.search(value):
+            problem = "must not contain bidirectional control characters"
         if problem:
             raise ValidationError(problem)
 
@@ -74,8 +85,11 @@ class OverrideRequestSchema(Schema):
 
     @validates_schema
     def _inquiry_named_when_forgiving(self, data: dict, **kwargs) -> None:
+        """Only forgive_inquiry is about an inquiry, and it must say which."""
         if data["action"] == FORGIVE_INQUIRY and not data.get("inquiry_id"):
             raise ValidationError("forgive_inquiry names the inquiry to forgive", "inquiry_id")
+        if data["action"] != FORGIVE_INQUIRY and data.get("inquiry_id"):
+            raise ValidationError(f"{data['action']} is about the user, not an inquiry", "inquiry_id")
 
 
 def load_override_request(document: object) -> OverrideRequest:

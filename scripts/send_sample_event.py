@@ -51,7 +51,8 @@ def sample_body(fixture: str, reference_id: str, status: str | None = None, inqu
     """The fixture as Persona sent it, for this user; with a status, a new event of that status for the user's
     inquiry. Each reference id gets its own Persona account: with the fixture's one account, every sample
     user would be linked to every other (one account, one person), and a replay of one would touch them all."""
-    raw = (FIXTURES / fixture).read_bytes().replace(b"$REFERENCE_ID", reference_id.encode())
+    # as the content of a JSON string: an id holding a quote or a backslash must not break the document
+    raw = (FIXTURES / fixture).read_bytes().replace(b"$REFERENCE_ID", json.dumps(reference_id)[1:-1].encode())
     raw = raw.replace(FIXTURE_ACCOUNT, b"act_sample_" + hashlib.sha256(reference_id.encode()).hexdigest()[:24].encode())
     if status is None:
         return raw

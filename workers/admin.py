@@ -78,6 +78,7 @@ def cli(ctx: click.Context) -> None:
 def _opened(ctx: click.Context) -> Context:
     if ctx.obj is None:
         ctx.obj = Context()
+        ctx.call_on_close(ctx.obj.database.dispose)  # its connections closed with the command, not at exit
     return ctx.obj
 
 
@@ -133,7 +134,9 @@ def _show(record: dict) -> None:
         ("history", ("at", "event_id", "inquiry_id", "from", "to", "outcome")),
     ):
         click.echo(f"\n{title}")
-        _table(record[title], columns)
+        # an override's history entry has no event: its action stands in that column
+        rows = [row | {"event_id": row.get("event_id") or row.get("action")} for row in record[title]]
+        _table(rows, columns)
 
 
 def _override(action: str):

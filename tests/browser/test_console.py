@@ -97,7 +97,7 @@ def test_searching_a_reference_id_opens_that_users_page_and_an_unknown_one_says_
     console.sign_in()
 
     console.type_and_enter("#q", "user_search", "searched a known user")
-    assert console.path == "/console/users/user_search"
+    assert console.path == "/console/user" and console.driver.current_url.endswith("?ref=user_search")
     assert "allow" in console.text("#decision")
     assert console.find("form.logout")
 
@@ -122,7 +122,7 @@ def test_searching_a_reference_id_opens_that_users_page_and_an_unknown_one_says_
 def test_the_timeline_draws_a_lane_per_inquiry_the_block_and_each_override(console: Console, jobs_environment):
     declined_then_retrying("user_timeline")
     console.sign_in()
-    console.open("/console/users/user_timeline", "a blocked user's timeline")
+    console.open("/console/user?ref=user_timeline", "a blocked user's timeline")
 
     timeline = console.find("svg#timeline")
     lanes = console.find_all("g.lane", timeline)
@@ -139,7 +139,7 @@ def test_the_timeline_draws_a_lane_per_inquiry_the_block_and_each_override(conso
         timeout=10,
     )
     assert lifted.status_code == 200, lifted.text
-    console.open("/console/users/user_timeline", "the timeline after a lift")
+    console.open("/console/user?ref=user_timeline", "the timeline after a lift")
     assert len(console.find_all("svg#timeline .override")) == 1
 
 
@@ -148,7 +148,7 @@ def test_lifting_a_block_from_the_users_page_records_the_override_and_a_post_wit
 ):
     declined_then_retrying("user_lift")
     console.sign_in()
-    console.open("/console/users/user_lift", "a blocked user")
+    console.open("/console/user?ref=user_lift", "a blocked user")
     assert "deny" in console.text("#decision")
     assert console.text("#strikes") == "1"
     assert console.find("#verifications") and console.find("#verisoul") and console.find("form.logout")
@@ -164,7 +164,7 @@ def test_lifting_a_block_from_the_users_page_records_the_override_and_a_post_wit
     console.shot("the lift filled in")
     console.submit(form, "after the lift")
 
-    assert console.path == "/console/users/user_lift"
+    assert console.path == "/console/user" and console.driver.current_url.endswith("?ref=user_lift")
     assert console.text(".flash")
     assert "deny" not in console.text("#decision")
     assert console.text("#strikes") == "1"  # a lift ends the block, the strike stays
@@ -173,13 +173,13 @@ def test_lifting_a_block_from_the_users_page_records_the_override_and_a_post_wit
 
     # The same operator's cookies, but no CSRF token: refused, and nothing recorded.
     refused = console.http().post(
-        f"{console.url}/console/users/user_lift/actions",
-        data={"action": "lift_block", "reason": "forged", "operator": "mallory"},
+        f"{console.url}/console/user/actions",
+        data={"reference_id": "user_lift", "action": "lift_block", "reason": "forged", "operator": "mallory"},
         allow_redirects=False,
         timeout=10,
     )
     assert refused.status_code == 400
-    console.open("/console/users/user_lift", "after the refused post")
+    console.open("/console/user?ref=user_lift", "after the refused post")
     assert len([row for row in console.find_all("#overrides tr") if WHY["reason"] in row.text]) == 1
     assert "mallory" not in console.text("#overrides")
 
@@ -222,7 +222,7 @@ def test_a_failed_job_is_listed_with_its_time_and_error_and_requeued_from_the_qu
     [
         ("user_csrf_login", "/console/login"),
         ("user_csrf_logout", "/console/logout"),
-        ("user_csrf_act", "/console/users/user_csrf_act/actions"),
+        ("user_csrf_act", "/console/user/actions"),
         ("user_csrf_requeue", "/console/queues/failed/job_x/requeue"),
     ],
     ids=["login", "logout", "actions", "requeue"],
@@ -233,16 +233,16 @@ def test_every_post_without_the_sessions_csrf_token_is_refused_and_changes_nothi
     """No token, an empty one, another session's: each a 400, and the operator still signed in, nothing recorded."""
     declined_then_retrying(user)
     console.sign_in()
-    console.open(f"/console/users/{user}", "signed in, a blocked user")
+    console.open(f"/console/user?ref={user}", "signed in, a blocked user")
     http = console.http()
     other_session = csrf_token(requests.get(f"{console.url}/console/login", timeout=10).text)
-    body = {"token": TOKEN, "action": "lift_block", "reason": "forged", "operator": "mallory"}
+    body = {"token": TOKEN, "reference_id": user, "action": "lift_block", "reason": "forged", "operator": "mallory"}
 
     for token in (None, "", other_session):
         sent = body if token is None else body | {"csrf_token": token}
         answer = http.post(f"{console.url}{path}", data=sent, allow_redirects=False, timeout=10)
         assert answer.status_code == 400, (token, answer.status_code, answer.text[:300])
 
-    console.open(f"/console/users/{user}", "still signed in, nothing recorded")
-    assert console.path == f"/console/users/{user}"
+    console.open(f"/console/user?ref={user}", "still signed in, nothing recorded")
+    assert console.path == "/console/user" and console.driver.current_url.endswith(f"?ref={user}")
     assert "deny" in console.text("#decision") and "mallory" not in console.text("#overrides")

@@ -37,7 +37,9 @@ def worker_env(monkeypatch, real_config):
 
 @pytest.fixture
 def real_app(real_config, real_redis):
-    return create_app(real_config, redis=real_redis)
+    app = create_app(real_config, redis=real_redis)
+    yield app
+    app.extensions["database"].dispose()  # PostgreSQL's connections are few: none left to the garbage collector
 
 
 @pytest.fixture

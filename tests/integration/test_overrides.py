@@ -47,7 +47,9 @@ def api(real_config, real_redis, verisoul):
     config = dataclasses.replace(
         real_config, admin_api_token=TOKEN, verisoul_api_url=verisoul.url, verisoul_api_key=FAKE_VERISOUL_KEY
     )
-    return create_app(config, redis=real_redis).test_client()
+    app = create_app(config, redis=real_redis)
+    yield app.test_client()
+    app.extensions["database"].dispose()  # PostgreSQL's connections are few: none left to the garbage collector
 
 
 def writes(verisoul: FakeVerisoulControl, account_id: str) -> list[str]:
@@ -193,3 +195,36 @@ def test_any_body_is_answered_200_400_or_404_never_a_5xx(api, body):
     answer = api.post("/users/user_h/actions", json=body, headers=AUTH)
     assert answer.status_code in (200, 400, 404), answer.get_data()
     assert answer.is_json
+
+
+@pytest.mark.parametrize(
+    ("body", "names_the"),
+    [
+        ({"action": "lift_block", "reason": "   ", "operator": "ops"}, "reason"),
+        ({"action": "lift_block", "reason": "ok \u202egnp.exe", "operator": "ops"}, "reason"),
+        ({"action": "lift_block", "reason": "ok", "operator": "\u202eadmin"}, "operator"),
+        ({"action": "lift_block", "inquiry_id": "inq_b_1", **WHY}, "inquiry_id"),
+    ],
+)
+def test_the_audit_fields_are_refused_blank_spoofed_or_misdirected(api, body, names_the):
+    """Found by the operator trial: a blank reason, a right-to-left override in the audit trail, an inquiry
+    named on an action about the user were all recorded."""
+    jobs.process_event(inquiry_event("inq_b_1", "declined", hours_ago(1), "user_b"))
+    answer = act(api, "user_b", **body)
+    assert (answer.status_code, answer.get_json()["detail"].split(":")[0]) == (400, names_the)
+
+
+def test_an_id_no_record_can_have_is_a_404_without_a_query(api):
+    """Found by the operator trial: a NUL in the reference id was a 500 on PostgreSQL (it refuses NUL in text)."""
+    for path in ("/users/nul%00x", "/users/" + "x" * 300):
+        assert api.get(path, headers=AUTH).status_code == 404
+        assert api.post(f"{path}/actions", json={"action": "resync", **WHY}, headers=AUTH).status_code == 404
+
+
+def test_a_body_nested_too_deeply_is_a_400_and_a_huge_one_a_413(api):
+    jobs.process_event(inquiry_event("inq_n_1", "pending", hours_ago(1), "user_n"))
+    nested = "[" * 5000 + "]" * 5000
+    answer = api.post("/users/user_n/actions", data=nested, content_type="application/json", headers=AUTH)
+    assert (answer.status_code, answer.get_json()["error"]) == (400, "invalid_request")
+    huge = api.post("/users/user_n/actions", json={"action": "resync", **WHY, "pad": "x" * 200_000}, headers=AUTH)
+    assert huge.status_code == 413

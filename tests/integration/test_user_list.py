@@ -26,7 +26,9 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture
 def api(monkeypatch, worker_env, real_config, real_redis):
     cli_environment(monkeypatch, worker_env)
-    yield create_app(dataclasses.replace(real_config, admin_api_token=TOKEN), redis=real_redis).test_client()
+    app = create_app(dataclasses.replace(real_config, admin_api_token=TOKEN), redis=real_redis)
+    yield app.test_client()
+    app.extensions["database"].dispose()  # PostgreSQL's connections are few: none left to the garbage collector
     clear_job_caches()
 
 
@@ -180,3 +182,8 @@ def test_the_migration_fills_the_standing_of_existing_users(real_database_url, r
         ).one()
     engine.dispose()
     assert tuple(row) == ("pending", 1, "resume", False)
+
+
+def test_a_parameter_given_twice_is_a_400_not_the_first_one_silently(api):
+    answer = api.get("/users?decision=deny&decision=allow", headers=AUTH)
+    assert (answer.status_code, answer.get_json()["detail"]) == (400, "decision: given more than once")

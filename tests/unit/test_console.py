@@ -72,7 +72,7 @@ def test_every_page_needs_a_session_and_the_cookie_is_httponly_and_samesite_stri
 
 def test_a_post_without_the_sessions_csrf_token_is_refused(console):
     sign_in(console)
-    for path in ("/console/logout", "/console/users/u/actions", "/console/queues/failed/j/requeue"):
+    for path in ("/console/logout", "/console/user/actions", "/console/queues/failed/j/requeue"):
         assert console.post(path, data={"csrf_token": "forged"}).status_code == 400
         assert console.post(path, data={}).status_code == 400
 
@@ -86,7 +86,7 @@ def test_sign_out_ends_the_session(console):
 def test_search_opens_the_user_and_an_unknown_one_says_so(console):
     jobs.process_event(inquiry_event("inq_1", "approved", hours_ago(1), "u_found"))
     sign_in(console)
-    assert console.get("/console/search?q=u_found").headers["Location"].endswith("/console/users/u_found")
+    assert console.get("/console/search?q=u_found").headers["Location"].endswith("/console/user?ref=u_found")
     missing = console.get("/console/search?q=nobody", follow_redirects=True)
     assert b"no user &#39;nobody&#39;" in missing.data
 
@@ -95,16 +95,16 @@ def test_the_user_page_draws_a_lane_per_inquiry_and_an_override_moves_the_decisi
     jobs.process_event(inquiry_event("inq_1", "declined", hours_ago(2), "u_b"))
     jobs.process_event(inquiry_event("inq_2", "pending", hours_ago(1), "u_b"))
     token = sign_in(console)
-    page = console.get("/console/users/u_b").data.decode()
+    page = console.get("/console/user?ref=u_b").data.decode()
     assert page.count('<g class="lane"') == 2 and 'class="block"' in page
     assert re.search(r'id="decision" class="decision deny"', page)
 
-    body = {"csrf_token": token, "action": "lift_block", "reason": "misread", "operator": "ann"}
-    after = console.post("/console/users/u_b/actions", data=body, follow_redirects=True).data.decode()
+    body = {"csrf_token": token, "reference_id": "u_b", "action": "lift_block", "reason": "misread", "operator": "ann"}
+    after = console.post("/console/user/actions", data=body, follow_redirects=True).data.decode()
 
     assert "lift_block recorded" in after and 'class="override"' in after
     assert re.search(r'id="decision" class="decision resume"', after)
-    refused = console.post("/console/users/u_b/actions", data=body | {"reason": ""}, follow_redirects=True)
+    refused = console.post("/console/user/actions", data=body | {"reason": ""}, follow_redirects=True)
     assert b"Not recorded: reason" in refused.data
 
 
@@ -158,7 +158,7 @@ def test_no_link_can_put_words_in_the_consoles_error_banner(console):
 
 def test_a_refused_form_is_a_page_that_says_why(console):
     sign_in(console)
-    refused = console.post("/console/users/u/actions", data={"csrf_token": "forged"})
+    refused = console.post("/console/user/actions", data={"csrf_token": "forged"})
     assert refused.status_code == 400 and refused.mimetype == "text/html"
     assert b'class="error"' in refused.data and b"CSRF" in refused.data
 
@@ -170,3 +170,49 @@ def test_the_session_cookie_is_secure_over_https(console):
         "/console/login", data={"token": TOKEN, "csrf_token": token}, base_url="https://console.example"
     )
     assert "Secure" in answer.headers["Set-Cookie"]
+
+
+@pytest.mark.parametrize("reference_id", ["x/../y", "..", ".", "a/./b", "%2E%2E"])
+def test_an_override_acts_on_the_user_whose_page_it_is_whatever_the_id(console, reference_id):
+    """Found by the operator trial: the form of user `x/../y` posted to `/console/users/x/../y/actions`, which
+    the browser resolved to user `y`'s. Ids now travel in the query string and form fields."""
+    for owner in (reference_id, "y", "b"):
+        jobs.process_event(inquiry_event(f"inq_{owner}", "declined", hours_ago(2), owner))
+    token = sign_in(console)
+    page = console.get("/console/user", query_string={"ref": reference_id})
+    assert page.status_code == 200
+    form = re.search(rb'<form class="action-resync" method="post" action="([^"]+)"', page.data)
+    assert form and form.group(1) == b"/console/user/actions"
+    body = {"csrf_token": token, "reference_id": reference_id, "action": "resync", "reason": "r", "operator": "o"}
+    assert console.post(form.group(1).decode(), data=body).status_code == 302
+    mine = console.get("/console/user", query_string={"ref": reference_id}).data
+    assert mine.count(b"<td>resync</td>") == 2  # its overrides table and its history
+    assert b"<td>resync</td>" not in console.get("/console/user?ref=y").data
+
+
+def test_a_signed_out_sessions_cookie_opens_nothing(console):
+    """Found by the operator trial: the cookie kept from before signing out still opened the console."""
+    token = sign_in(console)
+    kept = console.get_cookie("console")
+    assert kept is not None
+    console.post("/console/logout", data={"csrf_token": token})
+    console.set_cookie("console", kept.value)
+    assert console.get("/console/").headers["Location"].endswith("/console/login")
+
+
+def test_wrong_tokens_from_one_address_are_slowed_down(console):
+    token = csrf(console.get("/console/login").data)
+    answers = [
+        console.post("/console/login", data={"token": "guess", "csrf_token": token}).status_code for _ in range(11)
+    ]
+    assert answers[:10] == [401] * 10 and answers[10] == 429
+    assert console.post("/console/login", data={"token": TOKEN, "csrf_token": token}).status_code == 429
+
+
+def test_pages_are_never_framed_cached_or_sniffed_and_an_impossible_id_is_a_404(console):
+    sign_in(console)
+    page = console.get("/console/")
+    assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Cache-Control"] == "no-store"
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert console.get("/console/user", query_string={"ref": "nul\x00x"}).status_code == 404
+    assert console.get("/console/search", query_string={"q": "nul\x00x"}).status_code == 302

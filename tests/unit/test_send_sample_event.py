@@ -53,3 +53,11 @@ def test_each_sample_user_has_an_account_of_its_own(client, redis, config):
         assert event["reference_id"] == reference_id
         accounts.add(event["account_id"])
     assert len(accounts) == 2 and all(account.startswith("act_sample_") for account in accounts)
+
+
+@pytest.mark.parametrize("reference_id", ['a"b', "back\\slash", "ünï"])
+def test_any_reference_id_makes_a_valid_event(client, redis, config, reference_id):
+    """Found by the operator trial: the id was pasted into the JSON as is, so a quote broke the body."""
+    body = sample_body("sandbox_inquiry_approved.json", reference_id, "created")
+    assert client.post(WEBHOOK, data=body, headers=headers(body)).get_json()["status"] == "queued"
+    assert queued_event(redis, config)["reference_id"] == reference_id

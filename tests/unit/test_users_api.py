@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from sqlalchemy import select
 
 from app import create_app
+from app.users import unstorable
 from store.models import User
 from tests.ids import EXAMPLES, reference_ids
 
@@ -94,8 +95,9 @@ def test_a_reference_id_is_read_in_its_encoded_and_raw_forms(guarded_app, refere
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(reference_id=reference_ids())
+@given(reference_id=reference_ids().filter(lambda reference_id: not unstorable(reference_id)))
 def test_any_reference_id_is_read(guarded_app, reference_id):
+    """Any id a record can have (PostgreSQL holds no NUL; the column 255 characters), in any URL form."""
     _add_user(guarded_app, reference_id)
     assert _read(guarded_app, f"/users/{_encoded(reference_id)}")["reference_id"] == reference_id
     raw = _raw_form(reference_id)
