@@ -1,14 +1,19 @@
 """A fake Persona API for development and tests: the events and inquiries endpoints, in memory.
 
-It fakes the read-only part of Persona's API that docs/persona.md describes (client base URL
-``http://host:port``):
+It fakes the part of Persona's API that docs/persona.md describes (client base URL ``http://host:port``):
 
 - ``GET /api/v1/events``: the stored events, newest first, ordered by (created-at desc, id desc);
   ``page[size]`` (default 10, 1..100) and ``page[after]=<event id>`` (the events after that one in this order);
   answers ``{"data": [...], "links": {"prev": null, "next": "/api/v1/events?page[after]=<last id>&page[size]=N"}}``,
   ``next`` null on the last page;
 - ``GET /api/v1/events/<event_id>``: ``{"data": event}``;
-- ``GET /api/v1/inquiries/<inquiry_id>``: the stored inquiry document ``{"data": inquiry, "included": [...]}``.
+- ``GET /api/v1/inquiries/<inquiry_id>``: the stored inquiry document ``{"data": inquiry, "included": [...]}``;
+- ``POST /api/v1/inquiries`` with ``{"data": {"attributes": {"inquiry-template-id", "reference-id"}}}``: 201 and a
+  ``created`` inquiry; a retry with the same ``Idempotency-Key`` answers 200 and that inquiry again (each create
+  is in the call log); 422 for a value that is not a template id, 404 for one in ``unknown_templates``;
+- ``POST /api/v1/inquiries/<id>/resume``: ``meta.session-token`` for a created, pending or expired inquiry (an
+  expired one becomes pending), 422 for any other or a redacted one;
+- ``POST /api/v1/inquiries/<id>/generate-one-time-link``: ``meta.one-time-link`` for a created or pending one.
 
 Stored documents are answered exactly as they were stored, in whatever key casing they came in. Every API
 request needs ``Authorization: Bearer <api_key>`` (401 otherwise); its ``Persona-Version`` header is recorded,
@@ -21,7 +26,8 @@ a bad ``page[size]`` or an unknown ``page[after]``, 404 ``Record not found``. Th
 - ``fail_rate_500``, ``fail_rate_429``: probability (0..1) that a request fails with that status, drawn from
   ``random.Random(seed)``;
 - ``reset_seconds`` (default 1): the ``ratelimit-reset`` header of every 429; null sends none;
-- ``seed``: seeds the failure draws (setting it reseeds).
+- ``seed``: seeds the failure draws (setting it reseeds);
+- ``unknown_templates``: template ids answered 404, as Persona answers for a template it does not know.
 
 Requests are checked in the order api key → ``fail_next`` → ``fail_rate_500`` → ``fail_rate_429`` → the
 request itself. The fake has no rate limit of its own.
@@ -42,8 +48,9 @@ Run: ``python -m scripts.fake_persona --port 8091`` (``--port 0`` picks a free p
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from flask import Flask, jsonify, request
@@ -67,6 +74,8 @@ class FakeConfig:
     fail_rate_429: float = 0.0
     reset_seconds: float | None = 1
     seed: int | None = None
+    # Template ids the fake answers 422 for, as Persona does for a template it does not know.
+    unknown_templates: list[str] = field(default_factory=list)
 
 
 class FakeState(fake_server.FakeServerState[FakeConfig]):
@@ -79,6 +88,7 @@ class FakeState(fake_server.FakeServerState[FakeConfig]):
         super().reset()
         self.events: dict[str, dict] = {}  # id → the resource, as stored
         self.inquiries: dict[str, dict] = {}  # id → the whole document
+        self.idempotency: dict[str, str] = {}  # Idempotency-Key → the inquiry that key created
 
     def newest_first(self) -> list[dict]:
         return sorted(self.events.values(), key=lambda event: (_created_at(event), event["id"]), reverse=True)
@@ -155,10 +165,74 @@ def _get_inquiry(state: FakeState, inquiry_id: str) -> tuple[int, dict]:
     return (200, document) if document is not None else _error(404, NOT_FOUND)
 
 
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _create_inquiry(state: FakeState) -> tuple[int, dict]:
+    """`POST /api/v1/inquiries`: a `created` inquiry for the template and reference id; a retry with the same
+    `Idempotency-Key` gets the same inquiry back, not a second one."""
+    body = request.get_json(silent=True)
+    data = body.get("data") if isinstance(body, dict) else None
+    attributes = data.get("attributes") if isinstance(data, dict) else None
+    if not isinstance(attributes, dict):
+        return _error(400, "Bad Request", "data.attributes is required")
+    template = attributes.get("inquiry-template-id") or attributes.get("template-id")
+    if not isinstance(template, str) or not template.startswith(("itmpl_", "tmpl_")):
+        return _error(422, "Unprocessable Entity", "inquiry-template-id must be a template id")
+    if template in state.config.unknown_templates:
+        return _error(404, NOT_FOUND, f"no inquiry template {template}")
+    key = request.headers.get("Idempotency-Key")
+    if key and key in state.idempotency:
+        return 200, state.inquiries[state.idempotency[key]]
+    inquiry_id = f"inq_{secrets.token_hex(12)}"
+    relation = "inquiry-template" if template.startswith("itmpl_") else "template"
+    state.inquiries[inquiry_id] = {
+        "data": {
+            "type": "inquiry",
+            "id": inquiry_id,
+            "attributes": {"status": "created", "reference-id": attributes.get("reference-id"), "created-at": _now()},
+            "relationships": {relation: {"data": {"type": relation, "id": template}}},
+        }
+    }
+    if key:
+        state.idempotency[key] = inquiry_id
+    return 201, state.inquiries[inquiry_id]
+
+
+def _resume_inquiry(state: FakeState, inquiry_id: str) -> tuple[int, dict]:
+    """`POST .../resume`: a session token for a created, pending or expired inquiry (an expired one is pending
+    again); never for a redacted one."""
+    document = state.inquiries.get(inquiry_id)
+    if document is None:
+        return _error(404, NOT_FOUND)
+    attributes = document["data"]["attributes"]
+    if attributes.get("redacted-at") or attributes.get("status") not in ("created", "pending", "expired"):
+        return _error(422, "Unprocessable Entity", f"an inquiry that is {attributes.get('status')} cannot be resumed")
+    if attributes["status"] == "expired":
+        attributes["status"] = "pending"
+    return 200, {**document, "meta": {"session-token": f"sess_{secrets.token_hex(16)}"}}
+
+
+def _one_time_link(state: FakeState, inquiry_id: str) -> tuple[int, dict]:
+    """`POST .../generate-one-time-link`: a link for a created or pending inquiry (resume an expired one first)."""
+    document = state.inquiries.get(inquiry_id)
+    if document is None:
+        return _error(404, NOT_FOUND)
+    attributes = document["data"]["attributes"]
+    if attributes.get("redacted-at") or attributes.get("status") not in ("created", "pending"):
+        return _error(422, "Unprocessable Entity", f"no link for an inquiry that is {attributes.get('status')}")
+    link = f"https://withpersona.com/verify?code={secrets.token_urlsafe(16)}"
+    return 200, {**document, "meta": {"one-time-link": link}}
+
+
 API_ROUTES = [
-    ("/api/v1/events", "list_events", _list_events),
-    ("/api/v1/events/<segment:event_id>", "get_event", _get_event),
-    ("/api/v1/inquiries/<segment:inquiry_id>", "get_inquiry", _get_inquiry),
+    ("/api/v1/events", "list_events", _list_events, "GET"),
+    ("/api/v1/events/<segment:event_id>", "get_event", _get_event, "GET"),
+    ("/api/v1/inquiries/<segment:inquiry_id>", "get_inquiry", _get_inquiry, "GET"),
+    ("/api/v1/inquiries", "create_inquiry", _create_inquiry, "POST"),
+    ("/api/v1/inquiries/<segment:inquiry_id>/resume", "resume_inquiry", _resume_inquiry, "POST"),
+    ("/api/v1/inquiries/<segment:inquiry_id>/generate-one-time-link", "one_time_link", _one_time_link, "POST"),
 ]
 
 
@@ -231,6 +305,8 @@ def _config_problem(config: FakeConfig) -> str | None:
          "reset_seconds must be a number >= 0 or null"),
         (config.seed is None or (isinstance(config.seed, int) and not isinstance(config.seed, bool)),
          "seed must be an integer or null"),
+        (isinstance(config.unknown_templates, list) and all(isinstance(t, str) for t in config.unknown_templates),
+         "unknown_templates must be a list of template ids"),
     ]  # fmt: skip
     return next((message for ok, message in checks if not ok), None)
 
@@ -260,8 +336,8 @@ def _register_control(app: Flask, state: FakeState) -> None:
 def create_fake_app(state: FakeState | None = None) -> Flask:
     state = state or FakeState()
     app = fake_server.fake_app(__name__, state, _config_problem, _error_reply)
-    for rule, endpoint, handler in API_ROUTES:
-        app.add_url_rule(rule, endpoint=endpoint, view_func=_make_view(state, handler), methods=["GET"])
+    for rule, endpoint, handler, method in API_ROUTES:
+        app.add_url_rule(rule, endpoint=endpoint, view_func=_make_view(state, handler), methods=[method])
     _register_control(app, state)
     return app
 

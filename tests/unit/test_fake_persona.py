@@ -276,3 +276,49 @@ def test_over_real_http_a_dot_dot_id_stays_the_id():
         response = connection.getresponse()
         assert response.status == 200 and json.loads(response.read())["data"]["id"] == ".."
         connection.close()
+
+
+# --- the inquiry writes the gate uses (issue 13) ---
+
+
+def _create(client, template="itmpl_kyc", reference_id="u_1", key=None):
+    headers = {"Authorization": f"Bearer {DEFAULT_API_KEY}"} | ({"Idempotency-Key": key} if key else {})
+    body = {"data": {"attributes": {"inquiry-template-id": template, "reference-id": reference_id}}}
+    return client.post("/api/v1/inquiries", json=body, headers=headers)
+
+
+def test_a_create_makes_a_created_inquiry_and_a_retry_with_its_key_gets_it_again():
+    client = create_fake_app().test_client()
+    first = _create(client, key="k1")
+    assert first.status_code == 201
+    inquiry = first.get_json()["data"]
+    assert (inquiry["attributes"]["status"], inquiry["attributes"]["reference-id"]) == ("created", "u_1")
+    assert inquiry["relationships"]["inquiry-template"]["data"]["id"] == "itmpl_kyc"
+    again = _create(client, key="k1")
+    assert (again.status_code, again.get_json()["data"]["id"]) == (200, inquiry["id"])
+    assert _create(client, key="k2").get_json()["data"]["id"] != inquiry["id"]
+
+
+def test_a_create_for_a_template_persona_does_not_know_is_refused():
+    state = FakeState()
+    state.config.unknown_templates = ["itmpl_gone"]
+    client = create_fake_app(state).test_client()
+    assert _create(client, template="itmpl_gone").status_code == 404
+    assert _create(client, template="not-a-template").status_code == 422
+
+
+def test_resume_gives_a_session_token_and_a_link_only_while_the_inquiry_is_open():
+    state = FakeState()
+    client = create_fake_app(state).test_client()
+    inquiry_id = _create(client).get_json()["data"]["id"]
+    auth = {"Authorization": f"Bearer {DEFAULT_API_KEY}"}
+    resumed = client.post(f"/api/v1/inquiries/{inquiry_id}/resume", headers=auth)
+    assert resumed.status_code == 200 and resumed.get_json()["meta"]["session-token"].startswith("sess_")
+    link = client.post(f"/api/v1/inquiries/{inquiry_id}/generate-one-time-link", headers=auth)
+    assert link.get_json()["meta"]["one-time-link"].startswith("https://withpersona.com/verify?code=")
+    state.inquiries[inquiry_id]["data"]["attributes"]["status"] = "expired"
+    assert client.post(f"/api/v1/inquiries/{inquiry_id}/generate-one-time-link", headers=auth).status_code == 422
+    assert client.post(f"/api/v1/inquiries/{inquiry_id}/resume", headers=auth).status_code == 200
+    assert state.inquiries[inquiry_id]["data"]["attributes"]["status"] == "pending"  # resumed: open again
+    state.inquiries[inquiry_id]["data"]["attributes"]["status"] = "approved"
+    assert client.post(f"/api/v1/inquiries/{inquiry_id}/resume", headers=auth).status_code == 422
