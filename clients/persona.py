@@ -116,13 +116,43 @@ class PersonaClient:
                 return
             after = _cursor(resources[-1])
 
+    def create_inquiry(self, template_id: str, reference_id: str, idempotency_key: str, deadline: float) -> dict:
+        """`POST /api/v1/inquiries` (docs/persona.md): a `created` inquiry of the template for the host's user,
+        its document. The key makes a retry (here, or the caller's after a timeout) return the same inquiry.
+        `deadline` is a `time.monotonic()` by which to give up: PersonaUnavailable then, not a late answer."""
+        key = "template-id" if template_id.startswith("tmpl_") else "inquiry-template-id"
+        body = {"data": {"attributes": {key: template_id, "reference-id": reference_id}}}
+        return self._request("POST", "/api/v1/inquiries", body, {"Idempotency-Key": idempotency_key}, deadline)
+
+    def resume_inquiry(self, inquiry_id: str, deadline: float) -> str:
+        """A session token for a created, pending or expired inquiry (`meta.session-token`); an expired one is
+        pending again. Raises PersonaError for one that cannot be resumed (decided, redacted)."""
+        answer = self._request("POST", f"/api/v1/inquiries/{segment(inquiry_id)}/resume", None, {}, deadline)
+        return _meta(answer, "session-token")
+
+    def one_time_link(self, inquiry_id: str, deadline: float) -> str:
+        """A one-time link to the hosted flow for a created or pending inquiry (`meta.one-time-link`)."""
+        path = f"/api/v1/inquiries/{segment(inquiry_id)}/generate-one-time-link"
+        return _meta(self._request("POST", path, None, {}, deadline), "one-time-link")
+
     def _get(self, path: str) -> dict:
+        return self._request("GET", path, None, {}, None)
+
+    def _request(self, method: str, path: str, body: dict | None, headers: dict, deadline: float | None) -> dict:
+        """One call, retried on a connection error, a 5xx or a 429 (after `ratelimit-reset`) until the attempts
+        or the deadline run out."""
         problem, wait = "no attempt made", 0.0
         for attempt in range(self.attempts):
             if attempt:
+                if deadline is not None and time.monotonic() + wait >= deadline:
+                    problem += ", and no time left to wait for another attempt"
+                    break
                 self.sleep(wait)
+            timeouts = TIMEOUTS if deadline is None else _within(deadline)
             try:
-                response = self.session.get(self.base_url + path, timeout=TIMEOUTS)
+                response = self.session.request(
+                    method, self.base_url + path, json=body, headers=headers, timeout=timeouts
+                )
             except requests.RequestException as error:
                 # Its name only: the message quotes the URL and whatever else requests saw fit to add.
                 problem, wait = type(error).__name__, _backoff(attempt)
@@ -134,7 +164,7 @@ class PersonaClient:
                 problem, wait = f"HTTP {response.status_code}", _backoff(attempt)
                 continue
             return self._answer(response)
-        raise PersonaUnavailable(f"GET {path}: {problem} after {self.attempts} attempts")
+        raise PersonaUnavailable(f"{method} {path}: {problem} after {attempt + 1} attempts")
 
     def _answer(self, response: requests.Response) -> dict:
         try:
@@ -177,6 +207,19 @@ def _created_at(resource) -> datetime | None:
         return parse_rfc3339(value) if isinstance(value, str) else None
     except ValueError:
         return None
+
+
+def _within(deadline: float) -> tuple[float, float]:
+    """The (connect, read) timeouts of one attempt that must end by `deadline` (at least a tenth of a second)."""
+    left = max(deadline - time.monotonic(), 0.1)
+    return min(TIMEOUTS[0], left), min(TIMEOUTS[1], left)
+
+
+def _meta(answer: dict, name: str) -> str:
+    value = answer.get("meta", {}).get(name) if isinstance(answer.get("meta"), dict) else None
+    if not isinstance(value, str) or not value:
+        raise PersonaError(200, f"the answer has no meta.{name}")
+    return value
 
 
 def _backoff(attempt: int) -> float:

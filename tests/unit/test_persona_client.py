@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -552,3 +553,44 @@ def test_every_id_is_one_segment_of_its_own_route(fake, client, object_id):
     assert client.get_event(object_id)["data"]["id"] == object_id
     assert client.get_inquiry(object_id)["data"]["id"] == object_id
     assert [(call["query"], call["status"]) for call in fake.calls()] == [({}, 200), ({}, 200)]
+
+
+# --- the inquiry writes the gate uses (issue 13) ---
+
+
+def later(seconds: float) -> float:
+    return time.monotonic() + seconds
+
+
+def test_create_makes_one_inquiry_however_often_its_key_is_retried(fake, client):
+    first = client.create_inquiry("itmpl_kyc", "u_1", "key-1", later(5))
+    again = client.create_inquiry("itmpl_kyc", "u_1", "key-1", later(5))
+    assert first["data"]["id"] == again["data"]["id"] and first["data"]["attributes"]["status"] == "created"
+    posts = [call for call in fake.calls() if call["method"] == "POST"]
+    assert [call["status"] for call in posts] == [201, 200]
+
+
+def test_a_create_refused_by_a_5xx_is_retried_with_the_same_key_and_makes_one_inquiry(fake, client, sleeps):
+    fake.configure(fail_next=[503, 502])
+    created = client.create_inquiry("itmpl_kyc", "u_2", "key-2", later(30))
+    assert created["data"]["attributes"]["reference-id"] == "u_2" and len(sleeps) == 2
+    assert client.create_inquiry("itmpl_kyc", "u_2", "key-2", later(5))["data"]["id"] == created["data"]["id"]
+
+
+def test_no_wait_runs_past_the_deadline(fake, client_for, sleeps):
+    fake.configure(fail_next=[429], reset_seconds=30)
+    with pytest.raises(PersonaUnavailable, match="no time left"):
+        client_for().create_inquiry("itmpl_kyc", "u_3", "key-3", later(2))
+    assert sleeps == []  # a 30 s ratelimit-reset does not fit in 2 s: answered now, not late
+
+
+def test_resume_and_one_time_link_answer_their_meta(fake, client):
+    inquiry_id = client.create_inquiry("itmpl_kyc", "u_4", "key-4", later(5))["data"]["id"]
+    assert client.resume_inquiry(inquiry_id, later(5)).startswith("sess_")
+    assert client.one_time_link(inquiry_id, later(5)).startswith("https://")
+
+
+def test_a_template_persona_does_not_know_is_a_not_found(fake, client):
+    fake.configure(unknown_templates=["itmpl_gone"])
+    with pytest.raises(PersonaNotFound):
+        client.create_inquiry("itmpl_gone", "u_5", "key-5", later(5))
