@@ -63,13 +63,18 @@ def _error(status: int, code: str, detail: str, **headers):
     return response
 
 
-def _refusal():
-    """An error response when the caller may not read records, else None."""
-    token = current_app.config["PERSONA"].admin_api_token
-    if not token:
+def _refusal(host_may: bool = False):
+    """An error response when the caller may not use this route, else None: the admin token opens every route;
+    the host's token (HOST_API_TOKEN), when `host_may`, opens reading a user's record (docs/contracts.md §3)."""
+    config = current_app.config["PERSONA"]
+    tokens = [token for token in (config.admin_api_token, config.host_api_token if host_may else None) if token]
+    if not tokens:
         return _error(503, "admin_api_disabled", "set ADMIN_API_TOKEN to enable the users API")
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+    sent = given.strip().encode()
+    # every token compared, so the time taken does not tell which one came close
+    matches = [hmac.compare_digest(sent, token.encode()) for token in tokens]
+    if scheme.lower() != "bearer" or not any(matches):
         return _error(
             401, "unauthorized", "a valid Authorization: Bearer token is required", **{"WWW-Authenticate": "Bearer"}
         )
@@ -96,8 +101,8 @@ def _unknown(reference_id: str):
 
 @bp.get("/users/<reference_id:reference_id>", merge_slashes=False)
 def get_user(reference_id: str):
-    """The record of `reference_id` (docs/contracts.md §4), or a JSON 404."""
-    refusal = _refusal()
+    """The record of `reference_id` (docs/contracts.md §4), or a JSON 404; the host's token may read it."""
+    refusal = _refusal(host_may=True)
     if refusal is not None:
         return refusal
     if unstorable(reference_id):

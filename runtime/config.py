@@ -79,6 +79,8 @@ class Config:
     verisoul_api_flavor: str = "account"
     verisoul_rate_limit: int = DEFAULT_VERISOUL_RATE_LIMIT
     admin_api_token: str | None = field(default=None, repr=False)
+    # The host application's token: it may read a user's record (and ask the inquiry gate), nothing else.
+    host_api_token: str | None = field(default=None, repr=False)
     worker_metrics_port: int | None = None  # a worker serves its host's metrics here (no web process there)
     sentry_dsn: str | None = field(default=None, repr=False)  # errors reported to Sentry when set
     sentry_environment: str = DEFAULT_SENTRY_ENVIRONMENT
@@ -221,6 +223,7 @@ def load_config(
         verisoul_api_flavor=_flavor(env),
         verisoul_rate_limit=_positive_int(env, "VERISOUL_RATE_LIMIT", DEFAULT_VERISOUL_RATE_LIMIT),
         admin_api_token=_optional(env, "ADMIN_API_TOKEN"),
+        host_api_token=_optional(env, "HOST_API_TOKEN"),
         worker_metrics_port=_port(env, "WORKER_METRICS_PORT"),
         sentry_dsn=_url(env, "SENTRY_DSN", ("http", "https")),
         sentry_environment=_optional(env, "SENTRY_ENVIRONMENT") or DEFAULT_SENTRY_ENVIRONMENT,

@@ -3,6 +3,7 @@ which reads any reference id the host chose (docs/contracts.md §3)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 from datetime import UTC, datetime
 from urllib.parse import quote
@@ -123,3 +124,22 @@ def test_an_unreachable_database_is_a_503_to_retry_not_a_500(config, redis):
     assert answer.status_code == 503
     assert answer.json["error"] == "database_unavailable" and answer.json["detail"]
     assert int(answer.headers["Retry-After"]) > 0
+
+
+def test_the_hosts_token_reads_a_record_and_nothing_else(config, redis):
+    """docs/contracts.md §3: HOST_API_TOKEN may read GET /users/<id> (and ask the gate), not list or override."""
+    app = create_app(dataclasses.replace(config, admin_api_token="admin-t", host_api_token="host-t"), redis=redis)
+    _add_user(app, "u_host")
+    client, host = app.test_client(), {"Authorization": "Bearer host-t"}
+    assert client.get("/users/u_host", headers=host).status_code == 200
+    assert client.get("/users", headers=host).status_code == 401
+    body = {"action": "resync", "reason": "r", "operator": "o"}
+    assert client.post("/users/u_host/actions", json=body, headers=host).status_code == 401
+    assert client.get("/users/u_host", headers={"Authorization": "Bearer admin-t"}).status_code == 200
+
+
+def test_the_hosts_token_alone_does_not_open_the_api_to_anyone(config, redis):
+    app = create_app(dataclasses.replace(config, host_api_token="host-t"), redis=redis)
+    client = app.test_client()
+    assert client.get("/users", headers={"Authorization": "Bearer host-t"}).status_code == 503
+    assert client.get("/users/u", headers={"Authorization": "Bearer nope"}).status_code == 401
