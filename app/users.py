@@ -56,26 +56,26 @@ def _register_converter(state) -> None:
     state.app.url_map.converters["reference_id"] = ReferenceIdConverter
 
 
-def _error(status: int, code: str, detail: str, **headers):
+def json_error(status: int, code: str, detail: str, **headers):
     response = jsonify(error=code, detail=detail)
     response.status_code = status
     response.headers.update(headers)
     return response
 
 
-def _refusal(host_may: bool = False):
+def refusal_of(host_may: bool = False):
     """An error response when the caller may not use this route, else None: the admin token opens every route;
     the host's token (HOST_API_TOKEN), when `host_may`, opens reading a user's record (docs/contracts.md §3)."""
     config = current_app.config["PERSONA"]
     tokens = [token for token in (config.admin_api_token, config.host_api_token if host_may else None) if token]
     if not tokens:
-        return _error(503, "admin_api_disabled", "set ADMIN_API_TOKEN to enable the users API")
+        return json_error(503, "admin_api_disabled", "set ADMIN_API_TOKEN to enable the users API")
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     sent = given.strip().encode()
     # every token compared, so the time taken does not tell which one came close
     matches = [hmac.compare_digest(sent, token.encode()) for token in tokens]
     if scheme.lower() != "bearer" or not any(matches):
-        return _error(
+        return json_error(
             401, "unauthorized", "a valid Authorization: Bearer token is required", **{"WWW-Authenticate": "Bearer"}
         )
     return None
@@ -94,23 +94,23 @@ def unstorable(reference_id: str) -> bool:
     return not 0 < len(reference_id) <= MAX_TEXT_LENGTH or "\x00" in reference_id
 
 
-def _unknown(reference_id: str):
+def unknown_user(reference_id: str):
     """The 404 for an unstorable id, answered without a query."""
-    return _error(404, "user_not_found", f"no user with reference id {reference_id!r}")
+    return json_error(404, "user_not_found", f"no user with reference id {reference_id!r}")
 
 
 @bp.get("/users/<reference_id:reference_id>", merge_slashes=False)
 def get_user(reference_id: str):
     """The record of `reference_id` (docs/contracts.md §4), or a JSON 404; the host's token may read it."""
-    refusal = _refusal(host_may=True)
+    refusal = refusal_of(host_may=True)
     if refusal is not None:
         return refusal
     if unstorable(reference_id):
-        return _unknown(reference_id)
+        return unknown_user(reference_id)
     with current_app.extensions["database"].sessions() as session:
         record = load_user_record(session, reference_id, datetime.now(UTC))
     if record is None:
-        return _error(404, "user_not_found", f"no user with reference id {reference_id!r}")
+        return json_error(404, "user_not_found", f"no user with reference id {reference_id!r}")
     return jsonify(record)
 
 
@@ -118,28 +118,28 @@ def get_user(reference_id: str):
 def act_on_user(reference_id: str):
     """An operator's override (docs/contracts.md §7): 200 and the record; 400 naming the field at fault; 404 for an
     unknown user or an inquiry not the user's. Verisoul follows through the ordinary sync, queued here."""
-    refusal = _refusal()
+    refusal = refusal_of()
     if refusal is not None:
         return refusal
     if unstorable(reference_id):
-        return _unknown(reference_id)
+        return unknown_user(reference_id)
     try:
         document = request.get_json(silent=True)
     except RecursionError:
-        return _error(400, "invalid_request", "body: JSON nested too deeply")
+        return json_error(400, "invalid_request", "body: JSON nested too deeply")
     try:
         action = load_override_request(document)
     except ValidationError as error:
-        return _error(400, "invalid_request", first_error(error.messages))
+        return json_error(400, "invalid_request", first_error(error.messages))
     config = current_app.config["PERSONA"]
     database = current_app.extensions["database"]
     now = datetime.now(UTC)
     try:
         to_sync = override_user(database, reference_id, action, now, config.verisoul_api_url is not None)
     except UnknownInquiry:
-        return _error(404, "inquiry_not_found", f"user {reference_id!r} has no inquiry {action.inquiry_id!r}")
+        return json_error(404, "inquiry_not_found", f"user {reference_id!r} has no inquiry {action.inquiry_id!r}")
     if to_sync is None:
-        return _error(404, "user_not_found", f"no user with reference id {reference_id!r}")
+        return json_error(404, "user_not_found", f"no user with reference id {reference_id!r}")
     current_app.logger.info("override recorded", extra={"outcome": action.action, "user": reference_id})
     if to_sync:
         _queue_sync(reference_id, config.sync_queue)
@@ -194,17 +194,17 @@ def decode_cursor(cursor: str) -> str:
 @bp.get("/users")
 def list_users_route():
     """Users by standing (docs/contracts.md §7): `{"users": [...], "next": cursor or null}`, 400 naming a bad parameter."""
-    refusal = _refusal()
+    refusal = refusal_of()
     if refusal is not None:
         return refusal
     repeated = sorted(name for name in request.args if len(request.args.getlist(name)) > 1)
     if repeated:
-        return _error(400, "invalid_query", f"{repeated[0]}: given more than once")
+        return json_error(400, "invalid_query", f"{repeated[0]}: given more than once")
     try:
         query = UserListQuery().load(request.args.to_dict())
         after = decode_cursor(query["after"]) if "after" in query else None
     except ValidationError as error:
-        return _error(400, "invalid_query", first_error(error.messages))
+        return json_error(400, "invalid_query", first_error(error.messages))
     chosen = UserFilter(query.get("decision"), query.get("blocked"), query.get("synced"))
     with current_app.extensions["database"].sessions() as session:
         users = list_users(session, chosen, after, query["limit"] + 1, datetime.now(UTC))

@@ -40,6 +40,8 @@ VERISOUL_FLAVORS = ("account", "lists")
 DEFAULT_INQUIRY_EXPIRY_HOURS = 24
 # Webhooks for an expiry can take a while (Persona retries for ~51 h); an hour past the window, ask.
 DEFAULT_RECONCILE_GRACE_MINUTES = 60
+# The gate resumes an inquiry that expired this recently rather than start the user over (docs/contracts.md §8).
+DEFAULT_GATE_RESUME_EXPIRED_HOURS = 24
 # Sentry groups reports by environment; one deployment is production unless told otherwise.
 DEFAULT_SENTRY_ENVIRONMENT = "production"
 
@@ -85,6 +87,7 @@ class Config:
     sentry_dsn: str | None = field(default=None, repr=False)  # errors reported to Sentry when set
     sentry_environment: str = DEFAULT_SENTRY_ENVIRONMENT
     inquiry_expiry_hours: int = DEFAULT_INQUIRY_EXPIRY_HOURS
+    gate_resume_expired_hours: int = DEFAULT_GATE_RESUME_EXPIRED_HOURS
     reconcile_grace_minutes: int = DEFAULT_RECONCILE_GRACE_MINUTES
 
     @property
@@ -228,6 +231,7 @@ def load_config(
         sentry_dsn=_url(env, "SENTRY_DSN", ("http", "https")),
         sentry_environment=_optional(env, "SENTRY_ENVIRONMENT") or DEFAULT_SENTRY_ENVIRONMENT,
         inquiry_expiry_hours=_positive_int(env, "PERSONA_INQUIRY_EXPIRY_HOURS", DEFAULT_INQUIRY_EXPIRY_HOURS),
+        gate_resume_expired_hours=_positive_int(env, "GATE_RESUME_EXPIRED_HOURS", DEFAULT_GATE_RESUME_EXPIRED_HOURS),
         reconcile_grace_minutes=_positive_int(env, "RECONCILE_GRACE_MINUTES", DEFAULT_RECONCILE_GRACE_MINUTES),
     )
 

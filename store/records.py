@@ -27,6 +27,7 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import Row, String, and_, bindparam, or_, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from domain.events import QueuedEvent
@@ -42,6 +43,8 @@ from domain.state_machine import (
     status_run,
 )
 from domain.times import as_utc, parse_time, to_iso
+from store.db import Database
+from store.event_log import event_insert, is_duplicate
 from store.models import Event, History, Inquiry, User, Verification
 from store.sync_state import standing_columns, sync_state
 from store.writes import NewUser, Write, delete_rows, insert_row, run, update_rows
@@ -465,3 +468,21 @@ def refresh_standing(session: Session, user: User, now: datetime) -> None:
     facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
     for name, value in standing_columns(user, facts, now).items():
         setattr(user, name, value)
+
+
+class DuplicateEvent(Exception):
+    """The event is in the events table already: applied once, nothing written now."""
+
+
+def apply_and_log(database: Database, event: QueuedEvent, now: datetime, verisoul_configured: bool) -> Applied:
+    """Apply the event and record it with its outcome, in one transaction: the reads, then every write and the
+    COMMIT in one round trip (store/db.py). Raises DuplicateEvent when the event is already recorded."""
+    with database.sessions() as session:
+        applied = apply_event(session, event, now, verisoul_configured)
+        try:
+            Database.commit_pipelined(session, [*applied.writes, event_insert(event, now, applied.outcome)])
+        except IntegrityError as error:
+            if is_duplicate(error):
+                raise DuplicateEvent from None
+            raise
+    return applied

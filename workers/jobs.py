@@ -29,9 +29,9 @@ from domain.events import QueuedEvent
 from runtime import metrics
 from runtime.config import load_config
 from store.db import Database
-from store.event_log import DUPLICATE, event_insert, is_duplicate
+from store.event_log import DUPLICATE
 from store.queue import connect_redis
-from store.records import Applied, apply_event
+from store.records import Applied, DuplicateEvent, apply_and_log
 from store.sync_queue import FAILED_SYNCS_PREFIX, SYNC_FAILURE_TTL, request_sync
 from workers.reconcile import reconcile
 from workers.replay import RECONCILED, Replayer
@@ -125,23 +125,9 @@ def verisoul_configured() -> bool:
     return syncer().client is not None
 
 
-class _Duplicate(Exception):
-    """The event was recorded before: its transaction rolls back."""
-
-
 def _apply_once(event: QueuedEvent) -> Applied:
-    """Apply the event and record it with its outcome, in one transaction: the reads, then every write and
-    the COMMIT in one round trip (store/db.py). Raises _Duplicate when the event is already recorded."""
-    processed_at = now()
-    with database().sessions() as session:
-        applied = apply_event(session, event, processed_at, verisoul_configured())
-        try:
-            Database.commit_pipelined(session, [*applied.writes, event_insert(event, processed_at, applied.outcome)])
-        except IntegrityError as error:
-            if is_duplicate(error):
-                raise _Duplicate from None
-            raise
-    return applied
+    """store/records.py `apply_and_log`, at the worker's clock."""
+    return apply_and_log(database(), event, now(), verisoul_configured())
 
 
 def _apply(event: QueuedEvent) -> Applied | None:
@@ -155,7 +141,7 @@ def _apply(event: QueuedEvent) -> Applied | None:
             if not error.connection_invalidated:
                 raise
         return _apply_once(event)
-    except _Duplicate:
+    except DuplicateEvent:
         return None
 
 

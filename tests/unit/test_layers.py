@@ -21,7 +21,7 @@ ALLOWED = {
     "runtime": {"domain", "runtime"},
     "store": {"domain", "runtime", "store"},
     "clients": {"domain", "runtime", "clients"},
-    "app": {"domain", "runtime", "store", "app"},
+    "app": {"domain", "runtime", "store", "clients", "app"},
     "workers": {"domain", "runtime", "store", "clients", "workers"},
 }
 PROJECT = set(ALLOWED) | {"scripts", "tests", "migrations"}

@@ -1,0 +1,147 @@
+"""The inquiry gate (`POST /users/<reference_id>/inquiries`, docs/contracts.md §8) against the fake Persona, on
+SQLite and PostgreSQL with a real Redis: create, resume, allow after the webhooks, deny, review; one inquiry for
+twenty concurrent first calls; Persona away is a 503 whose retry creates nothing twice."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from app import create_app
+from domain.times import iso_millis
+from scripts.fake_persona import DEFAULT_API_KEY
+from tests.helpers.events import inquiry_event
+from tests.helpers.in_process import clear_job_caches, cli_environment
+from tests.servers import FakePersonaControl
+from workers import jobs
+
+HOST = {"Authorization": "Bearer host-token"}
+TEMPLATE = "itmpl_1"  # the template tests/helpers/events.py gives its inquiries
+
+
+@pytest.fixture
+def persona(fake_persona_url) -> FakePersonaControl:
+    fake = FakePersonaControl(fake_persona_url)
+    fake.reset()
+    return fake
+
+
+@pytest.fixture
+def app(monkeypatch, worker_env, real_config, real_redis, persona) -> Iterator:
+    cli_environment(monkeypatch, worker_env)
+    config = dataclasses.replace(
+        real_config,
+        admin_api_token="admin-token",
+        host_api_token="host-token",
+        persona_api_url=persona.url,
+        persona_api_key=DEFAULT_API_KEY,
+    )
+    app = create_app(config, redis=real_redis)
+    yield app
+    app.extensions["database"].dispose()
+    clear_job_caches()
+
+
+def ask(app, reference_id: str, **body):
+    return app.test_client().post(
+        f"/users/{reference_id}/inquiries", json={"template_id": TEMPLATE} | body, headers=HOST
+    )
+
+
+def creates(persona: FakePersonaControl) -> list[dict]:
+    return [
+        c for c in persona.calls() if c["method"] == "POST" and c["path"] == "/api/v1/inquiries" and c["status"] == 201
+    ]
+
+
+def hours_ago(hours: float) -> str:
+    return iso_millis(datetime.now(UTC) - timedelta(hours=hours))
+
+
+def test_first_call_creates_the_next_resumes_and_after_the_webhooks_the_user_is_allowed(app, persona):
+    first = ask(app, "u_new")
+    assert first.status_code == 201, first.get_json()
+    created = first.get_json()
+    assert created["action"] == "create" and created["session_token"].startswith("sess_")
+    record = app.test_client().get("/users/u_new", headers=HOST).get_json()
+    assert [(i["id"], i["status"], i["template_id"]) for i in record["inquiries"]] == [
+        (created["inquiry_id"], "created", TEMPLATE)
+    ]
+
+    second = ask(app, "u_new")
+    assert (second.status_code, second.get_json()["action"], second.get_json()["inquiry_id"]) == (
+        200,
+        "resume",
+        created["inquiry_id"],
+    )
+    jobs.process_event(inquiry_event(created["inquiry_id"], "approved", iso_millis(datetime.now(UTC)), "u_new"))
+    assert ask(app, "u_new").get_json() == {"action": "allow"}
+    assert len(creates(persona)) == 1
+
+
+def test_a_declined_user_is_denied_with_the_blocks_end(app):
+    jobs.process_event(inquiry_event("inq_d", "declined", hours_ago(1), "u_declined"))
+    answer = ask(app, "u_declined")
+    assert answer.status_code == 403
+    body = answer.get_json()
+    assert body["action"] == "deny" and body["blocked_until"] > iso_millis(datetime.now(UTC) + timedelta(days=6))
+
+
+def test_a_user_in_review_is_told_to_wait(app):
+    jobs.process_event(inquiry_event("inq_r", "needs_review", hours_ago(1), "u_review"))
+    assert (ask(app, "u_review").status_code, ask(app, "u_review").get_json()) == (409, {"action": "review"})
+
+
+def test_twenty_concurrent_first_calls_create_one_inquiry(app, persona):
+    answers: list = []
+    start = threading.Barrier(20)
+
+    def call() -> None:
+        start.wait()
+        answers.append(ask(app, "u_race"))
+
+    threads = [threading.Thread(target=call) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses.count(201) == 1 and set(statuses) <= {200, 201}, statuses
+    assert len({answer.get_json()["inquiry_id"] for answer in answers}) == 1
+    assert len(creates(persona)) == 1
+
+
+def test_persona_away_is_a_503_and_the_retry_creates_one_inquiry(app, persona):
+    persona.configure(fail_next=[503] * 5)
+    away = ask(app, "u_retry")
+    assert (away.status_code, away.headers.get("Retry-After")) == (503, "5")
+    retried = ask(app, "u_retry")
+    assert retried.status_code == 201 and len(creates(persona)) == 1
+    assert ask(app, "u_retry").get_json()["inquiry_id"] == retried.get_json()["inquiry_id"]
+
+
+def test_hosted_mode_answers_a_one_time_link(app):
+    answer = ask(app, "u_hosted", mode="hosted").get_json()
+    assert answer["action"] == "create" and answer["link"].startswith("https://withpersona.com/verify")
+
+
+def test_a_template_persona_does_not_know_is_a_400_naming_it(app, persona):
+    persona.configure(unknown_templates=["itmpl_gone"])
+    answer = ask(app, "u_t", template_id="itmpl_gone")
+    assert (answer.status_code, answer.get_json()["detail"].split(":")[0]) == (400, "template_id")
+
+
+def test_bad_requests_and_tokens(app, real_config, real_redis):
+    assert ask(app, "u_b", mode="popup").status_code == 400
+    assert app.test_client().post("/users/u_b/inquiries", json={}, headers=HOST).status_code == 400
+    assert app.test_client().post("/users/u_b/inquiries", json={"template_id": TEMPLATE}).status_code == 401
+    no_key = create_app(dataclasses.replace(real_config, admin_api_token="a"), redis=real_redis)
+    refused = no_key.test_client().post(
+        "/users/u_b/inquiries", json={"template_id": TEMPLATE}, headers={"Authorization": "Bearer a"}
+    )
+    no_key.extensions["database"].dispose()
+    assert (refused.status_code, refused.get_json()["error"]) == (503, "persona_api_disabled")
