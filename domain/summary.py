@@ -66,3 +66,20 @@ def summarise(
     decision = decide(inquiries, now, duplicate_account, DEFAULT_POLICY, overrides)
     duplicate = duplicate_account and not overrides.duplicate_cleared
     return Summary(decision, target_for(inquiries, DEFAULT_POLICY, overrides), duplicate, now)
+
+
+def by_template(
+    summary: Summary, inquiries: dict[str, list[InquiryFacts]], overrides: Overrides = NO_OVERRIDES
+) -> dict[str, dict]:
+    """The record's `templates` (docs/contracts.md §8): per template, its latest inquiry, that inquiry's status,
+    and the policy applied to the template's inquiries alone, except the block, which holds for the whole user."""
+    blocked = summary.decision.blocked(summary.now)
+    entries = {}
+    for template_id, facts in sorted(inquiries.items()):
+        own = decide(facts, summary.now, summary.duplicate_account, DEFAULT_POLICY, overrides)
+        entries[template_id] = {
+            "inquiry_id": own.inquiry_id,
+            "status": own.status,
+            "decision": "deny" if blocked else own.unblocked,
+        }
+    return entries

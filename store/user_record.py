@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain.policy import Block
-from domain.summary import summarise
+from domain.summary import by_template, summarise
 from domain.times import to_iso
 from store.models import History, User, Verification
 from store.overrides import overrides_listing, overrides_of
@@ -46,6 +46,10 @@ def load_user_view(session: Session, reference_id: str, now: datetime) -> tuple[
     inquiries = inquiries_of(session, user)
     facts = {inquiry.id: facts_of(inquiry) for inquiry in inquiries}
     summary = summarise(list(facts.values()), now, user.verisoul_duplicate_account, overrides_of(user))
+    of_template: dict[str, list] = {}
+    for inquiry in inquiries:
+        if inquiry.template_id:
+            of_template.setdefault(inquiry.template_id, []).append(facts[inquiry.id])
     overrides = overrides_listing(session, user)
     verifications = session.scalars(
         select(Verification).where(Verification.inquiry_id.in_([i.id for i in inquiries])).order_by(Verification.id)
@@ -57,6 +61,7 @@ def load_user_view(session: Session, reference_id: str, now: datetime) -> tuple[
         "reference_id": user.reference_id,
         "persona_account_id": user.persona_account_id,
         **summary.verdict(),
+        "templates": by_template(summary, of_template, overrides_of(user)),
         "verisoul": _verisoul(user),
         "inquiries": [
             {

@@ -71,6 +71,9 @@ def test_first_call_creates_the_next_resumes_and_after_the_webhooks_the_user_is_
     assert [(i["id"], i["status"], i["template_id"]) for i in record["inquiries"]] == [
         (created["inquiry_id"], "created", TEMPLATE)
     ]
+    assert record["templates"] == {
+        TEMPLATE: {"inquiry_id": created["inquiry_id"], "status": "created", "decision": "resume"}
+    }
 
     second = ask(app, "u_new")
     assert (second.status_code, second.get_json()["action"], second.get_json()["inquiry_id"]) == (

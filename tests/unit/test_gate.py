@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from domain.gate import ALLOW, CREATE, DENY, RESUME, REVIEW, answer
 from domain.overrides import Overrides
 from domain.policy import InquiryFacts, decide
+from domain.summary import by_template, summarise
 from domain.times import iso_millis
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
@@ -78,3 +79,16 @@ def test_an_open_inquiry_is_never_created_beside_and_a_decided_one_never_resumed
     if result.action == RESUME:
         assert newest is not None and result.inquiry_id == newest.id
         assert newest.status in ("created", "pending", "expired")
+
+
+def test_the_records_templates_apply_the_policy_per_template_and_the_block_to_all():
+    """docs/contracts.md §8: an approved KYC and a pending re-verification are not folded into one status."""
+    kyc, again = inquiry("inq_kyc", "approved", 100), inquiry("inq_again", "pending", 1)
+    summary = summarise([kyc, again], NOW)
+    assert by_template(summary, {"itmpl_kyc": [kyc], "itmpl_again": [again]}) == {
+        "itmpl_again": {"inquiry_id": "inq_again", "status": "pending", "decision": "resume"},
+        "itmpl_kyc": {"inquiry_id": "inq_kyc", "status": "approved", "decision": "allow"},
+    }
+    declined = inquiry("inq_no", "declined", 2)
+    blocked = summarise([kyc, declined], NOW)
+    assert by_template(blocked, {"itmpl_kyc": [kyc], "itmpl_no": [declined]})["itmpl_kyc"]["decision"] == "deny"
