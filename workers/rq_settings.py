@@ -23,14 +23,18 @@ _config = load_config_or_exit()
 configure()
 init_error_reporting(_config, "worker")
 
+import rq.cli.workers  # noqa: E402
+
 # The Procfile runs workers.worker.Worker, a SimpleWorker: jobs run in this process instead of a forked
 # work horse per job, so the engine, its connection pool and SQLAlchemy's statement cache live across
 # jobs (about 5x the events per second of a forked work horse per job, measured when this was chosen).
 from workers.jobs import database  # noqa: E402
-from workers.worker import wait_for_redis  # noqa: E402
+from workers.worker import riding_out_outages, wait_for_redis  # noqa: E402
 
 database()
 wait_for_redis(connect_redis(_config.redis_url).ping, what="worker start: ")
+# RQ's command line checks suspension next, once, and exits on a connection error: it waits instead.
+rq.cli.workers.is_suspended = riding_out_outages(rq.cli.workers.is_suspended)
 if _config.worker_metrics_port is not None:  # a host without a web process: this worker serves its metrics
     from runtime.metrics import serve_host_metrics  # noqa: E402
 

@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.exceptions import StopRequested
@@ -112,6 +113,21 @@ def wait_for_redis(
         delay = min(delay * 2, REDIS_RETRY_CAP)
     if lost_at is not None:
         log.warning("redis available again", extra={"duration_ms": round((time.monotonic() - lost_at) * 1000)})
+
+
+def riding_out_outages(check: Callable[..., bool]) -> Callable[..., bool]:
+    """`check` (RQ's `is_suspended`, which `rq worker` calls once before the worker exists, where a connection
+    error exits the process) made to wait for Redis instead: a Redis lost between workers/rq_settings.py's
+    wait and that check would otherwise cost the worker (seen when two workers started as Redis died)."""
+
+    def waiting(connection: Redis, *args, **kwargs) -> bool:
+        while True:
+            try:
+                return check(connection, *args, **kwargs)
+            except REDIS_OUTAGE:
+                wait_for_redis(connection.ping, what="suspension check: ")
+
+    return waiting
 
 
 def _no_pong(ping: Callable[[], object]) -> str | None:

@@ -8,6 +8,7 @@ import threading
 
 import pytest
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from rq.exceptions import StopRequested
 
 from workers import worker
@@ -72,3 +73,25 @@ def test_a_refused_connection_is_waited_on_until_pong(caplog):
 
     wait_for_redis(ping)
     assert [r.message for r in caplog.records] == ["redis unavailable; waiting for it", "redis available again"]
+
+
+def test_rqs_suspension_check_waits_for_redis_instead_of_ending_the_worker(monkeypatch):
+    """Found in CI: a worker starting as Redis died exited (`rq worker` checks suspension once, before the
+    worker exists, and exits on a connection error); the check now waits for Redis and asks again."""
+    monkeypatch.setattr(worker.time, "sleep", lambda seconds: None)
+    answers: list = [RedisConnectionError("Connection reset by peer"), False]
+    asked = []
+
+    def check(connection, *args):
+        asked.append(args)
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    class Answering:
+        def ping(self):
+            return True
+
+    assert worker.riding_out_outages(check)(Answering(), None) is False
+    assert asked == [(None,), (None,)]
