@@ -9,11 +9,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
 TOKEN = "console-admin-token"
@@ -105,10 +105,21 @@ class Console:
     def _navigating(self, action) -> None:
         page = self.find("html")
         action()
-        WebDriverWait(self.driver, WAIT).until(expected_conditions.staleness_of(page))
+        WebDriverWait(self.driver, WAIT).until(lambda driver: _gone(page))
         self._loaded()
 
     def _loaded(self) -> None:
         WebDriverWait(self.driver, WAIT).until(
             lambda driver: driver.execute_script("return document.readyState") == "complete"
         )
+
+
+def _gone(element: WebElement) -> bool:
+    """Whether the page `element` was on has been left. Selenium's staleness_of counts only its stale-element
+    error, but Chromium, asked mid-navigation, may answer "Node with given id does not belong to the document"
+    (a plain WebDriverException): that too means the old page is gone (seen once in CI)."""
+    try:
+        element.is_enabled()
+    except WebDriverException:  # StaleElementReferenceException is one
+        return True
+    return False
