@@ -19,7 +19,6 @@ from flask import Blueprint, Flask, abort, current_app, flash, redirect, render_
 from flask.sessions import SecureCookieSessionInterface
 from marshmallow import ValidationError
 from redis import Redis
-from redis.exceptions import RedisError
 from rq import Queue
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from werkzeug.exceptions import HTTPException
@@ -35,7 +34,7 @@ from store.console_sessions import close_session, count_failed_sign_in, open_ses
 from store.failed_jobs import failed_jobs, requeue
 from store.operator_actions import override_user
 from store.overrides import UnknownInquiry
-from store.sync_queue import request_sync
+from store.sync_queue import request_sync_unless_away
 from store.user_list import UserFilter, list_users
 from store.user_record import load_user_view
 
@@ -231,11 +230,8 @@ def act():
     current_app.logger.info("override recorded", extra={"outcome": action.action, "user": reference_id})
     message = f"{action.action} recorded"
     if to_sync:
-        try:
-            request_sync(_redis(), Queue(config.sync_queue, connection=_redis()), reference_id)
-            message += "; Verisoul sync queued"
-        except RedisError:
-            message += "; the sync will be queued by the sweep (Redis unavailable)"
+        away = request_sync_unless_away(_redis(), Queue(config.sync_queue, connection=_redis()), reference_id)
+        message += "; the sync will be queued by the sweep (Redis unavailable)" if away else "; Verisoul sync queued"
     flash(message, "ok")
     return redirect(back)
 

@@ -108,11 +108,11 @@ def _answer(client, reference_id: str, template_id: str, mode: str, deadline: fl
     with database.sessions() as session:
         user = session.scalar(select(User).where(User.reference_id == reference_id))
         inquiries = inquiries_of(session, user) if user is not None else []
-        facts = [facts_of(inquiry) for inquiry in inquiries]
+        facts = {inquiry.id: facts_of(inquiry) for inquiry in inquiries}
         overrides = overrides_of(user) if user is not None else NO_OVERRIDES
         duplicate = bool(user and user.verisoul_duplicate_account)
-        decision = summarise(facts, now, duplicate, overrides).decision
-        of_template = [facts_of(i) for i in inquiries if i.template_id == template_id]
+        decision = summarise(list(facts.values()), now, duplicate, overrides).decision
+        of_template = [facts[i.id] for i in inquiries if i.template_id == template_id]
     window = timedelta(hours=config.gate_resume_expired_hours)
     answer = gate.answer(decision, of_template, now, window)
     if answer.action == gate.DENY:

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, current_app, jsonify, request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
-from redis.exceptions import RedisError
 from rq import Queue
 from werkzeug.routing import BaseConverter
 
@@ -22,7 +21,7 @@ from domain.policy import DECISION_NAMES
 from domain.schemas import first_error
 from store.operator_actions import override_user
 from store.overrides import UnknownInquiry
-from store.sync_queue import request_sync
+from store.sync_queue import request_sync_unless_away
 from store.user_list import UserFilter, list_users
 from store.user_record import load_user_record
 
@@ -150,10 +149,9 @@ def act_on_user(reference_id: str):
 def _queue_sync(reference_id: str, sync_queue: str) -> None:
     """Queue the user's Verisoul sync; with Redis away the override stands and the sweep syncs within a minute."""
     connection = current_app.extensions["event_queue"].connection
-    try:
-        request_sync(connection, Queue(sync_queue, connection=connection), reference_id)
-    except RedisError as error:
-        current_app.logger.warning("sync not queued; the sweep will", extra={"reason": type(error).__name__})
+    away = request_sync_unless_away(connection, Queue(sync_queue, connection=connection), reference_id)
+    if away:
+        current_app.logger.warning("sync not queued; the sweep will", extra={"reason": away})
 
 
 # An override's body: a few hundred bytes.

@@ -11,7 +11,7 @@ import hashlib
 from datetime import datetime
 
 from redis import Redis
-from redis.exceptions import WatchError
+from redis.exceptions import RedisError, WatchError
 from rq import Callback, Queue, Retry
 
 SYNC_VERISOUL = "workers.jobs.sync_verisoul"
@@ -64,6 +64,16 @@ def request_sync(connection: Redis, queue: Queue, reference_id: str) -> bool:
         except WatchError:
             return False  # another process set the mark meanwhile: its sync is the pending one
     return True
+
+
+def request_sync_unless_away(connection: Redis, queue: Queue, reference_id: str) -> str | None:
+    """`request_sync`, for callers after a commit (replays, overrides): with Redis away, why (the error's name)
+    instead of raising. The record says it is unsynced, so the sweep queues the sync once Redis is back."""
+    try:
+        request_sync(connection, queue, reference_id)
+    except RedisError as error:
+        return type(error).__name__
+    return None
 
 
 def schedule_unblock(queue: Queue, reference_id: str, at: datetime) -> None:

@@ -36,7 +36,7 @@ from store.failed_jobs import failed_jobs
 from store.operator_actions import override_user
 from store.overrides import UnknownInquiry
 from store.queue import connect_redis
-from store.sync_queue import request_sync
+from store.sync_queue import request_sync_unless_away
 from store.user_list import UserFilter, list_users
 from store.user_record import load_user_record
 from workers.cli import Moment
@@ -171,11 +171,11 @@ def _override(action: str):
 
 def _queue_sync(context: Context, reference_id: str) -> None:
     connection = connect_redis(context.config.redis_url)
-    try:
-        request_sync(connection, Queue(context.config.sync_queue, connection=connection), reference_id)
+    away = request_sync_unless_away(connection, Queue(context.config.sync_queue, connection=connection), reference_id)
+    if away:
+        click.echo(f"{PROGRAM}: {reference_id}: sync not queued ({away}); the sweep will", err=True)
+    else:
         click.echo(f"{reference_id}: Verisoul sync queued")
-    except RedisError as error:
-        click.echo(f"{PROGRAM}: {reference_id}: sync not queued ({type(error).__name__}); the sweep will", err=True)
 
 
 REASON = click.option("--reason", required=True, help="Why, for the audit trail (no personal data).")

@@ -40,7 +40,7 @@ from runtime.config import Config, load_config_or_exit
 from store.db import Database
 from store.failed_jobs import failed_job, failed_jobs, requeue
 from store.queue import connect_redis, job_id_for
-from store.sync_queue import request_sync
+from store.sync_queue import request_sync_unless_away
 from workers import jobs
 from workers.reconcile import reconcile
 from workers.replay import EventResult, Replayer, Report, events_between, events_of_user, plan_units, stored_events
@@ -155,10 +155,9 @@ def _sync_requester(config: Config):
     queue = Queue(config.sync_queue, connection=connection)
 
     def request(reference_id: str) -> None:
-        try:
-            request_sync(connection, queue, reference_id)
-        except RedisError as error:
-            click.echo(f"{PROGRAM}: {reference_id}: sync not queued ({type(error).__name__}); the sweep will", err=True)
+        away = request_sync_unless_away(connection, queue, reference_id)
+        if away:
+            click.echo(f"{PROGRAM}: {reference_id}: sync not queued ({away}); the sweep will", err=True)
 
     return request
 
