@@ -188,7 +188,7 @@ def search():
     found = None
     if not unstorable(reference_id):
         with current_app.extensions["database"].sessions() as db:
-            found = load_user_view(db, reference_id, datetime.now(UTC))
+            found = load_user_view(db, reference_id, datetime.now(UTC), current_app.config["PERSONA"].policy)
     if found is None:
         flash(f"no user {reference_id!r}", "error")  # a flash, not a parameter: no link can put words here
         return redirect(url_for("console.index"))
@@ -199,7 +199,7 @@ def search():
 def user():
     reference_id, now = _reference_id(request.args.get("ref", "")), datetime.now(UTC)
     with current_app.extensions["database"].sessions() as db:
-        found = load_user_view(db, reference_id, now)
+        found = load_user_view(db, reference_id, now, current_app.config["PERSONA"].policy)
     if found is None:
         abort(404, description=f"no user {reference_id!r}")
     record, block = found
@@ -221,7 +221,7 @@ def act():
     config = current_app.config["PERSONA"]
     database, now = current_app.extensions["database"], datetime.now(UTC)
     try:
-        to_sync = override_user(database, reference_id, action, now, config.verisoul_api_url is not None)
+        to_sync = override_user(database, reference_id, action, now, config.verisoul_api_url is not None, config.policy)
     except UnknownInquiry:
         flash(f"Not recorded: {reference_id} has no inquiry {action.inquiry_id}", "error")
         return redirect(back)

@@ -111,10 +111,10 @@ def _answer(client, reference_id: str, template_id: str, mode: str, deadline: fl
         facts = {inquiry.id: facts_of(inquiry) for inquiry in inquiries}
         overrides = overrides_of(user) if user is not None else NO_OVERRIDES
         duplicate = bool(user and user.verisoul_duplicate_account)
-        decision = summarise(list(facts.values()), now, duplicate, overrides).decision
+        decision = summarise(list(facts.values()), now, duplicate, overrides, config.policy).decision
         of_template = [facts[i.id] for i in inquiries if i.template_id == template_id]
     window = timedelta(hours=config.gate_resume_expired_hours)
-    answer = gate.answer(decision, of_template, now, window)
+    answer = gate.answer(decision, of_template, now, window, retry_after_block=config.retry_after_block)
     if answer.action == gate.DENY:
         until = iso_millis(answer.blocked_until) if answer.blocked_until else None
         return jsonify(action="deny", reason=answer.reason, blocked_until=until), 403
@@ -137,7 +137,7 @@ def _answer(client, reference_id: str, template_id: str, mode: str, deadline: fl
         if error.status in (400, 422):
             return json_error(400, "invalid_request", f"template_id: Persona refused {template_id!r}")
         raise
-    inquiry_id = _record_created(database, document, now, config.verisoul_api_url is not None)
+    inquiry_id = _record_created(database, document, now, config)
     return jsonify(action="create", inquiry_id=inquiry_id, **_entry(client, inquiry_id, mode, deadline)), 201
 
 
@@ -149,12 +149,12 @@ def _entry(client, inquiry_id: str, mode: str, deadline: float) -> dict:
     return {"session_token": client.resume_inquiry(inquiry_id, deadline)}
 
 
-def _record_created(database, document: dict, now: datetime, verisoul_configured: bool) -> str:
+def _record_created(database, document: dict, now: datetime, config) -> str:
     """The new inquiry recorded as `created` through the ordinary event path, so the webhooks that follow find
     it, and the next gate call resumes it."""
     event = _created_event(document, now)
     try:
-        apply_and_log(database, event, now, verisoul_configured)
+        apply_and_log(database, event, now, config.verisoul_api_url is not None, config.policy)
     except DuplicateEvent:
         pass  # recorded by an earlier call that Persona answered with this same inquiry
     return event["object_id"]

@@ -106,8 +106,9 @@ def get_user(reference_id: str):
         return refusal
     if unstorable(reference_id):
         return unknown_user(reference_id)
+    policy = current_app.config["PERSONA"].policy
     with current_app.extensions["database"].sessions() as session:
-        record = load_user_record(session, reference_id, datetime.now(UTC))
+        record = load_user_record(session, reference_id, datetime.now(UTC), policy)
     if record is None:
         return json_error(404, "user_not_found", f"no user with reference id {reference_id!r}")
     return jsonify(record)
@@ -134,7 +135,7 @@ def act_on_user(reference_id: str):
     database = current_app.extensions["database"]
     now = datetime.now(UTC)
     try:
-        to_sync = override_user(database, reference_id, action, now, config.verisoul_api_url is not None)
+        to_sync = override_user(database, reference_id, action, now, config.verisoul_api_url is not None, config.policy)
     except UnknownInquiry:
         return json_error(404, "inquiry_not_found", f"user {reference_id!r} has no inquiry {action.inquiry_id!r}")
     if to_sync is None:
@@ -143,7 +144,7 @@ def act_on_user(reference_id: str):
     if to_sync:
         _queue_sync(reference_id, config.sync_queue)
     with database.sessions() as session:
-        return jsonify(load_user_record(session, reference_id, now))
+        return jsonify(load_user_record(session, reference_id, now, config.policy))
 
 
 def _queue_sync(reference_id: str, sync_queue: str) -> None:

@@ -2,9 +2,11 @@
 one template. Pure: the user's decision and the template's inquiries in, an answer out; the route does the I/O
 (Persona's create and resume, recording the created inquiry under a lock).
 
-Persona's advice (docs/persona.md, "One inquiry per user"): completed or approved, let the user in; failed,
-declined or needs_review, offer no new inquiry; created or pending, resume it; expired, resume it or create
-another; none, create one. The user's block applies to every template.
+Persona's advice (docs/persona.md, "One inquiry per user"): completed or approved, let the user in; needs_review,
+offer no new inquiry; created or pending, resume it; expired, resume it or create another; none, create one.
+Failed or declined: no new inquiry while the user's block is in force; after a temporary block, a new one
+(§5's revision, RETRY_AFTER_BLOCK), or none for good when that setting is false. The user's block applies to
+every template.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from domain.policy import Decision, InquiryFacts, latest
+from domain.policy import RETRY_AFTER_BLOCK, Decision, InquiryFacts, latest
 from domain.times import parse_time
 
 ALLOW, RESUME, CREATE, DENY, REVIEW = "allow", "resume", "create", "deny", "review"
@@ -35,9 +37,11 @@ def answer(
     now: datetime,
     resume_expired_within: timedelta,
     redacted: frozenset[str] = frozenset(),
+    retry_after_block: bool = RETRY_AFTER_BLOCK,
 ) -> GateAnswer:
     """The gate's answer for one template. `decision` is the user's (docs/contracts.md §5), `template_inquiries`
-    the user's inquiries of that template, `redacted` the ids Persona redacted (never resumed)."""
+    the user's inquiries of that template, `redacted` the ids Persona redacted (never resumed). A failed or
+    declined template gets a new inquiry once no block is in force, unless `retry_after_block` is false."""
     if decision.blocked(now):
         block = decision.block
         assert block is not None
@@ -50,7 +54,7 @@ def answer(
         return GateAnswer(ALLOW)
     if newest.status == "needs_review":
         return GateAnswer(REVIEW)
-    if newest.status in FAILED_STATUSES and not newest.forgiven:
+    if newest.status in FAILED_STATUSES and not newest.forgiven and not retry_after_block:
         return GateAnswer(DENY, reason=f"the latest inquiry was {newest.status}")
     resumable = newest.id not in redacted and (
         newest.status in OPEN_STATUSES

@@ -26,14 +26,18 @@ ACTIONS = (LIFT_BLOCK, FORGIVE_INQUIRY, CLEAR_DUPLICATE, RESYNC)
 class Overrides:
     """A user's overrides as the policy reads them (forgiven inquiries are a fact of each inquiry)."""
 
-    block_lifted_at: datetime | None = None  # the latest lift: a block in force then ends then
+    block_lifted_at: datetime | None = None  # the latest lift: the block in force then ends then
     duplicate_cleared: bool = False  # Verisoul's "linked to other accounts" no longer holds this user back
+    # The start of the block that lift ended. A block that began later is another one and stands, even when its
+    # decision was made before the lift and recorded after it (Persona delivers late). None: the lift's own time.
+    block_lifted_since: datetime | None = None
 
     def lifted(self, since: datetime) -> datetime | None:
-        """When a block that began at `since` was lifted, if it was (a lift before a block ends nothing)."""
-        if self.block_lifted_at is not None and self.block_lifted_at >= since:
-            return self.block_lifted_at
-        return None
+        """When a block that began at `since` was lifted, if it was (a lift ends no block that began after the
+        one it lifted)."""
+        if self.block_lifted_at is None or since > (self.block_lifted_since or self.block_lifted_at):
+            return None
+        return self.block_lifted_at
 
 
 NO_OVERRIDES = Overrides()

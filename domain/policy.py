@@ -30,6 +30,10 @@ DECISION_NAMES = frozenset(decision for decision, _ in DECISIONS.values()) | {"d
 # Block length by strike count; from PERMANENT_AT strikes on the block never ends.
 BLOCK_DAYS = {1: 7, 2: 30}
 PERMANENT_AT = 3
+# §5 as revised: once a temporary block has ended, a user whose latest inquiry failed or was declined may verify
+# again (the gate creates the new inquiry, and a further failure is the next strike). False keeps them at deny.
+RETRY_AFTER_BLOCK = True
+RETRY = ("verify", "create_inquiry")
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class Policy:
     decisions: dict = field(default_factory=lambda: dict(DECISIONS))
     block_days: dict = field(default_factory=lambda: dict(BLOCK_DAYS))
     permanent_at: int = PERMANENT_AT
+    retry_after_block: bool = RETRY_AFTER_BLOCK
 
     def __post_init__(self):
         missing = [n for n in range(1, self.permanent_at) if n not in self.block_days]
@@ -123,6 +128,9 @@ def decide(
     block = block_for(inquiries, policy, overrides)
     # A forgiven failure or decline is not held against the user: they may verify again.
     decision, next_action = policy.decisions["none" if newest and newest.forgiven else status]
+    retry = policy.retry_after_block and status in NEGATIVE_STATUSES and block is not None and not block.permanent
+    if decision == "deny" and retry:
+        decision, next_action = RETRY  # held as deny only while the block below is in force
     if decision == "allow" and duplicate_account and not overrides.duplicate_cleared:
         decision, next_action = "review", "wait"
     unblocked = decision

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from domain.overrides import NO_OVERRIDES, Overrides
-from domain.policy import DEFAULT_POLICY, Decision, InquiryFacts, decide
+from domain.policy import DEFAULT_POLICY, Decision, InquiryFacts, Policy, decide
 from domain.sync_plan import Target, target_for
 from domain.times import to_iso
 
@@ -21,6 +21,7 @@ class Summary:
     target: Target
     duplicate_account: bool
     now: datetime
+    policy: Policy
 
     def verdict(self) -> dict:
         """The record's top-level fields (docs/contracts.md §4): status, inquiry_id, decision, next_action, strikes."""
@@ -61,11 +62,12 @@ def summarise(
     now: datetime,
     duplicate_account: bool = False,
     overrides: Overrides = NO_OVERRIDES,
+    policy: Policy = DEFAULT_POLICY,
 ) -> Summary:
-    """The summary of a user whose inquiries are `inquiries`, at `now` (aware UTC)."""
-    decision = decide(inquiries, now, duplicate_account, DEFAULT_POLICY, overrides)
+    """The summary of a user whose inquiries are `inquiries`, at `now` (aware UTC), under `policy`."""
+    decision = decide(inquiries, now, duplicate_account, policy, overrides)
     duplicate = duplicate_account and not overrides.duplicate_cleared
-    return Summary(decision, target_for(inquiries, DEFAULT_POLICY, overrides), duplicate, now)
+    return Summary(decision, target_for(inquiries, policy, overrides), duplicate, now, policy)
 
 
 def by_template(
@@ -76,7 +78,7 @@ def by_template(
     blocked = summary.decision.blocked(summary.now)
     entries = {}
     for template_id, facts in sorted(inquiries.items()):
-        own = decide(facts, summary.now, summary.duplicate_account, DEFAULT_POLICY, overrides)
+        own = decide(facts, summary.now, summary.duplicate_account, summary.policy, overrides)
         entries[template_id] = {
             "inquiry_id": own.inquiry_id,
             "status": own.status,

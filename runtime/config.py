@@ -15,6 +15,8 @@ from datetime import timedelta
 from typing import overload
 from urllib.parse import urlsplit, urlunsplit
 
+from domain.policy import RETRY_AFTER_BLOCK, Policy
+
 # Defaults, each with the reason it is what it is.
 # Persona documents no tolerance; 5 minutes absorbs clock skew and never rejects a retry,
 # because `t` is the send time of each attempt.
@@ -89,6 +91,12 @@ class Config:
     inquiry_expiry_hours: int = DEFAULT_INQUIRY_EXPIRY_HOURS
     gate_resume_expired_hours: int = DEFAULT_GATE_RESUME_EXPIRED_HOURS
     reconcile_grace_minutes: int = DEFAULT_RECONCILE_GRACE_MINUTES
+    retry_after_block: bool = RETRY_AFTER_BLOCK
+
+    @property
+    def policy(self) -> Policy:
+        """The decision policy (docs/contracts.md §5) with this deployment's settings."""
+        return Policy(retry_after_block=self.retry_after_block)
 
     @property
     def queues(self) -> list[str]:
@@ -139,6 +147,19 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ConfigError(f"{name} must be a positive integer, got {raw!r}")
     return value
+
+
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in TRUE_WORDS + FALSE_WORDS:
+        raise ConfigError(f"{name} must be true or false, got {env[name].strip()!r}")
+    return raw in TRUE_WORDS
 
 
 def _secrets(env: Mapping[str, str]) -> tuple[str, ...]:
@@ -233,6 +254,7 @@ def load_config(
         inquiry_expiry_hours=_positive_int(env, "PERSONA_INQUIRY_EXPIRY_HOURS", DEFAULT_INQUIRY_EXPIRY_HOURS),
         gate_resume_expired_hours=_positive_int(env, "GATE_RESUME_EXPIRED_HOURS", DEFAULT_GATE_RESUME_EXPIRED_HOURS),
         reconcile_grace_minutes=_positive_int(env, "RECONCILE_GRACE_MINUTES", DEFAULT_RECONCILE_GRACE_MINUTES),
+        retry_after_block=_flag(env, "RETRY_AFTER_BLOCK", RETRY_AFTER_BLOCK),
     )
 
 

@@ -78,6 +78,7 @@ class User(Base):
     verisoul_error: Mapped[str | None] = mapped_column(String(500))
     # What operators' overrides (the `overrides` table) change for the policy, read with the user's row.
     block_lifted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    block_lifted_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the lifted block's start
     duplicate_cleared: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # The user's standing (domain/summary.py `standing`), kept with every change of the facts above and of the
     # inquiries', so `GET /users` filters by index; the record itself is computed from the inquiries on read.

@@ -12,6 +12,7 @@ from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from domain.overrides import CLEAR_DUPLICATE, FORGIVE_INQUIRY, LIFT_BLOCK, OverrideRequest, Overrides
+from domain.policy import Block
 from domain.times import as_utc, to_iso
 from store.models import Inquiry, Override, User
 
@@ -22,18 +23,26 @@ class UnknownInquiry(LookupError):
 
 def overrides_of(user: User | Row) -> Overrides:
     """What the user's overrides change for the policy, from the user's row."""
-    return Overrides(block_lifted_at=as_utc(user.block_lifted_at), duplicate_cleared=bool(user.duplicate_cleared))
+    return Overrides(
+        block_lifted_at=as_utc(user.block_lifted_at),
+        duplicate_cleared=bool(user.duplicate_cleared),
+        block_lifted_since=as_utc(user.block_lifted_since),
+    )
 
 
-def record_override(session: Session, user: User, request: OverrideRequest, now: datetime) -> Override:
-    """Write the override and its effect; the caller holds the user's lock and commits. Raises UnknownInquiry."""
+def record_override(
+    session: Session, user: User, request: OverrideRequest, now: datetime, block: Block | None
+) -> Override:
+    """Write the override and its effect; `block` is the user's block in force at `now`, if any (the one a lift
+    ends: a lift with none in force ends nothing). The caller holds the user's lock and commits. Raises
+    UnknownInquiry."""
     if request.action == FORGIVE_INQUIRY:
         inquiry = session.get(Inquiry, request.inquiry_id)
         if inquiry is None or inquiry.user_id != user.id:
             raise UnknownInquiry(request.inquiry_id)
         inquiry.forgiven = True
-    elif request.action == LIFT_BLOCK:
-        user.block_lifted_at = now
+    elif request.action == LIFT_BLOCK and block is not None:
+        user.block_lifted_at, user.block_lifted_since = now, block.since
     elif request.action == CLEAR_DUPLICATE:
         user.duplicate_cleared = True
         user.verisoul_duplicate_account = False  # what Verisoul said stays in the override's reason, not here

@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from domain.events import QueuedEvent
-from domain.policy import InquiryFacts
+from domain.policy import InquiryFacts, Policy
 from domain.state_machine import (
     IGNORED,
     Snapshot,
@@ -88,14 +88,16 @@ class Applied:
         run(session, self.writes)
 
 
-def apply_event(session: Session, event: QueuedEvent, now: datetime, verisoul_configured: bool = True) -> Applied:
+def apply_event(
+    session: Session, event: QueuedEvent, now: datetime, verisoul_configured: bool = True, *, policy: Policy
+) -> Applied:
     """Lock and read what the event touches, and return the verdict with the writes that record it.
 
     `now` decides whether a block is in force, for the user's Verisoul sync state (store/sync_state.py
     `sync_state`, which also says what becomes of it without Verisoul)."""
     kind = kind_of(event)
     if kind == "inquiry":
-        return _apply_inquiry(session, event, now, verisoul_configured)
+        return _apply_inquiry(session, event, now, verisoul_configured, policy)
     if kind == "verification":
         return _apply_verification(session, event)
     verdict = Verdict(IGNORED, None, None)
@@ -212,7 +214,9 @@ class _InquiryIds:
         )
 
 
-def _apply_inquiry(session: Session, event: QueuedEvent, now: datetime, verisoul_configured: bool) -> Applied:
+def _apply_inquiry(
+    session: Session, event: QueuedEvent, now: datetime, verisoul_configured: bool, policy: Policy
+) -> Applied:
     inquiry_id = event["object_id"]
     keys = _user_keys(event.get("reference_id") or event.get("account_reference_id"), event.get("account_id"))
     lock(session, f"inquiry:{inquiry_id}", *(f"user:{key}" for key in keys))
@@ -243,7 +247,7 @@ def _apply_inquiry(session: Session, event: QueuedEvent, now: datetime, verisoul
     writes = [*plan.writes, *_inquiry_writes(inquiry_id, stored, columns, plan)]
     writes.append(_history(plan.user_ref, inquiry_id, event, verdict))
     facts = _facts(inquiries, inquiry_id, columns, plan)
-    user_writes, needs = _mark_sync(plan, facts, now, verisoul_configured)
+    user_writes, needs = _mark_sync(plan, facts, now, verisoul_configured, policy)
     return Applied("inquiry", verdict, plan.reference_id, needs, [*writes, *user_writes])
 
 
@@ -371,12 +375,14 @@ def _facts(inquiries: dict[str, Row], inquiry_id: str, columns: dict, plan: _Use
 _FACT_COLUMNS = ("status", "inquiry_created_at", "snapshot_at", "status_since", "forgiven")
 
 
-def _mark_sync(plan: _UserPlan, facts: list[InquiryFacts], now: datetime, configured: bool) -> tuple[list[Write], bool]:
+def _mark_sync(
+    plan: _UserPlan, facts: list[InquiryFacts], now: datetime, configured: bool, policy: Policy
+) -> tuple[list[Write], bool]:
     """The user's Verisoul sync state after the event (store/sync_state.py `sync_state`), and whether to sync."""
     if plan.reference_id is None:
         return [], False
     values, needed = sync_state(plan.user, plan.reference_id, plan.account_id, facts, now, configured)
-    values |= standing_columns(plan.user, facts, now)
+    values |= standing_columns(plan.user, facts, now, policy)
     if plan.user is not None:
         values = {name: value for name, value in values.items() if _differs(getattr(plan.user, name), value)}
     if not values:
@@ -452,33 +458,56 @@ def _facts_from(
     return InquiryFacts(inquiry_id, status, to_iso(created), to_iso(since), bool(forgiven))
 
 
-def mark_sync(session: Session, user: User, now: datetime, configured: bool = True) -> bool:
+def mark_sync(session: Session, user: User, now: datetime, configured: bool = True, *, policy: Policy) -> bool:
     """`sync_state` and the standing written to a user read through the ORM (replays, overrides); True when a
     sync is needed."""
     facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
     values, needed = sync_state(user, user.reference_id, user.persona_account_id, facts, now, configured)
-    values |= standing_columns(user, facts, now)
+    values |= standing_columns(user, facts, now, policy)
     for name, value in values.items():
         setattr(user, name, value)
     return needed
 
 
-def refresh_standing(session: Session, user: User, now: datetime) -> None:
-    """The standing again, after something other than the inquiries changed it (Verisoul flagged a duplicate)."""
+def refresh_standing(session: Session, user: User, now: datetime, policy: Policy) -> bool:
+    """The standing again, after something other than the inquiries changed it (Verisoul flagged a duplicate, the
+    deployment changed RETRY_AFTER_BLOCK); True when it changed."""
     facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
-    for name, value in standing_columns(user, facts, now).items():
+    changed = False
+    for name, value in standing_columns(user, facts, now, policy).items():
+        changed |= _differs(getattr(user, name), value)
         setattr(user, name, value)
+    return changed
+
+
+def refresh_standings(database: Database, now: datetime, policy: Policy, batch: int = 200) -> tuple[int, int]:
+    """Every user's standing again under `policy`, a batch of users per transaction, each user under its lock (an
+    event for it waits); (users read, users changed)."""
+    read = changed = 0
+    after = ""
+    while True:
+        with database.transaction() as session:
+            query = select(User.reference_id).where(User.reference_id > after).order_by(User.reference_id)
+            names = list(session.scalars(query.limit(batch)))
+            if not names:
+                return read, changed
+            lock(session, *names)
+            for user in session.scalars(select(User).where(User.reference_id.in_(names))):
+                changed += refresh_standing(session, user, now, policy)
+            read, after = read + len(names), names[-1]
 
 
 class DuplicateEvent(Exception):
     """The event is in the events table already: applied once, nothing written now."""
 
 
-def apply_and_log(database: Database, event: QueuedEvent, now: datetime, verisoul_configured: bool) -> Applied:
+def apply_and_log(
+    database: Database, event: QueuedEvent, now: datetime, verisoul_configured: bool, policy: Policy
+) -> Applied:
     """Apply the event and record it with its outcome, in one transaction: the reads, then every write and the
     COMMIT in one round trip (store/db.py). Raises DuplicateEvent when the event is already recorded."""
     with database.sessions() as session:
-        applied = apply_event(session, event, now, verisoul_configured)
+        applied = apply_event(session, event, now, verisoul_configured, policy=policy)
         try:
             Database.commit_pipelined(session, [*applied.writes, event_insert(event, now, applied.outcome)])
         except IntegrityError as error:

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from sqlalchemy import Row
 
-from domain.policy import InquiryFacts
+from domain.policy import InquiryFacts, Policy
 from domain.summary import summarise
 from domain.sync_plan import Known, Target, plan, target_for
 from domain.times import as_utc
@@ -66,7 +66,8 @@ def sync_state(
     return {"verisoul_synced": not needed}, needed
 
 
-def standing_columns(user: User | Row | None, facts: list[InquiryFacts], now: datetime) -> dict:
-    """The user's standing columns (domain/summary.py `standing`) once the user's inquiries are `facts`."""
+def standing_columns(user: User | Row | None, facts: list[InquiryFacts], now: datetime, policy: Policy) -> dict:
+    """The user's standing columns (domain/summary.py `standing`) under `policy` once the user's inquiries are `facts`."""
     known = user if user is not None else _NEW_USER
-    return summarise(facts, now, bool(known.verisoul_duplicate_account), overrides_of(known)).standing()
+    duplicate = bool(known.verisoul_duplicate_account)
+    return summarise(facts, now, duplicate, overrides_of(known), policy).standing()

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from domain.policy import Block
+from domain.policy import Block, Policy
 from domain.summary import by_template, summarise
 from domain.times import to_iso
 from store.models import History, User, Verification
@@ -32,20 +32,22 @@ def _verisoul(user: User) -> dict:
     }
 
 
-def load_user_record(session: Session, reference_id: str, now: datetime) -> dict | None:
-    """The record of docs/contracts.md §4 (with §7's overrides), or None for an unknown user."""
-    found = load_user_view(session, reference_id, now)
+def load_user_record(session: Session, reference_id: str, now: datetime, policy: Policy) -> dict | None:
+    """The record of docs/contracts.md §4 (with §7's overrides) under `policy`, or None for an unknown user."""
+    found = load_user_view(session, reference_id, now, policy)
     return found[0] if found else None
 
 
-def load_user_view(session: Session, reference_id: str, now: datetime) -> tuple[dict, Block | None] | None:
+def load_user_view(
+    session: Session, reference_id: str, now: datetime, policy: Policy
+) -> tuple[dict, Block | None] | None:
     """The record, and the user's latest block (the console draws it), or None for an unknown user."""
     user = session.scalar(select(User).where(User.reference_id == reference_id))
     if user is None:
         return None
     inquiries = inquiries_of(session, user)
     facts = {inquiry.id: facts_of(inquiry) for inquiry in inquiries}
-    summary = summarise(list(facts.values()), now, user.verisoul_duplicate_account, overrides_of(user))
+    summary = summarise(list(facts.values()), now, user.verisoul_duplicate_account, overrides_of(user), policy)
     of_template: dict[str, list] = {}
     for inquiry in inquiries:
         if inquiry.template_id:

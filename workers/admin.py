@@ -7,6 +7,7 @@
     persona-events clear-duplicate REF --reason TEXT --operator NAME
     persona-events resync REF --reason TEXT --operator NAME
     persona-events failed [--since T] [--until T] [--function NAME]
+    persona-events refresh-standing
 
 The same actions as the API (docs/contracts.md §7), on the database and Redis of the configuration; each
 command says first which. `--operator` defaults to $PERSONA_EVENTS_OPERATOR. Exit status: 0 done, 1 not
@@ -36,6 +37,7 @@ from store.failed_jobs import failed_jobs
 from store.operator_actions import override_user
 from store.overrides import UnknownInquiry
 from store.queue import connect_redis
+from store.records import refresh_standings
 from store.sync_queue import request_sync_unless_away
 from store.user_list import UserFilter, list_users
 from store.user_record import load_user_record
@@ -113,7 +115,7 @@ def show(ctx, reference_id, as_json) -> None:
     """One user's record: the decision and why, inquiries, overrides, history, Verisoul."""
     context = _opened(ctx)
     with context.database.sessions() as session:
-        record = load_user_record(session, reference_id, datetime.now(UTC))
+        record = load_user_record(session, reference_id, datetime.now(UTC), context.config.policy)
     if record is None:
         context.fail(f"no user with reference id {reference_id!r}")
         return
@@ -152,7 +154,7 @@ def _override(action: str):
             return
         now, configured = datetime.now(UTC), context.config.verisoul_api_url is not None
         try:
-            to_sync = override_user(context.database, reference_id, request, now, configured)
+            to_sync = override_user(context.database, reference_id, request, now, configured, context.config.policy)
         except UnknownInquiry:
             context.fail(f"user {reference_id!r} has no inquiry {inquiry_id!r}")
             return
@@ -162,7 +164,7 @@ def _override(action: str):
         if to_sync:
             _queue_sync(context, reference_id)
         with context.database.sessions() as session:
-            record = load_user_record(session, reference_id, now)
+            record = load_user_record(session, reference_id, now, context.config.policy)
         assert record is not None
         click.echo(f"{reference_id}: {action} recorded; decision {record['decision']}, strikes {record['strikes']}")
 
@@ -220,6 +222,15 @@ def failed(ctx, since, until, function, as_json) -> None:
         click.echo(json.dumps({"jobs": rows}, indent=2))
         return
     _table(rows, ("failed_at", "job_id", "function", "description", "error"))
+
+
+@cli.command("refresh-standing")
+@click.pass_context
+def refresh_standing(ctx) -> None:
+    """Every user's standing (what the users list filters on) again, after RETRY_AFTER_BLOCK changed."""
+    context = _opened(ctx)
+    read, changed = refresh_standings(context.database, datetime.now(UTC), context.config.policy)
+    click.echo(f"{read} users read, {changed} changed")
 
 
 def main() -> None:

@@ -358,7 +358,13 @@ def _replay(config: Config, params: dict, output: Output) -> None:
     database = Database(config.database_url)
     requester = None if params["dry_run"] else _sync_requester(config)
     replayer = Replayer(
-        database, jobs.now, _describe(params), params["dry_run"], requester, bool(config.verisoul_api_url)
+        database,
+        jobs.now,
+        _describe(params),
+        params["dry_run"],
+        requester,
+        bool(config.verisoul_api_url),
+        config.policy,
     )
     if params["reconcile"]:
         return _reconcile(database, config, replayer, output)

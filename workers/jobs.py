@@ -78,7 +78,7 @@ def syncer() -> Syncer:
         client = make_client(
             config.verisoul_api_url, config.verisoul_api_key or "", config.verisoul_api_flavor, limiter.acquire
         )
-    return Syncer(database(), client, redis(), sync_queue(), clock=lambda: now())
+    return Syncer(database(), client, redis(), sync_queue(), clock=lambda: now(), policy=load_config().policy)
 
 
 def is_transient(error: BaseException) -> bool:
@@ -117,6 +117,7 @@ def replayer(command: str, dry_run: bool = False) -> Replayer:
         dry_run,
         request_sync=lambda key: request_sync(redis(), sync_queue(), key),
         verisoul_configured=verisoul_configured(),
+        policy=load_config().policy,
     )
 
 
@@ -127,7 +128,7 @@ def verisoul_configured() -> bool:
 
 def _apply_once(event: QueuedEvent) -> Applied:
     """store/records.py `apply_and_log`, at the worker's clock."""
-    return apply_and_log(database(), event, now(), verisoul_configured())
+    return apply_and_log(database(), event, now(), verisoul_configured(), load_config().policy)
 
 
 def _apply(event: QueuedEvent) -> Applied | None:

@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from domain.events import QueuedEvent
+from domain.policy import DEFAULT_POLICY, Policy
 from domain.summary import summarise
 from store.db import Database
 from store.event_log import inquiry_of, record_event
@@ -100,10 +101,10 @@ class Report:
         return [result for result in self.events if result.error]
 
 
-def user_summary(session: Session, user: User, now: datetime) -> dict:
+def user_summary(session: Session, user: User, now: datetime, policy: Policy) -> dict:
     """What a replay can change about a user: the record's verdict and Verisoul's desired state."""
     facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
-    summary = summarise(facts, now, user.verisoul_duplicate_account, overrides_of(user))
+    summary = summarise(facts, now, user.verisoul_duplicate_account, overrides_of(user), policy)
     # "target": what Verisoul should say, not what it confirmed (the record's `verisoul` part)
     return summary.verdict() | {f"verisoul_target_{name}": value for name, value in summary.verisoul_target().items()}
 
@@ -203,6 +204,7 @@ class Replayer:
         dry_run: bool = False,
         request_sync: Callable[[str], object] | None = None,
         verisoul_configured: bool = True,
+        policy: Policy = DEFAULT_POLICY,
     ):
         self.database = database
         self.clock = clock
@@ -210,6 +212,7 @@ class Replayer:
         self.dry_run = dry_run
         self.request_sync = request_sync
         self.verisoul_configured = verisoul_configured
+        self.policy = policy
 
     def run(self, units: list[Unit], progress: Callable[[Unit], None] = lambda unit: None) -> Report:
         report = Report()
@@ -271,7 +274,7 @@ class Replayer:
         self._reset(session, unit, rows)
         outcomes, reconciled, applied_to = {}, [], set()
         for row in sorted(rows, key=lambda row: snapshot_of(row.payload)):
-            applied = apply_event(session, row.payload, now, self.verisoul_configured)
+            applied = apply_event(session, row.payload, now, self.verisoul_configured, policy=self.policy)
             applied.write(session)
             row.outcome = outcomes[row.event_id] = applied.outcome
             if row.name == RECONCILED_NAME and applied.verdict.changes_state:
@@ -286,7 +289,11 @@ class Replayer:
             row.outcome = outcomes[row.event_id] = RECONCILED
             session.execute(update(History).where(History.event_id == row.event_id).values(outcome=RECONCILED))
         users = [user for user_id in sorted(touched) if (user := session.get(User, user_id)) is not None]
-        to_sync = [user.reference_id for user in users if mark_sync(session, user, now, self.verisoul_configured)]
+        to_sync = [
+            user.reference_id
+            for user in users
+            if mark_sync(session, user, now, self.verisoul_configured, policy=self.policy)
+        ]
         after = self._summaries(session, {user.id for user in users}, now)
         changes = [UserChange(ref, before.get(ref), after.get(ref)) for ref in sorted({*before, *after})]
         return outcomes, changes, to_sync
@@ -344,10 +351,9 @@ class Replayer:
         )
         return {user_id for user_id in rows if user_id is not None}
 
-    @staticmethod
-    def _summaries(session: Session, user_ids: set[int], now: datetime) -> dict[str, dict]:
+    def _summaries(self, session: Session, user_ids: set[int], now: datetime) -> dict[str, dict]:
         users = [user for user_id in sorted(user_ids) if (user := session.get(User, user_id)) is not None]
-        return {user.reference_id: user_summary(session, user, now) for user in users}
+        return {user.reference_id: user_summary(session, user, now, self.policy) for user in users}
 
     @staticmethod
     def _reset(session: Session, unit: Unit, rows: list[Event]) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy import and_, or_, select
 
 from clients.rate_limit import RateLimited
 from clients.verisoul import VerisoulClient, VerisoulError, VerisoulUnavailable
+from domain.policy import Policy
 from domain.sync_plan import BLOCK, ENROLL, UNBLOCK, VERIFIED_STATUSES, Known, Target, plan, target_for
 from store.db import Database
 from store.models import User
@@ -44,6 +45,7 @@ class Syncer:
     connection: Redis
     queue: Queue
     clock: Callable[[], datetime]
+    policy: Policy  # docs/contracts.md §5 with the deployment's settings: a flagged duplicate changes the standing
 
     def sync(self, reference_id: str) -> str:
         self.connection.delete(PENDING_PREFIX + reference_id)  # later events queue another sync
@@ -142,7 +144,7 @@ class Syncer:
                 for name, value in fields.items():
                     setattr(user, name, value)
                 if "verisoul_duplicate_account" in fields:  # the decision once unblocked moves to review
-                    refresh_standing(session, user, self.clock())
+                    refresh_standing(session, user, self.clock(), self.policy)
 
     def sweep(self) -> int:
         """Queue syncs for expired blocks and for unsynced users whose sync was lost, hit an outage, or waited

@@ -414,6 +414,8 @@ def _record_tags(record: dict, now: datetime) -> set[str]:
             tags.add(f"block:{record['strikes']}-strike-in-force")
         else:
             tags.add("block:expired")
+            if record["status"] in NEGATIVE:
+                tags.add("retry-after-block")  # may verify again (§5 as revised)
         if (until is None or until > now) and record["status"] not in NEGATIVE:
             tags.add("block-overrides-status")
     return tags
@@ -516,7 +518,12 @@ def _decide(user: dict, now: datetime) -> None:
     if block_since is not None and strikes < 3:
         block_until = block_since + timedelta(days=BLOCK_DAYS[strikes])
     in_force = block_since is not None and (block_until is None or now < block_until)
-    decision, next_action = ("deny", "none") if in_force else DECISION[status]
+    if in_force:
+        decision, next_action = "deny", "none"
+    elif status in NEGATIVE:  # §5 as revised (RETRY_AFTER_BLOCK, on by default): the block has ended
+        decision, next_action = "verify", "create_inquiry"
+    else:
+        decision, next_action = DECISION[status]
     user.update(
         status=status,
         inquiry_id=latest[0] if latest else None,

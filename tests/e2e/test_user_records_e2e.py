@@ -35,6 +35,7 @@ REQUIRED_TAGS = {
     "block:2-strike-in-force": 2,
     "block:permanent": 3,
     "block:expired": 20,
+    "retry-after-block": 5,
     "block-overrides-status": 2,
     "status:approved": 10,
     "status:declined": 10,

@@ -321,7 +321,8 @@ def test_dry_run_shows_what_a_changed_state_machine_would_store(env, real_config
     assert result.exit_code == 0
     [user] = document(result)["users"]
     assert user["changes"] == {
-        "status": ["declined", "needs_review"], "decision": ["deny", "review"], "next_action": ["none", "wait"],
+        "status": ["declined", "needs_review"], "decision": ["verify", "review"],  # the 2024 block is over
+        "next_action": ["create_inquiry", "wait"],
         "strikes": [1, 0], "verisoul_target_blocked_until": ["2024-01-15T00:00:00.500Z", None],
     }  # fmt: skip
     assert tables(url) == stored
@@ -718,8 +719,8 @@ def test_from_persona_dry_run_reports_only_what_changes_for_an_existing_user(fak
     [user] = document(result)["users"]
     assert user["before"] is not None and user["before"]["status"] == "declined"
     assert user["changes"] == {
-        "status": ["declined", "approved"], "inquiry_id": ["inq_1", "inq_9"], "decision": ["deny", "allow"],
-        "verisoul_target_enrolled": [False, True],
+        "status": ["declined", "approved"], "inquiry_id": ["inq_1", "inq_9"], "decision": ["verify", "allow"],
+        "next_action": ["create_inquiry", "none"], "verisoul_target_enrolled": [False, True],
     }  # fmt: skip
     assert list(events_of(real_config.database_url)) == [declined["event_id"]]
 

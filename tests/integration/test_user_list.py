@@ -46,7 +46,7 @@ def population() -> None:
     deliver("u_allow", ("inq_1", "approved", 5))
     deliver("u_blocked", ("inq_2", "declined", 2), ("inq_3", "pending", 1))  # 7-day block in force
     deliver("u_expired", ("inq_4", "declined", 24 * 8), ("inq_5", "pending", 1))  # its block ended a day ago
-    deliver("u_declined", ("inq_6", "declined", 24 * 9))  # no block in force, still deny
+    deliver("u_declined", ("inq_6", "declined", 24 * 9))  # its block is over: verify again (§5 as revised)
     deliver("u_pending", ("inq_7", "created", 3))
 
 
@@ -63,11 +63,12 @@ def names(api, query: str) -> list[str]:
 def test_each_filter_lists_the_users_whose_standing_it_names(api):
     population()
     assert names(api, "") == ["u_allow", "u_blocked", "u_declined", "u_expired", "u_pending"]
-    assert names(api, "?decision=deny") == ["u_blocked", "u_declined"]
+    assert names(api, "?decision=deny") == ["u_blocked"]
+    assert names(api, "?decision=verify") == ["u_declined"]
     assert names(api, "?decision=resume") == ["u_expired", "u_pending"]
     assert names(api, "?decision=allow") == ["u_allow"]
     assert names(api, "?blocked=true") == ["u_blocked"]
-    assert names(api, "?blocked=false&decision=deny") == ["u_declined"]
+    assert names(api, "?blocked=false&decision=verify") == ["u_declined"]
     assert names(api, "?synced=true") == []  # no Verisoul configured: nobody is in step with it
     [blocked] = listed(api, "?blocked=true")["users"]
     assert blocked | {"blocked_until": None} == {
@@ -155,7 +156,7 @@ def test_the_kept_standing_always_agrees_with_the_record(api, real_config, steps
 
 def test_the_migration_fills_the_standing_of_existing_users(real_database_url, real_config, monkeypatch, worker_env):
     """0008 computes each existing user's standing from their inquiries, so the list is right at once."""
-    # built at 0007 by the code of today, then the columns emptied as 0008 would find them
+    # built at 0007 by the code of today, then the columns of 0008 and later dropped, as 0008 would find them
     cli_environment(monkeypatch, worker_env)
     deliver("u_old", ("inq_o1", "declined", 2), ("inq_o2", "pending", 1))
     from sqlalchemy import create_engine, text
@@ -172,7 +173,14 @@ def test_the_migration_fills_the_standing_of_existing_users(real_database_url, r
             connection.execute(text(statement))
     engine.dispose()
     with engine.begin() as connection:
-        for column in ("block_permanent", "block_until", "unblocked_decision", "strikes", "status"):
+        for column in (
+            "block_lifted_since",
+            "block_permanent",
+            "block_until",
+            "unblocked_decision",
+            "strikes",
+            "status",
+        ):
             connection.execute(text(f"ALTER TABLE users DROP COLUMN {column}"))
     engine.dispose()
     migrate(real_database_url)

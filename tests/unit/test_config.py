@@ -45,6 +45,22 @@ def test_defaults():
     )
 
 
+@pytest.mark.parametrize(
+    "value, expected",
+    [("", True), ("true", True), (" TRUE ", True), ("1", True), ("yes", True), ("on", True)]
+    + [("false", False), ("False", False), ("0", False), ("no", False), ("off", False)],
+)
+def test_retry_after_block_is_a_flag_on_by_default(value, expected):
+    config = load_config({**BASE, "RETRY_AFTER_BLOCK": value})
+    assert config.retry_after_block is expected and config.policy.retry_after_block is expected
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "tru", "n"])
+def test_retry_after_block_refuses_anything_but_a_flag_naming_it(value):
+    message = config_error(RETRY_AFTER_BLOCK=value)
+    assert message.startswith("RETRY_AFTER_BLOCK must be true or false") and repr(value) in message
+
+
 @pytest.mark.parametrize("name", ["PERSONA_WEBHOOK_SECRETS", "REDIS_URL"])
 @pytest.mark.parametrize("value", [None, "", "   "])
 def test_required_setting_missing_is_named(name, value):

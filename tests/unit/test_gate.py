@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from domain.gate import ALLOW, CREATE, DENY, RESUME, REVIEW, answer
 from domain.overrides import Overrides
-from domain.policy import InquiryFacts, decide
+from domain.policy import InquiryFacts, Policy, decide
 from domain.summary import by_template, summarise
 from domain.times import iso_millis
 
@@ -25,7 +25,11 @@ def inquiry(inquiry_id: str, status: str, hours_ago: float, forgiven: bool = Fal
 
 
 def gate(template: list[InquiryFacts], every: list[InquiryFacts] | None = None, **options):
-    decision = decide(every if every is not None else template, NOW, overrides=options.pop("overrides", Overrides()))
+    overrides, policy = (
+        options.pop("overrides", Overrides()),
+        Policy(retry_after_block=options.get("retry_after_block", True)),
+    )
+    decision = decide(every if every is not None else template, NOW, policy=policy, overrides=overrides)
     return answer(decision, template, NOW, WINDOW, **options)
 
 
@@ -58,10 +62,20 @@ def test_a_block_in_force_denies_every_template_with_its_end():
     assert (result.action, result.blocked_until) == (DENY, NOW - timedelta(hours=2) + timedelta(days=7))
 
 
-def test_a_failed_inquiry_gives_no_new_attempt_unless_forgiven():
+def test_a_failed_inquiry_gets_a_new_attempt_once_its_block_has_ended():
+    """docs/contracts.md §5 as revised: after a temporary block, the gate creates the next inquiry."""
+    assert gate([inquiry("inq_1", "failed", 24 * 6)]).action == DENY  # its 7-day block is in force
+    assert gate([inquiry("inq_1", "failed", 24 * 8)]).action == CREATE
+    twice = [inquiry("inq_1", "declined", 24 * 60), inquiry("inq_2", "failed", 24 * 31)]
+    assert gate(twice).action == CREATE  # 2 strikes: 30 days
+    thrice = [*twice, inquiry("inq_3", "failed", 24 * 365)]
+    assert gate(thrice).action == DENY  # 3 strikes: for good, however long ago
+
+
+def test_without_retry_after_block_a_failed_inquiry_gives_no_new_attempt_unless_forgiven():
     failed_long_ago = inquiry("inq_1", "failed", 24 * 10)  # its 7-day block has ended
-    assert gate([failed_long_ago]).action == DENY
-    assert gate([inquiry("inq_1", "failed", 24 * 10, forgiven=True)]).action == CREATE
+    assert gate([failed_long_ago], retry_after_block=False).action == DENY
+    assert gate([inquiry("inq_1", "failed", 24 * 10, forgiven=True)], retry_after_block=False).action == CREATE
 
 
 statuses = st.sampled_from(
@@ -69,13 +83,14 @@ statuses = st.sampled_from(
 )
 
 
-@given(st.lists(st.tuples(statuses, st.floats(0, 24 * 40)), max_size=5))
-def test_an_open_inquiry_is_never_created_beside_and_a_decided_one_never_resumed(rows):
+@given(st.lists(st.tuples(statuses, st.floats(0, 24 * 40)), max_size=5), st.booleans())
+def test_an_open_inquiry_is_never_created_beside_and_a_decided_one_never_resumed(rows, retry_after_block):
     inquiries = [inquiry(f"inq_{n}", status, hours) for n, (status, hours) in enumerate(rows)]
-    result = gate(inquiries)
+    result = gate(inquiries, retry_after_block=retry_after_block)
     newest = max(inquiries, key=lambda i: (i.created_at, i.id), default=None)
     if result.action == CREATE and newest is not None:
-        assert newest.status == "expired"  # or redacted; never beside an open one
+        # never beside an open one; after a failure only once no block is in force (and retries are on)
+        assert newest.status == "expired" or (retry_after_block and newest.status in ("failed", "declined"))
     if result.action == RESUME:
         assert newest is not None and result.inquiry_id == newest.id
         assert newest.status in ("created", "pending", "expired")

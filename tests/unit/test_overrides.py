@@ -48,6 +48,17 @@ def test_a_negative_event_after_a_lift_counts_as_usual():
     assert decide([DECLINED, second], day(6), overrides=lifted).decision == "deny"
 
 
+def test_a_lift_ends_the_block_it_lifted_not_one_whose_decision_was_made_before_it_but_recorded_after():
+    """The operator lifted the block they saw (from day 0); a second decline made on day 1.5 and delivered after the
+    lift on day 2 starts a block of its own (found by RETRY_AFTER_BLOCK, under which the user was let verify)."""
+    lifted = Overrides(block_lifted_at=day(2), block_lifted_since=day(0))
+    late = inquiry("inq_2", "declined", 1, since=1.5)
+    block = block_for([DECLINED, late], overrides=lifted)
+    assert block is not None and (block.since, block.until) == (day(1.5), day(31.5))
+    assert decide([DECLINED, late], day(3), overrides=lifted).decision == "deny"
+    assert block_for([DECLINED], overrides=lifted) == block_for([DECLINED], overrides=Overrides(block_lifted_at=day(2)))
+
+
 def test_a_lift_before_a_block_began_ends_nothing():
     block = block_for([DECLINED], overrides=Overrides(block_lifted_at=day(-1)))
     assert block is not None and block.until == day(7)

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from domain.overrides import Overrides
 from domain.policy import DECISIONS, Block, InquiryFacts, Policy, block_for, decide, latest
 from domain.state_machine import INQUIRY_STATUSES
 from tests.helpers.inquiry_facts import BASE, DAY, MICROSECOND, inquiry, iso, negatives
@@ -28,8 +29,8 @@ FOREVER = BASE + timedelta(days=365 * 100)
         ("completed", "allow", "none"),
         ("approved", "allow", "none"),
         ("needs_review", "review", "wait"),
-        ("failed", "deny", "none"),
-        ("declined", "deny", "none"),
+        ("failed", "verify", "create_inquiry"),  # §5 as revised: the block has ended, so verify again
+        ("declined", "verify", "create_inquiry"),
     ],
 )
 def test_latest_status_decides_when_no_block_is_in_force(status, decision, next_action):
@@ -71,9 +72,41 @@ def test_block_expiry_boundary(count, length, latest_status, free_decision):
     assert decide(inquiries, until).decision == free_decision
 
 
+# --- after the block (§5 as revised: RETRY_AFTER_BLOCK) -------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["failed", "declined"])
+def test_once_a_temporary_block_ends_the_user_may_verify_again_and_a_further_failure_is_the_next_strike(status):
+    first = [inquiry("inq_1", status, BASE, BASE)]
+    assert decide(first, BASE + 7 * DAY - MICROSECOND).decision == "deny"
+    after = decide(first, BASE + 7 * DAY)
+    assert (after.decision, after.next_action, after.unblocked) == ("verify", "create_inquiry", "verify")
+    again = [*first, inquiry("inq_2", status, BASE + 8 * DAY, BASE + 9 * DAY)]
+    second = decide(again, BASE + 9 * DAY)
+    assert second.strikes == 2 and second.block == Block(BASE + 9 * DAY, BASE + 39 * DAY)
+    assert decide(again, BASE + 39 * DAY).decision == "verify"
+    third = decide([*again, inquiry("inq_3", status, BASE + 40 * DAY, BASE + 41 * DAY)], FOREVER)
+    assert (third.decision, third.next_action, third.unblocked) == ("deny", "none", "deny")
+
+
+@pytest.mark.parametrize("status", ["failed", "declined"])
+def test_without_retry_after_block_a_failed_user_stays_denied_after_the_block(status):
+    policy = Policy(retry_after_block=False)
+    result = decide([inquiry("inq_1", status, BASE, BASE)], FOREVER, policy=policy)
+    assert not result.blocked(FOREVER)
+    assert (result.decision, result.next_action, result.unblocked) == ("deny", "none", "deny")
+
+
+def test_a_lifted_permanent_block_lets_the_user_verify_again():
+    overrides = Overrides(block_lifted_at=BASE + 10 * DAY)
+    result = decide(negatives(3), BASE + 11 * DAY, overrides=overrides)
+    assert not result.blocked(BASE + 11 * DAY)
+    assert (result.decision, result.next_action) == ("verify", "create_inquiry")
+
+
 @pytest.mark.parametrize("count", [3, 4])
 @pytest.mark.parametrize("latest_status", ["pending", "approved", "expired"])
-def test_permanent_block_never_ends(count, latest_status):
+def test_permanent_block_never_ends(count, latest_status):  # failed and declined: see below
     inquiries = negatives(count) + [inquiry("inq_latest", latest_status, BASE + 10 * DAY)]
     result = decide(inquiries, FOREVER)
     assert (result.decision, result.next_action) == ("deny", "none")
@@ -217,9 +250,10 @@ DECISION_VALUES = {"allow", "deny", "review", "verify", "resume"}
 NEXT_ACTIONS = {"none", "create_inquiry", "resume_inquiry", "wait"}
 
 
-@given(st.lists(facts, max_size=8, unique_by=lambda f: f.id), moments, st.booleans())
-def test_decide_properties(inquiries, now, duplicate_account):
-    result = decide(inquiries, now, duplicate_account)
+@given(st.lists(facts, max_size=8, unique_by=lambda f: f.id), moments, st.booleans(), st.booleans())
+def test_decide_properties(inquiries, now, duplicate_account, retry_after_block):
+    policy = Policy(retry_after_block=retry_after_block)
+    result = decide(inquiries, now, duplicate_account, policy)
     negative = [i for i in inquiries if i.status in ("failed", "declined")]
     assert result.strikes == len(negative)
     assert result.decision in DECISION_VALUES and result.next_action in NEXT_ACTIONS
@@ -233,6 +267,8 @@ def test_decide_properties(inquiries, now, duplicate_account):
         assert result.block is None
     if result.blocked(now):
         assert (result.decision, result.next_action) == ("deny", "none")
+    elif result.status in ("failed", "declined"):  # no block in force: the block has ended
+        assert result.decision == ("verify" if retry_after_block else "deny")
     if duplicate_account:
         assert result.decision != "allow"
-    assert decide(list(reversed(inquiries)), now, duplicate_account) == result
+    assert decide(list(reversed(inquiries)), now, duplicate_account, policy) == result
