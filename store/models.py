@@ -79,6 +79,10 @@ class User(Base):
     # What operators' overrides (the `overrides` table) change for the policy, read with the user's row.
     block_lifted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     block_lifted_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the lifted block's start
+    # The host's notifications (docs/contracts.md §9): the last `sequence` given to this user's `user.updated`, and a
+    # digest of what it announced, so a commit that leaves the announced summary as it was announces nothing.
+    notified_sequence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    notified_digest: Mapped[str | None] = mapped_column(String(64))
     duplicate_cleared: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # The user's standing (domain/summary.py `standing`), kept with every change of the facts above and of the
     # inquiries', so `GET /users` filters by index; the record itself is computed from the inquiries on read.
@@ -112,6 +116,8 @@ class Inquiry(Base):
     checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # An operator forgave it (forgive_inquiry): its failure or decline is no strike. Kept by replays.
     forgiven: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Persona redacted it (an `inquiry.redacted` or `account.redacted` event): the gate never resumes it.
+    redacted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Verification(Base):
@@ -158,3 +164,53 @@ class History(Base):
     to_status: Mapped[str | None] = mapped_column(String(32))
     outcome: Mapped[str] = mapped_column(String(32))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Outbox(Base):
+    """A `user.updated` notification to the host (docs/contracts.md §9), written in the transaction of the change it
+    announces and delivered after it commits; `data` is the notification's `data` object (ids and statuses only)."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("reference_id", "sequence", name="uq_outbox_reference_id_sequence"),
+        Index("ix_outbox_delivered_at_id", "delivered_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)  # the notification's `webhook-id` is msg_<id>
+    reference_id: Mapped[str] = mapped_column(String(255))
+    sequence: Mapped[int] = mapped_column(Integer)
+    data: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # or superseded by a later one
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    dead_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # retries exhausted: dead-lettered
+
+
+class Erasure(Base):
+    """An erasure on a person's request (docs/contracts.md §10): the receipt, and while it runs, what is left to do.
+    Once done it names nobody: the reference id only as its SHA-256, and `pending` (the ids still to redact or
+    delete at the vendors) emptied."""
+
+    __tablename__ = "erasures"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # era_<hex>
+    reference_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    operator: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(16))  # pending | done | failed
+    steps: Mapped[list] = mapped_column(JSON)  # [{"step", "status", "at", "detail"}], in order
+    counts: Mapped[dict] = mapped_column(JSON)  # rows deleted per table, inquiries redacted, ...
+    pending: Mapped[dict | None] = mapped_column(JSON)  # the ids still to act on; None once done
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ErasedId(Base):
+    """The SHA-256 of an erased reference id, inquiry id or account id: an event that names one later (a late
+    webhook, Persona's `inquiry.redacted`, a replay) is dropped with outcome `erased`, never re-creating the user."""
+
+    __tablename__ = "erased_ids"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    erasure_id: Mapped[str] = mapped_column(String(64))
