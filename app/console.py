@@ -24,7 +24,7 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 from werkzeug.exceptions import HTTPException
 
 from app.timeline import timeline
-from app.users import unstorable
+from app.users import queue_notification, unstorable
 from domain.events import text_problem
 from domain.overrides import ACTIONS, load_override_request
 from domain.policy import DECISION_NAMES
@@ -221,7 +221,7 @@ def act():
     config = current_app.config["PERSONA"]
     database, now = current_app.extensions["database"], datetime.now(UTC)
     try:
-        to_sync = override_user(database, reference_id, action, now, config.verisoul_api_url is not None, config.policy)
+        to_sync = override_user(database, reference_id, action, now, config.record_settings)
     except UnknownInquiry:
         flash(f"Not recorded: {reference_id} has no inquiry {action.inquiry_id}", "error")
         return redirect(back)
@@ -229,6 +229,7 @@ def act():
         abort(404, description=f"no user {reference_id!r}")
     current_app.logger.info("override recorded", extra={"outcome": action.action, "user": reference_id})
     message = f"{action.action} recorded"
+    queue_notification(reference_id)
     if to_sync:
         away = request_sync_unless_away(_redis(), Queue(config.sync_queue, connection=_redis()), reference_id)
         message += "; the sync will be queued by the sweep (Redis unavailable)" if away else "; Verisoul sync queued"

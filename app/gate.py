@@ -19,7 +19,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
-from app.users import json_error, refusal_of, unknown_user, unstorable
+from app.users import json_error, queue_notification, refusal_of, unknown_user, unstorable
 from clients.persona import (
     InvalidEvent,
     PersonaError,
@@ -154,9 +154,12 @@ def _record_created(database, document: dict, now: datetime, config) -> str:
     it, and the next gate call resumes it."""
     event = _created_event(document, now)
     try:
-        apply_and_log(database, event, now, config.verisoul_api_url is not None, config.policy)
+        applied = apply_and_log(database, event, now, config.record_settings)
     except DuplicateEvent:
         pass  # recorded by an earlier call that Persona answered with this same inquiry
+    else:
+        if applied.announced and applied.user:
+            queue_notification(applied.user)
     return event["object_id"]
 
 

@@ -19,6 +19,7 @@ from domain.events import MAX_TEXT_LENGTH, text_problem
 from domain.overrides import load_override_request
 from domain.policy import DECISION_NAMES
 from domain.schemas import first_error
+from store.notify_queue import request_delivery_unless_away
 from store.operator_actions import override_user
 from store.overrides import UnknownInquiry
 from store.sync_queue import request_sync_unless_away
@@ -135,7 +136,7 @@ def act_on_user(reference_id: str):
     database = current_app.extensions["database"]
     now = datetime.now(UTC)
     try:
-        to_sync = override_user(database, reference_id, action, now, config.verisoul_api_url is not None, config.policy)
+        to_sync = override_user(database, reference_id, action, now, config.record_settings)
     except UnknownInquiry:
         return json_error(404, "inquiry_not_found", f"user {reference_id!r} has no inquiry {action.inquiry_id!r}")
     if to_sync is None:
@@ -143,6 +144,7 @@ def act_on_user(reference_id: str):
     current_app.logger.info("override recorded", extra={"outcome": action.action, "user": reference_id})
     if to_sync:
         _queue_sync(reference_id, config.sync_queue)
+    queue_notification(reference_id)
     with database.sessions() as session:
         return jsonify(load_user_record(session, reference_id, now, config.policy))
 
@@ -153,6 +155,19 @@ def _queue_sync(reference_id: str, sync_queue: str) -> None:
     away = request_sync_unless_away(connection, Queue(sync_queue, connection=connection), reference_id)
     if away:
         current_app.logger.warning("sync not queued; the sweep will", extra={"reason": away})
+
+
+def queue_notification(reference_id: str) -> None:
+    """After a commit that may have written the user's notification, queue its delivery (a delivery that finds
+    nothing new sends nothing); with Redis away the notification waits in the outbox for the sweep."""
+    config = current_app.config["PERSONA"]
+    if not config.host_webhook_url:
+        return
+    connection = current_app.extensions["event_queue"].connection
+    queue = Queue(config.notify_queue, connection=connection)
+    away = request_delivery_unless_away(connection, queue, reference_id, config.host_webhook_retries)
+    if away:
+        current_app.logger.warning("notification not queued; the sweep will", extra={"reason": away})
 
 
 # An override's body: a few hundred bytes.

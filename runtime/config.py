@@ -7,6 +7,8 @@ the entry points print that line and exit instead of showing a traceback.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import sys
 from collections.abc import Mapping
@@ -15,7 +17,8 @@ from datetime import timedelta
 from typing import overload
 from urllib.parse import urlsplit, urlunsplit
 
-from domain.policy import RETRY_AFTER_BLOCK, Policy
+from domain.notifications import RETRY_SCHEDULE
+from domain.policy import DEFAULT_POLICY, RETRY_AFTER_BLOCK, Policy
 
 # Defaults, each with the reason it is what it is.
 # Persona documents no tolerance; 5 minutes absorbs clock skew and never rejects a retry,
@@ -44,6 +47,8 @@ DEFAULT_INQUIRY_EXPIRY_HOURS = 24
 DEFAULT_RECONCILE_GRACE_MINUTES = 60
 # The gate resumes an inquiry that expired this recently rather than start the user over (docs/contracts.md §8).
 DEFAULT_GATE_RESUME_EXPIRED_HOURS = 24
+# Notifications to the host: a queue of their own, so a slow or failing host holds back neither events nor syncs.
+DEFAULT_NOTIFY_QUEUE = "persona-notify"
 # Sentry groups reports by environment; one deployment is production unless told otherwise.
 DEFAULT_SENTRY_ENVIRONMENT = "production"
 
@@ -61,6 +66,19 @@ def shown_url(url: str) -> str:
 EXAMPLE_WEBHOOK_SECRET = "wbhsec_replace_me"
 
 
+@dataclass(frozen=True)
+class RecordSettings:
+    """What writing a user's record depends on in a deployment: the decision policy (docs/contracts.md §5), whether
+    Verisoul is configured (syncs are queued) and whether the host is notified of changes (the outbox, §9)."""
+
+    policy: Policy = DEFAULT_POLICY
+    verisoul: bool = True
+    notify: bool = False
+
+
+DEFAULT_SETTINGS = RecordSettings()
+
+
 class ConfigError(Exception):
     """A setting is missing or malformed; the message is one line naming it."""
 
@@ -75,6 +93,7 @@ class Config:
     max_webhook_bytes: int = DEFAULT_MAX_WEBHOOK_BYTES
     events_queue: str = DEFAULT_EVENTS_QUEUE
     sync_queue: str = DEFAULT_SYNC_QUEUE
+    notify_queue: str = DEFAULT_NOTIFY_QUEUE
     dedupe_ttl: int = DEFAULT_DEDUPE_TTL
     persona_api_key: str | None = field(default=None, repr=False)
     persona_api_url: str = DEFAULT_PERSONA_API_URL
@@ -85,6 +104,10 @@ class Config:
     admin_api_token: str | None = field(default=None, repr=False)
     # The host application's token: it may read a user's record (and ask the inquiry gate), nothing else.
     host_api_token: str | None = field(default=None, repr=False)
+    # The host's notifications (docs/contracts.md §9): its URL, and the Standard Webhooks secret (whsec_ + base64).
+    host_webhook_url: str | None = None
+    host_webhook_secret: str | None = field(default=None, repr=False)
+    host_webhook_retries: tuple[int, ...] = RETRY_SCHEDULE
     worker_metrics_port: int | None = None  # a worker serves its host's metrics here (no web process there)
     sentry_dsn: str | None = field(default=None, repr=False)  # errors reported to Sentry when set
     sentry_environment: str = DEFAULT_SENTRY_ENVIRONMENT
@@ -99,9 +122,13 @@ class Config:
         return Policy(retry_after_block=self.retry_after_block)
 
     @property
+    def record_settings(self) -> RecordSettings:
+        return RecordSettings(self.policy, self.verisoul_api_url is not None, self.host_webhook_url is not None)
+
+    @property
     def queues(self) -> list[str]:
-        """In the order a worker serves them: events before Verisoul syncs."""
-        return [self.events_queue, self.sync_queue]
+        """In the order a worker serves them: events, then Verisoul syncs, then the host's notifications."""
+        return [self.events_queue, self.sync_queue, self.notify_queue]
 
     @property
     def stores(self) -> str:
@@ -160,6 +187,40 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw not in TRUE_WORDS + FALSE_WORDS:
         raise ConfigError(f"{name} must be true or false, got {env[name].strip()!r}")
     return raw in TRUE_WORDS
+
+
+def _retries(env: Mapping[str, str]) -> tuple[int, ...]:
+    raw = env.get("HOST_WEBHOOK_RETRIES", "").strip()
+    if not raw:
+        return RETRY_SCHEDULE
+    waits = [part.strip() for part in raw.split(",")]
+    if not all(wait.isdigit() and int(wait) > 0 for wait in waits):
+        raise ConfigError(f"HOST_WEBHOOK_RETRIES must be positive whole seconds, comma-separated, got {raw!r}")
+    return tuple(int(wait) for wait in waits)
+
+
+def _host_webhook(env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """HOST_WEBHOOK_URL and HOST_WEBHOOK_SECRET: both or neither; the secret in Standard Webhooks' form."""
+    url = _url(env, "HOST_WEBHOOK_URL", ("http", "https"))
+    secret = _optional(env, "HOST_WEBHOOK_SECRET")
+    if (url is None) != (secret is None):
+        missing = "HOST_WEBHOOK_SECRET" if secret is None else "HOST_WEBHOOK_URL"
+        raise ConfigError(f"{missing} is required when {'HOST_WEBHOOK_URL' if url else 'HOST_WEBHOOK_SECRET'} is set")
+    if secret is not None and not _is_standard_secret(secret):
+        raise ConfigError(
+            "HOST_WEBHOOK_SECRET must be whsec_ followed by base64 (Standard Webhooks), at least 24 bytes"
+        )
+    return url, secret
+
+
+def _is_standard_secret(secret: str) -> bool:
+    if not secret.startswith("whsec_"):
+        return False
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return len(key) >= 24
 
 
 def _secrets(env: Mapping[str, str]) -> tuple[str, ...]:
@@ -234,6 +295,7 @@ def load_config(
     redis_url = _url(env, "REDIS_URL", ("redis", "rediss", "unix"))
     if redis_url is None:
         raise ConfigError("REDIS_URL is required but not set")
+    host_webhook_url, host_webhook_secret = _host_webhook(env)
     return Config(
         webhook_secrets=webhook_secrets,
         redis_url=redis_url,
@@ -248,6 +310,9 @@ def load_config(
         verisoul_rate_limit=_positive_int(env, "VERISOUL_RATE_LIMIT", DEFAULT_VERISOUL_RATE_LIMIT),
         admin_api_token=_optional(env, "ADMIN_API_TOKEN"),
         host_api_token=_optional(env, "HOST_API_TOKEN"),
+        host_webhook_url=host_webhook_url,
+        host_webhook_secret=host_webhook_secret,
+        host_webhook_retries=_retries(env),
         worker_metrics_port=_port(env, "WORKER_METRICS_PORT"),
         sentry_dsn=_url(env, "SENTRY_DSN", ("http", "https")),
         sentry_environment=_optional(env, "SENTRY_ENVIRONMENT") or DEFAULT_SENTRY_ENVIRONMENT,

@@ -66,6 +66,9 @@ JOB_DURATION = Histogram(
 # What the worker made of each event (applied, unexpected, stale, ignored, duplicate, reconciled, ...):
 # a rise in unexpected or stale says Persona's flows or delivery order changed.
 EVENTS_PROCESSED = Counter("persona_events_processed", "Events processed by the worker, by outcome", ["outcome"])
+# The host's notifications (docs/contracts.md §9), by result: delivered, failed (to be retried), dead (retries
+# exhausted: dead-lettered), superseded (a later change of the user was delivered instead).
+NOTIFICATIONS = Counter("persona_notifications", "Host notification delivery attempts, by result", ["result"])
 # Inquiry and verification status moves actually applied: the funnel (created → completed → approved).
 STATE_TRANSITIONS = Counter(
     "persona_state_transitions", "Status transitions applied, by object and statuses", ["object", "from", "to"]

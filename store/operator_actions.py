@@ -8,7 +8,8 @@ from datetime import datetime
 from sqlalchemy import select
 
 from domain.overrides import RESYNC, OverrideRequest
-from domain.policy import Policy, block_for
+from domain.policy import block_for
+from runtime.config import RecordSettings
 from store.db import Database
 from store.models import User
 from store.overrides import overrides_of, record_override
@@ -16,7 +17,7 @@ from store.records import facts_of, inquiries_of, lock, mark_sync
 
 
 def override_user(
-    database: Database, reference_id: str, request: OverrideRequest, now: datetime, configured: bool, policy: Policy
+    database: Database, reference_id: str, request: OverrideRequest, now: datetime, settings: RecordSettings
 ) -> bool | None:
     """Record `request` for the user, in one transaction under the user's lock (events for the user wait);
     None when there is no such user, else whether Verisoul should now be synced (always, for `resync`).
@@ -27,7 +28,7 @@ def override_user(
         if user is None:
             return None
         facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
-        block = block_for(facts, policy, overrides_of(user))
+        block = block_for(facts, settings.policy, overrides_of(user))
         record_override(session, user, request, now, block if block is not None and block.in_force(now) else None)
         session.flush()
-        return mark_sync(session, user, now, configured, policy=policy) or request.action == RESYNC
+        return mark_sync(session, user, now, settings) or request.action == RESYNC

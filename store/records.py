@@ -22,7 +22,7 @@ IMMEDIATE (store/db.py) and so already runs alone.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from domain.events import QueuedEvent
-from domain.policy import InquiryFacts, Policy
+from domain.policy import InquiryFacts
 from domain.state_machine import (
     IGNORED,
     Snapshot,
@@ -43,9 +43,11 @@ from domain.state_machine import (
     status_run,
 )
 from domain.times import as_utc, parse_time, to_iso
+from runtime.config import RecordSettings
 from store.db import Database
 from store.event_log import event_insert, is_duplicate
-from store.models import Event, History, Inquiry, User, Verification
+from store.models import Event, History, Inquiry, Outbox, User, Verification
+from store.outbox import announce, announce_current, announcement
 from store.sync_state import standing_columns, sync_state
 from store.writes import NewUser, Write, delete_rows, insert_row, run, update_rows
 
@@ -79,6 +81,7 @@ class Applied:
     user: str | None = None
     needs_sync: bool = False
     writes: list[Write] = field(default_factory=list)
+    announced: bool = False  # a `user.updated` notification was written to the outbox: deliver it after the commit
 
     @property
     def outcome(self) -> str:
@@ -88,16 +91,14 @@ class Applied:
         run(session, self.writes)
 
 
-def apply_event(
-    session: Session, event: QueuedEvent, now: datetime, verisoul_configured: bool = True, *, policy: Policy
-) -> Applied:
+def apply_event(session: Session, event: QueuedEvent, now: datetime, settings: RecordSettings) -> Applied:
     """Lock and read what the event touches, and return the verdict with the writes that record it.
 
     `now` decides whether a block is in force, for the user's Verisoul sync state (store/sync_state.py
     `sync_state`, which also says what becomes of it without Verisoul)."""
     kind = kind_of(event)
     if kind == "inquiry":
-        return _apply_inquiry(session, event, now, verisoul_configured, policy)
+        return _apply_inquiry(session, event, now, settings)
     if kind == "verification":
         return _apply_verification(session, event)
     verdict = Verdict(IGNORED, None, None)
@@ -214,9 +215,7 @@ class _InquiryIds:
         )
 
 
-def _apply_inquiry(
-    session: Session, event: QueuedEvent, now: datetime, verisoul_configured: bool, policy: Policy
-) -> Applied:
+def _apply_inquiry(session: Session, event: QueuedEvent, now: datetime, settings: RecordSettings) -> Applied:
     inquiry_id = event["object_id"]
     keys = _user_keys(event.get("reference_id") or event.get("account_reference_id"), event.get("account_id"))
     lock(session, f"inquiry:{inquiry_id}", *(f"user:{key}" for key in keys))
@@ -247,8 +246,8 @@ def _apply_inquiry(
     writes = [*plan.writes, *_inquiry_writes(inquiry_id, stored, columns, plan)]
     writes.append(_history(plan.user_ref, inquiry_id, event, verdict))
     facts = _facts(inquiries, inquiry_id, columns, plan)
-    user_writes, needs = _mark_sync(plan, facts, now, verisoul_configured, policy)
-    return Applied("inquiry", verdict, plan.reference_id, needs, [*writes, *user_writes])
+    user_writes, needs, announced = _mark_sync(plan, facts, now, settings)
+    return Applied("inquiry", verdict, plan.reference_id, needs, [*writes, *user_writes], announced)
 
 
 def _status_run(session: Session, stored: Row | None, newest: Snapshot | None, incoming: Snapshot) -> StatusRun | None:
@@ -376,18 +375,21 @@ _FACT_COLUMNS = ("status", "inquiry_created_at", "snapshot_at", "status_since", 
 
 
 def _mark_sync(
-    plan: _UserPlan, facts: list[InquiryFacts], now: datetime, configured: bool, policy: Policy
-) -> tuple[list[Write], bool]:
-    """The user's Verisoul sync state after the event (store/sync_state.py `sync_state`), and whether to sync."""
+    plan: _UserPlan, facts: list[InquiryFacts], now: datetime, settings: RecordSettings
+) -> tuple[list[Write], bool, bool]:
+    """The user's columns after the event: the Verisoul sync state (store/sync_state.py `sync_state`), the standing
+    and what was last announced to the host, with the outbox row announcing a change (store/outbox.py); and
+    whether to sync, and whether a notification was written."""
     if plan.reference_id is None:
-        return [], False
-    values, needed = sync_state(plan.user, plan.reference_id, plan.account_id, facts, now, configured)
-    values |= standing_columns(plan.user, facts, now, policy)
+        return [], False, False
+    values, needed = sync_state(plan.user, plan.reference_id, plan.account_id, facts, now, settings.verisoul)
+    values |= standing_columns(plan.user, facts, now, settings.policy)
+    notified, outbox = announcement(plan.user, plan.reference_id, plan.account_id, facts, now, settings)
+    values |= notified
     if plan.user is not None:
         values = {name: value for name, value in values.items() if _differs(getattr(plan.user, name), value)}
-    if not values:
-        return [], needed
-    return [update_rows(User, "reference_id", plan.reference_id, **values)], needed
+    writes = [update_rows(User, "reference_id", plan.reference_id, **values)] if values else []
+    return writes + ([insert_row(Outbox, **outbox)] if outbox else []), needed, outbox is not None
 
 
 # --- verification events -----------------------------------------------------------------------------
@@ -458,29 +460,31 @@ def _facts_from(
     return InquiryFacts(inquiry_id, status, to_iso(created), to_iso(since), bool(forgiven))
 
 
-def mark_sync(session: Session, user: User, now: datetime, configured: bool = True, *, policy: Policy) -> bool:
+def mark_sync(session: Session, user: User, now: datetime, settings: RecordSettings) -> bool:
     """`sync_state` and the standing written to a user read through the ORM (replays, overrides); True when a
     sync is needed."""
     facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
-    values, needed = sync_state(user, user.reference_id, user.persona_account_id, facts, now, configured)
-    values |= standing_columns(user, facts, now, policy)
+    values, needed = sync_state(user, user.reference_id, user.persona_account_id, facts, now, settings.verisoul)
+    values |= standing_columns(user, facts, now, settings.policy)
     for name, value in values.items():
         setattr(user, name, value)
+    announce(session, user, facts, now, settings)
     return needed
 
 
-def refresh_standing(session: Session, user: User, now: datetime, policy: Policy) -> bool:
+def refresh_standing(session: Session, user: User, now: datetime, settings: RecordSettings) -> bool:
     """The standing again, after something other than the inquiries changed it (Verisoul flagged a duplicate, the
     deployment changed RETRY_AFTER_BLOCK); True when it changed."""
     facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
     changed = False
-    for name, value in standing_columns(user, facts, now, policy).items():
+    for name, value in standing_columns(user, facts, now, settings.policy).items():
         changed |= _differs(getattr(user, name), value)
         setattr(user, name, value)
+    announce(session, user, facts, now, settings)
     return changed
 
 
-def refresh_standings(database: Database, now: datetime, policy: Policy, batch: int = 200) -> tuple[int, int]:
+def refresh_standings(database: Database, now: datetime, settings: RecordSettings, batch: int = 200) -> tuple[int, int]:
     """Every user's standing again under `policy`, a batch of users per transaction, each user under its lock (an
     event for it waits); (users read, users changed)."""
     read = changed = 0
@@ -493,21 +497,48 @@ def refresh_standings(database: Database, now: datetime, policy: Policy, batch: 
                 return read, changed
             lock(session, *names)
             for user in session.scalars(select(User).where(User.reference_id.in_(names))):
-                changed += refresh_standing(session, user, now, policy)
+                changed += refresh_standing(session, user, now, settings)
             read, after = read + len(names), names[-1]
+
+
+def announce_ended_blocks(session: Session, now: datetime, settings: RecordSettings) -> list[str]:
+    """Announce the users whose block ended within the last ENDED_BLOCKS_WINDOW: the decision moved with the clock,
+    and no commit marked it (store/outbox.py compares what was announced, so a user is announced once); their
+    reference ids."""
+    query = select(User).where(User.block_until <= now, User.block_until > now - ENDED_BLOCKS_WINDOW)
+    announced = []
+    for user in session.scalars(query.order_by(User.reference_id)):
+        facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
+        if announce(session, user, facts, now, settings):
+            announced.append(user.reference_id)
+    return announced
+
+
+def announce_again(database: Database, reference_id: str, now: datetime, settings: RecordSettings) -> int | None:
+    """A notification of the user's current state, changed or not (`replay-event --notify`), under the user's lock;
+    its sequence, or None for an unknown user."""
+    with database.transaction() as session:
+        lock(session, f"user:{reference_id}")
+        user = session.scalar(select(User).where(User.reference_id == reference_id))
+        if user is None:
+            return None
+        facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
+        return announce_current(session, user, facts, now, settings).sequence
+
+
+# The sweep that announces ended blocks runs every minute: a day's window rides out a scheduler down for hours.
+ENDED_BLOCKS_WINDOW = timedelta(days=1)
 
 
 class DuplicateEvent(Exception):
     """The event is in the events table already: applied once, nothing written now."""
 
 
-def apply_and_log(
-    database: Database, event: QueuedEvent, now: datetime, verisoul_configured: bool, policy: Policy
-) -> Applied:
+def apply_and_log(database: Database, event: QueuedEvent, now: datetime, settings: RecordSettings) -> Applied:
     """Apply the event and record it with its outcome, in one transaction: the reads, then every write and the
     COMMIT in one round trip (store/db.py). Raises DuplicateEvent when the event is already recorded."""
     with database.sessions() as session:
-        applied = apply_event(session, event, now, verisoul_configured, policy=policy)
+        applied = apply_event(session, event, now, settings)
         try:
             Database.commit_pipelined(session, [*applied.writes, event_insert(event, now, applied.outcome)])
         except IntegrityError as error:

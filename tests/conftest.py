@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, text
 from app import create_app
 from runtime.config import ENV_FILE, Config, shown_url
 from scripts.embedded_redis import EmbeddedRedis
+from scripts.fake_host import create_fake_app as create_fake_host
 from scripts.fake_persona import FakeState, create_fake_app
 from scripts.fake_verisoul import create_fake_app as create_fake_verisoul
 from store.db import engine_url, migrate
@@ -79,6 +80,13 @@ def fake_persona_url():
 def fake_verisoul_url():
     """The fake Verisoul API (scripts/fake_verisoul.py) in a thread, for the module's tests."""
     with serve(create_fake_verisoul()) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def fake_host_url():
+    """The fake host application (scripts/fake_host.py) in a thread, for the module's tests."""
+    with serve(create_fake_host()) as url:
         yield url
 
 

@@ -29,6 +29,30 @@ def serve(app: Flask):
         thread.join()
 
 
+class FakeHostControl:
+    """The control API of scripts/fake_host.py, the host application receiving notifications."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    @property
+    def webhook_url(self) -> str:
+        return self.url + "/webhooks"
+
+    def reset(self) -> None:
+        requests.post(self.url + "/_control/reset", json={}, timeout=5).raise_for_status()
+
+    def configure(self, **switches) -> None:
+        requests.post(self.url + "/_control/config", json=switches, timeout=5).raise_for_status()
+
+    def calls(self) -> list[dict]:
+        return requests.get(self.url + "/_control/calls", timeout=5).json()
+
+    def accepted(self) -> list[dict]:
+        """The notifications the host took (verified and answered 2xx), in order of arrival."""
+        return [call["body"] for call in self.calls() if call["verified"] and call["status"] < 300]
+
+
 class FakePersonaControl:
     """The control API of scripts/fake_persona.py."""
 

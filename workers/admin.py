@@ -34,6 +34,7 @@ from domain.times import iso_millis
 from runtime.config import Config, load_config_or_exit
 from store.db import Database
 from store.failed_jobs import failed_jobs
+from store.notify_queue import request_delivery_unless_away
 from store.operator_actions import override_user
 from store.overrides import UnknownInquiry
 from store.queue import connect_redis
@@ -152,9 +153,9 @@ def _override(action: str):
         except ValidationError as error:
             context.fail(first_error(error.messages), USAGE)
             return
-        now, configured = datetime.now(UTC), context.config.verisoul_api_url is not None
+        now = datetime.now(UTC)
         try:
-            to_sync = override_user(context.database, reference_id, request, now, configured, context.config.policy)
+            to_sync = override_user(context.database, reference_id, request, now, context.config.record_settings)
         except UnknownInquiry:
             context.fail(f"user {reference_id!r} has no inquiry {inquiry_id!r}")
             return
@@ -163,6 +164,7 @@ def _override(action: str):
             return
         if to_sync:
             _queue_sync(context, reference_id)
+        _queue_notification(context, reference_id)
         with context.database.sessions() as session:
             record = load_user_record(session, reference_id, now, context.config.policy)
         assert record is not None
@@ -178,6 +180,18 @@ def _queue_sync(context: Context, reference_id: str) -> None:
         click.echo(f"{PROGRAM}: {reference_id}: sync not queued ({away}); the sweep will", err=True)
     else:
         click.echo(f"{reference_id}: Verisoul sync queued")
+
+
+def _queue_notification(context: Context, reference_id: str) -> None:
+    """The override's notification to the host, if it wrote one; Redis away, the sweep queues it."""
+    config = context.config
+    if not config.host_webhook_url:
+        return
+    connection = connect_redis(config.redis_url)
+    queue = Queue(config.notify_queue, connection=connection)
+    away = request_delivery_unless_away(connection, queue, reference_id, config.host_webhook_retries)
+    if away:
+        click.echo(f"{PROGRAM}: {reference_id}: notification not queued ({away}); the sweep will", err=True)
 
 
 REASON = click.option("--reason", required=True, help="Why, for the audit trail (no personal data).")
@@ -229,7 +243,7 @@ def failed(ctx, since, until, function, as_json) -> None:
 def refresh_standing(ctx) -> None:
     """Every user's standing (what the users list filters on) again, after RETRY_AFTER_BLOCK changed."""
     context = _opened(ctx)
-    read, changed = refresh_standings(context.database, datetime.now(UTC), context.config.policy)
+    read, changed = refresh_standings(context.database, datetime.now(UTC), context.config.record_settings)
     click.echo(f"{read} users read, {changed} changed")
 
 

@@ -7,6 +7,8 @@
     replay-event --from-persona --since T    the same for every event Persona created in a time range
     replay-event --failed [--function F] [--error TEXT]   requeue jobs from RQ's failed registry
     replay-event --reconcile                 ask Persona about inquiries whose webhooks may have been lost
+    replay-event --notify --user REF         re-send the user's current state to the host (a new sequence)
+    replay-event --notify --since T          the same for every user the host was notified of since T
 
 `--dry-run` shows what would change, per user, without writing anything; `--json` prints one JSON document.
 Exit status: 0 all done, 1 some events, jobs or inquiries failed (one line each on stderr), 2 usage or
@@ -39,7 +41,10 @@ from domain.times import iso_millis, parse_time
 from runtime.config import Config, load_config_or_exit
 from store.db import Database
 from store.failed_jobs import failed_job, failed_jobs, requeue
+from store.notify_queue import request_delivery_unless_away
+from store.outbox import notified_between
 from store.queue import connect_redis, job_id_for
+from store.records import announce_again
 from store.sync_queue import request_sync_unless_away
 from workers import jobs
 from workers.reconcile import reconcile
@@ -139,6 +144,48 @@ def _check_usage(params: dict) -> None:
         raise click.UsageError("--function and --error go with --failed")
     if params["since"] and params["until"] and params["until"] < params["since"]:
         raise click.UsageError("--until is before --since")
+    if params["notify"] and (params["event_ids"] or params["failed"] or params["reconcile"] or params["from_persona"]):
+        raise click.UsageError("--notify goes with --user or --since/--until")
+    if params["notify"] and params["dry_run"]:
+        raise click.UsageError("--notify writes only a notification; there is nothing to dry-run")
+
+
+def _notify(config: Config, params: dict, output: Output) -> None:
+    """Announce each chosen user's current state anew, and queue its delivery (docs/contracts.md §9)."""
+    if not config.host_webhook_url:
+        click.echo(f"{PROGRAM}: configuration error: HOST_WEBHOOK_URL is required to notify the host", err=True)
+        sys.exit(USAGE)
+    database = Database(config.database_url)
+    if params["user"] is not None:
+        users = [params["user"]]
+    else:
+        with database.sessions() as session:
+            users = notified_between(session, params["since"], params["until"])
+    request = _notification_requester(config)
+    sent = {}
+    for reference_id in users:
+        sequence = announce_again(database, reference_id, jobs.now(), config.record_settings)
+        if sequence is None:
+            output.problem(reference_id, "no such user")
+            continue
+        request(reference_id)
+        sent[reference_id] = sequence
+        output.line(f"{reference_id}: sequence {sequence} queued for the host")
+    database.dispose()
+    output.document({"notified": sent})
+
+
+def _notification_requester(config: Config):
+    """After each committed user, queue the delivery of its notification; if Redis is down the sweep queues it."""
+    connection = connect_redis(config.redis_url)
+    queue = Queue(config.notify_queue, connection=connection)
+
+    def request(reference_id: str) -> None:
+        away = request_delivery_unless_away(connection, queue, reference_id, config.host_webhook_retries)
+        if away:
+            click.echo(f"{PROGRAM}: {reference_id}: notification not queued ({away}); the sweep will", err=True)
+
+    return request
 
 
 def _persona(config: Config) -> PersonaClient:
@@ -338,6 +385,7 @@ def _reconcile(database: Database, config: Config, replayer: Replayer, output: O
 @click.option("--function", metavar="NAME", help="With --failed: only jobs of this function (e.g. process_event).")
 @click.option("--error", "error_text", metavar="TEXT", help="With --failed: only jobs whose error contains TEXT.")
 @click.option("--reconcile", is_flag=True, help="Ask Persona about inquiries whose webhooks may have been lost.")
+@click.option("--notify", is_flag=True, help="Re-send the current state to the host (with --user or --since/--until).")
 @click.option("--dry-run", is_flag=True, help="Show what would change, per user, and write nothing.")
 @click.option("--json", "json_output", is_flag=True, help="Print one JSON document instead of text.")
 def main(**params) -> None:
@@ -355,6 +403,8 @@ def main(**params) -> None:
 def _replay(config: Config, params: dict, output: Output) -> None:
     if params["failed"]:
         return _requeue_failed(config, params, output)
+    if params["notify"]:
+        return _notify(config, params, output)
     database = Database(config.database_url)
     requester = None if params["dry_run"] else _sync_requester(config)
     replayer = Replayer(
@@ -363,8 +413,8 @@ def _replay(config: Config, params: dict, output: Output) -> None:
         _describe(params),
         params["dry_run"],
         requester,
-        bool(config.verisoul_api_url),
-        config.policy,
+        config.record_settings,
+        None if params["dry_run"] else _notification_requester(config),
     )
     if params["reconcile"]:
         return _reconcile(database, config, replayer, output)

@@ -9,8 +9,9 @@ again would fail the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from redis import Redis
@@ -22,23 +23,29 @@ from rq.timeouts import JobTimeoutException
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from clients.host_webhook import HostWebhook
 from clients.persona import make_persona_client
 from clients.rate_limit import RateLimited, RateLimiter
 from clients.verisoul import VerisoulError, VerisoulUnavailable, make_client
 from domain.events import QueuedEvent
 from runtime import metrics
-from runtime.config import load_config
+from runtime.config import RecordSettings, load_config
 from store.db import Database
 from store.event_log import DUPLICATE
+from store.notify_queue import request_delivery_unless_away
+from store.outbox import never_attempted
 from store.queue import connect_redis
-from store.records import Applied, DuplicateEvent, apply_and_log
+from store.records import Applied, DuplicateEvent, announce_ended_blocks, apply_and_log
 from store.sync_queue import FAILED_SYNCS_PREFIX, SYNC_FAILURE_TTL, request_sync
+from workers.notify import Notifier
 from workers.reconcile import reconcile
 from workers.replay import RECONCILED, Replayer
 from workers.sync import Syncer
 from workers.worker import REDIS_OUTAGE
 
 log = logging.getLogger(__name__)
+# A notification never tried this long after its commit lost its delivery job (its own is queued at once).
+NOTIFY_SWEEP_GRACE = timedelta(seconds=30)
 
 
 class PermanentJobError(Exception):
@@ -78,7 +85,15 @@ def syncer() -> Syncer:
         client = make_client(
             config.verisoul_api_url, config.verisoul_api_key or "", config.verisoul_api_flavor, limiter.acquire
         )
-    return Syncer(database(), client, redis(), sync_queue(), clock=lambda: now(), policy=load_config().policy)
+    return Syncer(
+        database(),
+        client,
+        redis(),
+        sync_queue(),
+        clock=lambda: now(),
+        settings=load_config().record_settings,
+        request_notification=request_notification,
+    )
 
 
 def is_transient(error: BaseException) -> bool:
@@ -116,9 +131,15 @@ def replayer(command: str, dry_run: bool = False) -> Replayer:
         command,
         dry_run,
         request_sync=lambda key: request_sync(redis(), sync_queue(), key),
-        verisoul_configured=verisoul_configured(),
-        policy=load_config().policy,
+        settings=record_settings(),
+        request_notification=request_notification,
     )
+
+
+def record_settings() -> RecordSettings:
+    """The configuration's (runtime/config.py `RecordSettings`), Verisoul counted as configured when the syncer has
+    a client (tests give it a fake one)."""
+    return dataclasses.replace(load_config().record_settings, verisoul=verisoul_configured())
 
 
 def verisoul_configured() -> bool:
@@ -128,7 +149,7 @@ def verisoul_configured() -> bool:
 
 def _apply_once(event: QueuedEvent) -> Applied:
     """store/records.py `apply_and_log`, at the worker's clock."""
-    return apply_and_log(database(), event, now(), verisoul_configured(), load_config().policy)
+    return apply_and_log(database(), event, now(), record_settings())
 
 
 def _apply(event: QueuedEvent) -> Applied | None:
@@ -174,6 +195,8 @@ def process_event(event: QueuedEvent) -> str:
             log.warning(
                 "sync not queued; the sweep will", extra={"event_id": event["event_id"], "reason": _first_line(error)}
             )
+    if applied is not None and applied.announced and applied.user is not None:
+        request_notification(applied.user)
     log.info("event processed", extra={"event_id": event["event_id"], "event_name": event["name"], "outcome": outcome})
     return outcome
 
@@ -221,6 +244,57 @@ def _forget_failed_syncs(reference_id: str) -> None:
             if job_id in registry:  # a try that was retried (or is waiting to be) is not in it: left alone
                 registry.remove(job_id, delete_job=True)
     redis().delete(key)
+
+
+def notify_queue() -> Queue:
+    return Queue(load_config().notify_queue, connection=redis())
+
+
+def request_notification(reference_id: str) -> None:
+    """Queue the delivery of the user's latest notification, after its commit. With Redis away the notification
+    waits in the outbox, and the sweep queues its delivery (`sweep_notifications`)."""
+    away = request_delivery_unless_away(redis(), notify_queue(), reference_id, load_config().host_webhook_retries)
+    if away:
+        log.warning("notification not queued; the sweep will", extra={"user": reference_id, "reason": away})
+
+
+@lru_cache(maxsize=1)
+def notifier() -> Notifier:
+    config = load_config()
+    webhook = None
+    if config.host_webhook_url and config.host_webhook_secret:
+        webhook = HostWebhook(config.host_webhook_url, config.host_webhook_secret)
+    return Notifier(database(), webhook, redis(), clock=lambda: now())
+
+
+@metrics.timed_job("deliver_notification")
+def deliver_notification(reference_id: str) -> str:
+    """POST the user's latest `user.updated` to the host (workers/notify.py); the host refusing or away fails the
+    job, retried on HOST_WEBHOOK_RETRIES' schedule, and the last failure dead-letters the notification."""
+    job = get_current_job()
+    final = job is None or not job.retries_left
+    result = notifier().deliver(reference_id, final)
+    log.info("notification delivered", extra={"outcome": result, "user": reference_id})
+    return result
+
+
+@metrics.timed_job("sweep_notifications")
+def sweep_notifications() -> int:
+    """Queue deliveries of notifications whose job was lost (the worker died after the commit, or Redis was away),
+    and announce blocks that ended since the last run (no commit marks a block's end). Run every minute by the
+    scheduler process."""
+    config = load_config()
+    if not config.host_webhook_url:
+        return 0
+    moment = now()
+    with database().transaction() as session:
+        ended = announce_ended_blocks(session, moment, record_settings())
+    with database().sessions() as session:
+        waiting = never_attempted(session, moment - NOTIFY_SWEEP_GRACE)
+    for reference_id in sorted(set(waiting) | set(ended)):
+        request_notification(reference_id)
+    log.info("notification sweep", extra={"outcome": f"{len(waiting)} queued, {len(ended)} ended blocks"})
+    return len(waiting)
 
 
 @metrics.timed_job("sweep_verisoul")

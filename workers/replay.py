@@ -15,6 +15,7 @@ rebuild.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,8 +25,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from domain.events import QueuedEvent
-from domain.policy import DEFAULT_POLICY, Policy
+from domain.policy import Policy
 from domain.summary import summarise
+from runtime.config import DEFAULT_SETTINGS, RecordSettings
 from store.db import Database
 from store.event_log import inquiry_of, record_event
 from store.models import Event, History, Inquiry, User, Verification
@@ -203,16 +205,16 @@ class Replayer:
         command: str,
         dry_run: bool = False,
         request_sync: Callable[[str], object] | None = None,
-        verisoul_configured: bool = True,
-        policy: Policy = DEFAULT_POLICY,
+        settings: RecordSettings = DEFAULT_SETTINGS,
+        request_notification: Callable[[str], object] | None = None,
     ):
         self.database = database
         self.clock = clock
         self.command = command
         self.dry_run = dry_run
         self.request_sync = request_sync
-        self.verisoul_configured = verisoul_configured
-        self.policy = policy
+        self.settings = settings
+        self.request_notification = request_notification
 
     def run(self, units: list[Unit], progress: Callable[[Unit], None] = lambda unit: None) -> Report:
         report = Report()
@@ -261,6 +263,9 @@ class Replayer:
             for reference_id in to_sync:
                 if self.request_sync is not None:
                     self.request_sync(reference_id)
+            for change in changes:  # a delivery finds nothing to send for a user whose announced state held
+                if self.request_notification is not None and self.settings.notify:
+                    self.request_notification(change.reference_id)
 
     def _rebuild(self, session: Session, unit: Unit) -> tuple[dict[str, str], list[UserChange], list[str]]:
         now = self.clock()
@@ -273,8 +278,10 @@ class Replayer:
         statuses = self._statuses(session, unit)
         self._reset(session, unit, rows)
         outcomes, reconciled, applied_to = {}, [], set()
+        # The host is told the end state (mark_sync below), never the states the rebuild passes through.
+        rebuilding = dataclasses.replace(self.settings, notify=False)
         for row in sorted(rows, key=lambda row: snapshot_of(row.payload)):
-            applied = apply_event(session, row.payload, now, self.verisoul_configured, policy=self.policy)
+            applied = apply_event(session, row.payload, now, rebuilding)
             applied.write(session)
             row.outcome = outcomes[row.event_id] = applied.outcome
             if row.name == RECONCILED_NAME and applied.verdict.changes_state:
@@ -289,11 +296,7 @@ class Replayer:
             row.outcome = outcomes[row.event_id] = RECONCILED
             session.execute(update(History).where(History.event_id == row.event_id).values(outcome=RECONCILED))
         users = [user for user_id in sorted(touched) if (user := session.get(User, user_id)) is not None]
-        to_sync = [
-            user.reference_id
-            for user in users
-            if mark_sync(session, user, now, self.verisoul_configured, policy=self.policy)
-        ]
+        to_sync = [user.reference_id for user in users if mark_sync(session, user, now, self.settings)]
         after = self._summaries(session, {user.id for user in users}, now)
         changes = [UserChange(ref, before.get(ref), after.get(ref)) for ref in sorted({*before, *after})]
         return outcomes, changes, to_sync
@@ -353,7 +356,7 @@ class Replayer:
 
     def _summaries(self, session: Session, user_ids: set[int], now: datetime) -> dict[str, dict]:
         users = [user for user_id in sorted(user_ids) if (user := session.get(User, user_id)) is not None]
-        return {user.reference_id: user_summary(session, user, now, self.policy) for user in users}
+        return {user.reference_id: user_summary(session, user, now, self.settings.policy) for user in users}
 
     @staticmethod
     def _reset(session: Session, unit: Unit, rows: list[Event]) -> None:

@@ -71,6 +71,14 @@ def periodic_jobs(cron: CronScheduler, config: Config) -> None:
         job_timeout=SWEEP_TIMEOUT,
         result_ttl=3600,
     )
+    if config.host_webhook_url:
+        cron.register(
+            jobs.sweep_notifications,
+            config.notify_queue,
+            interval=int(SWEEP_EVERY.total_seconds()),
+            job_timeout=SWEEP_TIMEOUT,
+            result_ttl=3600,
+        )
     if config.persona_api_key:
         cron.register(
             jobs.reconcile_inquiries,

@@ -18,10 +18,11 @@ from sqlalchemy import and_, or_, select
 
 from clients.rate_limit import RateLimited
 from clients.verisoul import VerisoulClient, VerisoulError, VerisoulUnavailable
-from domain.policy import Policy
 from domain.sync_plan import BLOCK, ENROLL, UNBLOCK, VERIFIED_STATUSES, Known, Target, plan, target_for
+from runtime.config import RecordSettings
 from store.db import Database
 from store.models import User
+from store.outbox import announce
 from store.overrides import overrides_of
 from store.records import facts_of, inquiries_of, refresh_standing
 from store.sync_queue import PENDING_PREFIX, RETRY_PENDING_TTL, SYNC_TIMEOUT, request_sync, schedule_unblock
@@ -45,7 +46,9 @@ class Syncer:
     connection: Redis
     queue: Queue
     clock: Callable[[], datetime]
-    policy: Policy  # docs/contracts.md §5 with the deployment's settings: a flagged duplicate changes the standing
+    settings: RecordSettings  # the policy, and whether the host is told: a flagged duplicate changes the standing
+    # Queue the delivery of a user's notification after a commit that wrote one (workers/jobs.py).
+    request_notification: Callable[[str], None] = lambda reference_id: None
 
     def sync(self, reference_id: str) -> str:
         self.connection.delete(PENDING_PREFIX + reference_id)  # later events queue another sync
@@ -138,13 +141,19 @@ class Syncer:
             schedule_unblock(self.queue, reference_id, target.blocked_until)
 
     def _record(self, reference_id: str, **fields) -> None:
+        announced = False
         with self.database.transaction() as session:
             user = session.scalar(select(User).where(User.reference_id == reference_id))
             if user is not None:
                 for name, value in fields.items():
                     setattr(user, name, value)
                 if "verisoul_duplicate_account" in fields:  # the decision once unblocked moves to review
-                    refresh_standing(session, user, self.clock(), self.policy)
+                    refresh_standing(session, user, self.clock(), self.settings)
+                # What Verisoul confirmed is part of the host's notification (docs/contracts.md §9).
+                facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
+                announced = announce(session, user, facts, self.clock(), self.settings)
+        if announced:
+            self.request_notification(reference_id)
 
     def sweep(self) -> int:
         """Queue syncs for expired blocks and for unsynced users whose sync was lost, hit an outage, or waited

@@ -19,7 +19,7 @@ def clear_job_caches() -> None:
     """The workers' cached engine, Redis connection and syncer, rebuilt from the environment on next use."""
     if jobs.database.cache_info().currsize:
         jobs.database().dispose()
-    for cached in (jobs.database, jobs.redis, jobs.syncer):
+    for cached in (jobs.database, jobs.redis, jobs.syncer, jobs.notifier):
         cached.cache_clear()
 
 

@@ -483,7 +483,7 @@ def test_arbitrary_text_never_gives_a_traceback(env, option, values):
 
 
 class FailedJobs:
-    """RQ's failed registries of the events and the sync queue, counted together."""
+    """RQ's failed registries of the service's queues (events, syncs, notifications), counted together."""
 
     def __init__(self, config, connection):
         self.registries = [FailedJobRegistry(name, connection=connection) for name in config.queues]
@@ -500,7 +500,7 @@ def failed(env, monkeypatch, fake_verisoul_url, real_config, real_redis) -> Fail
     drain(real_config, real_redis)
     fail_a_sync(monkeypatch, fake_verisoul_url, real_config, real_redis)
     registries = FailedJobs(real_config, real_redis)
-    assert [registry.count for registry in registries.registries] == [1, 1]  # the event's, the sync's
+    assert [registry.count for registry in registries.registries] == [1, 1, 0]  # the event's, the sync's, none
     return registries
 
 

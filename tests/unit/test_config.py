@@ -55,6 +55,43 @@ def test_retry_after_block_is_a_flag_on_by_default(value, expected):
     assert config.retry_after_block is expected and config.policy.retry_after_block is expected
 
 
+HOST_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def test_the_host_webhook_is_off_by_default_and_on_with_both_settings():
+    assert load_config(BASE).record_settings.notify is False
+    config = load_config({**BASE, "HOST_WEBHOOK_URL": "https://host.example/hooks", "HOST_WEBHOOK_SECRET": HOST_SECRET})
+    assert config.record_settings.notify is True and config.host_webhook_retries == (
+        5,
+        300,
+        1800,
+        7200,
+        18000,
+        36000,
+        36000,
+    )
+    assert HOST_SECRET not in repr(config)
+    assert config.queues[-1] == "persona-notify"
+
+
+@pytest.mark.parametrize(
+    "env, named",
+    [
+        ({"HOST_WEBHOOK_URL": "https://host.example/hooks"}, "HOST_WEBHOOK_SECRET"),
+        ({"HOST_WEBHOOK_SECRET": HOST_SECRET}, "HOST_WEBHOOK_URL"),
+        ({"HOST_WEBHOOK_URL": "ftp://host.example", "HOST_WEBHOOK_SECRET": HOST_SECRET}, "HOST_WEBHOOK_URL"),
+        ({"HOST_WEBHOOK_URL": "https://h.example", "HOST_WEBHOOK_SECRET": "plain-secret"}, "HOST_WEBHOOK_SECRET"),
+        ({"HOST_WEBHOOK_URL": "https://h.example", "HOST_WEBHOOK_SECRET": "whsec_c2hvcnQ="}, "HOST_WEBHOOK_SECRET"),
+        ({"HOST_WEBHOOK_URL": "https://h.example", "HOST_WEBHOOK_SECRET": "whsec_!!!"}, "HOST_WEBHOOK_SECRET"),
+        ({"HOST_WEBHOOK_RETRIES": "5,0"}, "HOST_WEBHOOK_RETRIES"),
+        ({"HOST_WEBHOOK_RETRIES": "5,,6"}, "HOST_WEBHOOK_RETRIES"),
+    ],
+)
+def test_a_bad_host_webhook_setting_is_named_without_the_secret(env, named):
+    message = config_error(**env)
+    assert message.startswith(named) and "plain-secret" not in message
+
+
 @pytest.mark.parametrize("value", ["maybe", "2", "tru", "n"])
 def test_retry_after_block_refuses_anything_but_a_flag_naming_it(value):
     message = config_error(RETRY_AFTER_BLOCK=value)

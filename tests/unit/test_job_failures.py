@@ -108,15 +108,14 @@ def test_a_failing_verisoul_costs_two_quick_calls_and_a_scheduled_retry(worker_e
         assert jobs.sweep_verisoul() == 0 and sync.count == 0
 
 
-def test_a_worker_serves_waiting_events_before_waiting_syncs(connection):
-    events, syncs = (Queue(name, connection=connection) for name in Config(("s",), "redis://unused").queues)
-    for n in range(3):
-        syncs.enqueue("tests.resilience.jobs.note", "order", f"sync{n}")
-    for n in range(3):
-        events.enqueue("tests.resilience.jobs.note", "order", f"event{n}")
-    Worker([events, syncs], connection=connection).work(burst=True)
+def test_a_worker_serves_waiting_events_before_waiting_syncs_and_syncs_before_notifications(connection):
+    queues = [Queue(name, connection=connection) for name in Config(("s",), "redis://unused").queues]
+    for queue, label in reversed(list(zip(queues, ("event", "sync", "notify"), strict=True))):
+        for n in range(2):
+            queue.enqueue("tests.resilience.jobs.note", "order", f"{label}{n}")
+    Worker(queues, connection=connection).work(burst=True)
     assert [label.decode() for label in connection.lrange("order", 0, -1)] == [
-        "event0", "event1", "event2", "sync0", "sync1", "sync2",
+        "event0", "event1", "sync0", "sync1", "notify0", "notify1",
     ]  # fmt: skip
 
 

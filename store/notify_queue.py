@@ -1,0 +1,58 @@
+"""The host notifications' queue: one delivery job per user, queued once however many changes ask (docs/contracts.md
+§9). A pending mark per user, cleared by the delivery as it starts, keeps a burst of changes and the sweep from
+queueing a second delivery beside one already waiting; the delivery sends the user's latest notification, so a
+burst is coalesced into it. The job runs `workers.jobs.deliver_notification`, named so the web can queue one.
+"""
+
+from __future__ import annotations
+
+from redis import Redis
+from redis.exceptions import RedisError, WatchError
+from rq import Queue, Retry
+
+DELIVER_NOTIFICATION = "workers.jobs.deliver_notification"
+PENDING_PREFIX = "persona-events:notify-pending:"
+# Longer than the whole retry schedule (about 28 h): while a delivery waits for its retry, its user is pending,
+# so neither a new change nor the sweep queues a second one that would send out of the schedule.
+PENDING_TTL = 30 * 3600
+# One POST with the client's timeouts (clients/host_webhook.py) and two short transactions.
+DELIVERY_TIMEOUT = 30
+# A dead-lettered delivery stays in the failed registry for operators to see and requeue.
+DELIVERY_FAILURE_TTL = 30 * 24 * 3600
+
+
+def request_delivery(connection: Redis, queue: Queue, reference_id: str, retries: tuple[int, ...]) -> bool:
+    """Queue a delivery of the user's latest notification unless one is pending; True when queued now. `retries`:
+    the waits in seconds before each retry (runtime/config.py HOST_WEBHOOK_RETRIES)."""
+    mark = PENDING_PREFIX + reference_id
+    with connection.pipeline() as pipeline:
+        try:
+            pipeline.watch(mark)
+            if pipeline.exists(mark):
+                return False
+            pipeline.multi()
+            pipeline.set(mark, 1, ex=PENDING_TTL)
+            queue.enqueue_call(
+                DELIVER_NOTIFICATION,
+                args=(reference_id,),
+                description=f"deliver_notification {reference_id}",
+                timeout=DELIVERY_TIMEOUT,
+                retry=Retry(max=len(retries), interval=list(retries)),
+                result_ttl=3600,
+                failure_ttl=DELIVERY_FAILURE_TTL,
+                pipeline=pipeline,
+            )
+            pipeline.execute()
+        except WatchError:
+            return False  # another process set the mark meanwhile: its delivery is the pending one
+    return True
+
+
+def request_delivery_unless_away(connection: Redis, queue: Queue, reference_id: str, retries) -> str | None:
+    """`request_delivery` after a commit: with Redis away, why (the error's name) instead of raising; the
+    notification is in the outbox, and the sweep queues its delivery once Redis is back."""
+    try:
+        request_delivery(connection, queue, reference_id, retries)
+    except RedisError as error:
+        return type(error).__name__
+    return None
