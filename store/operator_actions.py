@@ -13,7 +13,7 @@ from runtime.config import RecordSettings
 from store.db import Database
 from store.models import User
 from store.overrides import overrides_of, record_override
-from store.records import facts_of, inquiries_of, lock, mark_sync
+from store.records import facts_of, inquiries_of, inquiry_lock, lock, mark_sync, user_lock
 
 
 def override_user(
@@ -23,7 +23,7 @@ def override_user(
     None when there is no such user, else whether Verisoul should now be synced (always, for `resync`).
     Raises UnknownInquiry."""
     with database.transaction() as session:
-        lock(session, reference_id, *filter(None, [request.inquiry_id]))
+        lock(session, user_lock(reference_id), *(inquiry_lock(i) for i in filter(None, [request.inquiry_id])))
         user = session.scalar(select(User).where(User.reference_id == reference_id))
         if user is None:
             return None

@@ -55,8 +55,19 @@ from store.writes import NewUser, Write, delete_rows, insert_row, run, update_ro
 _LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:keys AS text[])) AS k")
 
 
+def user_lock(key: str) -> str:
+    """The lock name of the user keyed `key` (a reference id, or a Persona account id): whoever writes a user's row
+    takes it, so events, overrides, syncs and sweeps of one user run one at a time."""
+    return f"user:{key}"
+
+
+def inquiry_lock(inquiry_id: str) -> str:
+    return f"inquiry:{inquiry_id}"
+
+
 def lock(session: Session, *names: str) -> None:
-    """Advisory locks on `names`, sorted, in one statement (PostgreSQL; SQLite's writers already run alone)."""
+    """Advisory locks on `names` (built by `user_lock`, `inquiry_lock`), sorted, in one statement (PostgreSQL;
+    SQLite's writers already run alone)."""
     if names and session.get_bind().dialect.name == "postgresql":
         session.connection().execute(_LOCK, {"keys": sorted(set(names))})
 
@@ -218,13 +229,13 @@ class _InquiryIds:
 def _apply_inquiry(session: Session, event: QueuedEvent, now: datetime, settings: RecordSettings) -> Applied:
     inquiry_id = event["object_id"]
     keys = _user_keys(event.get("reference_id") or event.get("account_reference_id"), event.get("account_id"))
-    lock(session, f"inquiry:{inquiry_id}", *(f"user:{key}" for key in keys))
+    lock(session, inquiry_lock(inquiry_id), *(user_lock(key) for key in keys))
     inquiries = _read_inquiries(session, inquiry_id, keys, event.get("account_id"))
     stored = inquiries.get(inquiry_id)
     ids = _InquiryIds.of(stored, event)
     if missing := _user_keys(ids.reference_id, ids.account_id) - keys:
         keys |= missing  # the inquiry's own reference id, which this event did not name (see the module docstring)
-        lock(session, *(f"user:{key}" for key in missing))
+        lock(session, *(user_lock(key) for key in missing))
         inquiries = _read_inquiries(session, inquiry_id, keys, ids.account_id)
     users = _read_users(session, keys, ids.account_id)
 
@@ -397,7 +408,7 @@ def _mark_sync(
 
 def _apply_verification(session: Session, event: QueuedEvent) -> Applied:
     inquiry_id, verification_id = event.get("inquiry_id"), event["object_id"]
-    lock(session, *([f"inquiry:{inquiry_id}"] if inquiry_id else []), f"verification:{verification_id}")
+    lock(session, *([inquiry_lock(inquiry_id)] if inquiry_id else []), f"verification:{verification_id}")
     inquiry = _row(session, _INQUIRY_BY_ID, inquiry_id)
     row = _row(session, _VERIFICATION_BY_ID, verification_id)
     incoming = snapshot_of(event)
@@ -495,7 +506,7 @@ def refresh_standings(database: Database, now: datetime, settings: RecordSetting
             names = list(session.scalars(query.limit(batch)))
             if not names:
                 return read, changed
-            lock(session, *names)
+            lock(session, *(user_lock(name) for name in names))
             for user in session.scalars(select(User).where(User.reference_id.in_(names))):
                 changed += refresh_standing(session, user, now, settings)
             read, after = read + len(names), names[-1]
@@ -505,9 +516,11 @@ def announce_ended_blocks(session: Session, now: datetime, settings: RecordSetti
     """Announce the users whose block ended within the last ENDED_BLOCKS_WINDOW: the decision moved with the clock,
     and no commit marked it (store/outbox.py compares what was announced, so a user is announced once); their
     reference ids."""
-    query = select(User).where(User.block_until <= now, User.block_until > now - ENDED_BLOCKS_WINDOW)
+    query = select(User.reference_id).where(User.block_until <= now, User.block_until > now - ENDED_BLOCKS_WINDOW)
+    names = list(session.scalars(query))
+    lock(session, *(user_lock(name) for name in names))
     announced = []
-    for user in session.scalars(query.order_by(User.reference_id)):
+    for user in session.scalars(select(User).where(User.reference_id.in_(names)).order_by(User.reference_id)):
         facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
         if announce(session, user, facts, now, settings):
             announced.append(user.reference_id)
@@ -518,7 +531,7 @@ def announce_again(database: Database, reference_id: str, now: datetime, setting
     """A notification of the user's current state, changed or not (`replay-event --notify`), under the user's lock;
     its sequence, or None for an unknown user."""
     with database.transaction() as session:
-        lock(session, f"user:{reference_id}")
+        lock(session, user_lock(reference_id))
         user = session.scalar(select(User).where(User.reference_id == reference_id))
         if user is None:
             return None

@@ -32,7 +32,7 @@ from store.db import Database
 from store.event_log import inquiry_of, record_event
 from store.models import Event, History, Inquiry, User, Verification
 from store.overrides import overrides_of
-from store.records import apply_event, facts_of, inquiries_of, lock, mark_sync, snapshot_of
+from store.records import apply_event, facts_of, inquiries_of, inquiry_lock, lock, mark_sync, snapshot_of
 
 RECONCILED = "reconciled"
 # A reconciliation snapshot's event name: an `inquiry.*` name, so it is applied like any inquiry event.
@@ -269,7 +269,7 @@ class Replayer:
 
     def _rebuild(self, session: Session, unit: Unit) -> tuple[dict[str, str], list[UserChange], list[str]]:
         now = self.clock()
-        lock(session, *(f"inquiry:{inquiry_id}" for inquiry_id in unit.inquiry_ids))
+        lock(session, *(inquiry_lock(inquiry_id) for inquiry_id in unit.inquiry_ids))
         for event in unit.new_events:
             record_event(session, event, now, outcome=FETCHED)
         rows = self._events(session, unit)

@@ -24,7 +24,7 @@ from store.db import Database
 from store.models import User
 from store.outbox import announce
 from store.overrides import overrides_of
-from store.records import facts_of, inquiries_of, refresh_standing
+from store.records import facts_of, inquiries_of, lock, refresh_standing, user_lock
 from store.sync_queue import PENDING_PREFIX, RETRY_PENDING_TTL, SYNC_TIMEOUT, request_sync, schedule_unblock
 from store.sync_state import NOT_CONFIGURED, known_of
 
@@ -143,6 +143,7 @@ class Syncer:
     def _record(self, reference_id: str, **fields) -> None:
         announced = False
         with self.database.transaction() as session:
+            lock(session, user_lock(reference_id))  # events for the user wait: one writer of its notified sequence
             user = session.scalar(select(User).where(User.reference_id == reference_id))
             if user is not None:
                 for name, value in fields.items():
