@@ -7,8 +7,11 @@ burst is coalesced into it. The job runs `workers.jobs.deliver_notification`, na
 from __future__ import annotations
 
 from redis import Redis
-from redis.exceptions import RedisError, WatchError
+from redis.client import Pipeline
+from redis.exceptions import RedisError
 from rq import Queue, Retry
+
+from store.pending import enqueue_unless_pending
 
 DELIVER_NOTIFICATION = "workers.jobs.deliver_notification"
 PENDING_PREFIX = "persona-events:notify-pending:"
@@ -24,28 +27,20 @@ DELIVERY_FAILURE_TTL = 30 * 24 * 3600
 def request_delivery(connection: Redis, queue: Queue, reference_id: str, retries: tuple[int, ...]) -> bool:
     """Queue a delivery of the user's latest notification unless one is pending; True when queued now. `retries`:
     the waits in seconds before each retry (runtime/config.py HOST_WEBHOOK_RETRIES)."""
-    mark = PENDING_PREFIX + reference_id
-    with connection.pipeline() as pipeline:
-        try:
-            pipeline.watch(mark)
-            if pipeline.exists(mark):
-                return False
-            pipeline.multi()
-            pipeline.set(mark, 1, ex=PENDING_TTL)
-            queue.enqueue_call(
-                DELIVER_NOTIFICATION,
-                args=(reference_id,),
-                description=f"deliver_notification {reference_id}",
-                timeout=DELIVERY_TIMEOUT,
-                retry=Retry(max=len(retries), interval=list(retries)),
-                result_ttl=3600,
-                failure_ttl=DELIVERY_FAILURE_TTL,
-                pipeline=pipeline,
-            )
-            pipeline.execute()
-        except WatchError:
-            return False  # another process set the mark meanwhile: its delivery is the pending one
-    return True
+
+    def enqueue(pipeline: Pipeline) -> None:
+        queue.enqueue_call(
+            DELIVER_NOTIFICATION,
+            args=(reference_id,),
+            description=f"deliver_notification {reference_id}",
+            timeout=DELIVERY_TIMEOUT,
+            retry=Retry(max=len(retries), interval=list(retries)),
+            result_ttl=3600,
+            failure_ttl=DELIVERY_FAILURE_TTL,
+            pipeline=pipeline,
+        )
+
+    return enqueue_unless_pending(connection, PENDING_PREFIX + reference_id, PENDING_TTL, enqueue)
 
 
 def request_delivery_unless_away(connection: Redis, queue: Queue, reference_id: str, retries) -> str | None:

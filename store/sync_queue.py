@@ -11,8 +11,11 @@ import hashlib
 from datetime import datetime
 
 from redis import Redis
-from redis.exceptions import RedisError, WatchError
+from redis.client import Pipeline
+from redis.exceptions import RedisError
 from rq import Callback, Queue, Retry
+
+from store.pending import enqueue_unless_pending
 
 SYNC_VERISOUL = "workers.jobs.sync_verisoul"
 PENDING_PREFIX = "persona-events:sync-pending:"
@@ -36,34 +39,22 @@ ON_SYNC_FAILURE = Callback("workers.jobs.remember_failed_sync")
 
 
 def request_sync(connection: Redis, queue: Queue, reference_id: str) -> bool:
-    """Queue a sync for the user unless one is already pending; True when queued now.
+    """Queue a sync for the user unless one is already pending (store/pending.py); True when queued now."""
 
-    The pending mark and the job are written in one transaction (WATCH on the mark, then MULTI): a process
-    killed between the two would leave a mark without a job, holding back the user's sync, the sweep's
-    too, for PENDING_TTL."""
-    mark = PENDING_PREFIX + reference_id
-    with connection.pipeline() as pipeline:
-        try:
-            pipeline.watch(mark)
-            if pipeline.exists(mark):
-                return False
-            pipeline.multi()
-            pipeline.set(mark, 1, ex=PENDING_TTL)
-            queue.enqueue_call(
-                SYNC_VERISOUL,
-                args=(reference_id,),
-                description=f"sync_verisoul {reference_id}",
-                timeout=SYNC_TIMEOUT,
-                retry=SYNC_RETRY,
-                result_ttl=3600,
-                failure_ttl=SYNC_FAILURE_TTL,
-                on_failure=ON_SYNC_FAILURE,
-                pipeline=pipeline,
-            )
-            pipeline.execute()
-        except WatchError:
-            return False  # another process set the mark meanwhile: its sync is the pending one
-    return True
+    def enqueue(pipeline: Pipeline) -> None:
+        queue.enqueue_call(
+            SYNC_VERISOUL,
+            args=(reference_id,),
+            description=f"sync_verisoul {reference_id}",
+            timeout=SYNC_TIMEOUT,
+            retry=SYNC_RETRY,
+            result_ttl=3600,
+            failure_ttl=SYNC_FAILURE_TTL,
+            on_failure=ON_SYNC_FAILURE,
+            pipeline=pipeline,
+        )
+
+    return enqueue_unless_pending(connection, PENDING_PREFIX + reference_id, PENDING_TTL, enqueue)
 
 
 def request_sync_unless_away(connection: Redis, queue: Queue, reference_id: str) -> str | None:
