@@ -456,3 +456,27 @@ def test_the_retention_job_is_off_unless_configured(worker_env, monkeypatch):
     monkeypatch.setenv("EVENT_RETENTION_DAYS", "30")
     jobs.process_event(inquiry_event("inq_j", "approved", hours_ago(24 * 40), "user_j"))
     assert prune_event_log() == 1
+
+
+# --- the command line --------------------------------------------------------------------------------------
+
+
+def test_the_cli_erases_resumes_and_shows_the_receipt(api, fakes, real_config, real_redis):
+    from click.testing import CliRunner
+
+    from workers import admin
+
+    jobs.process_event(inquiry_event("inq_c", "approved", hours_ago(1), "user_c"))
+    runner = CliRunner()
+    first = runner.invoke(admin.cli, ["erase", "user_c", "--reason", WHY["reason"], "--operator", WHY["operator"]])
+    assert first.exit_code == 0, first.output
+    erasure_id = first.stdout.split(":")[0]
+    assert f"persona-events erasure {erasure_id}" in first.stdout
+    again = runner.invoke(admin.cli, ["erase", "user_c", "--reason", WHY["reason"], "--operator", WHY["operator"]])
+    assert again.stdout.startswith(f"{erasure_id}: erasure already under way")
+    drain(real_config, real_redis)
+    shown = runner.invoke(admin.cli, ["erasure", erasure_id, "--json"])
+    assert shown.exit_code == 0 and '"status": "done"' in shown.stdout
+    assert runner.invoke(admin.cli, ["erase", "user_c", "--reason", "x", "--operator", "y"]).exit_code == 1
+    assert runner.invoke(admin.cli, ["erase", "user_x", "--reason", " ", "--operator", "y"]).exit_code == 2
+    assert runner.invoke(admin.cli, ["erasure", "era_none"]).exit_code == 1
