@@ -168,10 +168,13 @@ def test_an_erasure_forgets_the_user_everywhere_and_keeps_a_receipt(api, fakes, 
 
     assert rows_naming(real_config.database_url, names()) == []
     assert redis_naming(real_redis, names()) == []
-    with Database(real_config.database_url).sessions() as session:
+    database = Database(real_config.database_url)
+    with database.sessions() as session:
         erased = set(session.scalars(select(ErasedId.sha256)))
-        assert erased == {sha256_of(name) for name in names()}
-        assert session.get(Erasure, erasure_id).pending is None
+        pending = session.get(Erasure, erasure_id).pending
+    database.dispose()
+    assert erased == {sha256_of(name) for name in names()}
+    assert pending is None
     assert api.get(f"/users/{REF}", headers=AUTH).status_code == 404
     assert delete(api).status_code == 404, "erased: no such user any more"
 
@@ -331,8 +334,12 @@ def test_without_verisoul_or_with_its_account_api_the_step_is_skipped_saying_why
 
 
 def _count(database_url: str, model) -> int:
-    with Database(database_url).sessions() as session:
-        return session.scalar(select(func.count()).select_from(model)) or 0
+    database = Database(database_url)
+    try:
+        with database.sessions() as session:
+            return session.scalar(select(func.count()).select_from(model)) or 0
+    finally:
+        database.dispose()  # PostgreSQL's connections are few
 
 
 def test_events_naming_an_erased_id_are_dropped_from_the_request_on(api, fakes, real_config, real_redis):
