@@ -57,11 +57,12 @@ def create_app(config: Config | None = None, redis: Redis | None = None) -> Flas
     app.extensions["event_queue"] = EventQueue(redis or connect_redis(config.redis_url), config)
     app.extensions["database"] = Database(config.database_url)
 
-    from app import console, gate, health, metrics, users, webhooks
+    from app import console, erasures, gate, health, metrics, users, webhooks
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(users.bp)
     app.register_blueprint(gate.bp)
+    app.register_blueprint(erasures.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     console.init_app(app)

@@ -113,8 +113,11 @@ def _answer(client, reference_id: str, template_id: str, mode: str, deadline: fl
         duplicate = bool(user and user.verisoul_duplicate_account)
         decision = summarise(list(facts.values()), now, duplicate, overrides, config.policy).decision
         of_template = [facts[i.id] for i in inquiries if i.template_id == template_id]
+        redacted = frozenset(i.id for i in inquiries if i.redacted)  # Persona's redaction: never resumed
     window = timedelta(hours=config.gate_resume_expired_hours)
-    answer = gate.answer(decision, of_template, now, window, retry_after_block=config.retry_after_block)
+    answer = gate.answer(
+        decision, of_template, now, window, redacted=redacted, retry_after_block=config.retry_after_block
+    )
     if answer.action == gate.DENY:
         until = iso_millis(answer.blocked_until) if answer.blocked_until else None
         return jsonify(action="deny", reason=answer.reason, blocked_until=until), 403

@@ -135,6 +135,15 @@ class PersonaClient:
         path = f"/api/v1/inquiries/{segment(inquiry_id)}/generate-one-time-link"
         return _meta(self._request("POST", path, None, {}, deadline), "one-time-link")
 
+    def redact_inquiry(self, inquiry_id: str) -> bool:
+        """`DELETE /api/v1/inquiries/{id}` (docs/persona.md): Persona removes the inquiry's personal data. True when
+        redacted now, False when Persona has no such inquiry (404: already gone)."""
+        try:
+            self._request("DELETE", f"/api/v1/inquiries/{segment(inquiry_id)}", None, {}, None)
+        except PersonaNotFound:
+            return False
+        return True
+
     def _get(self, path: str) -> dict:
         return self._request("GET", path, None, {}, None)
 

@@ -157,6 +157,22 @@ class ListsApi:
     def unblock(self, account_id: str) -> dict:
         return self.transport.call("DELETE", f"/list/block/account/{_path(account_id)}")
 
+    def delete_account(self, account_id: str) -> bool:
+        """`DELETE /account/{account_id}` (docs/verisoul.md): the account and its data. True when deleted now,
+        False when Verisoul has no such account (404, or its usual 400 "Account not found")."""
+        try:
+            self.transport.call("DELETE", f"/account/{_path(account_id)}")
+        except VerisoulError as error:
+            if error.status == 404 or (error.status == 400 and "not found" in str(error).lower()):
+                return False
+            raise
+        return True
+
+
+def account_deleter(client: VerisoulClient) -> Callable[[str], bool] | None:
+    """The client's account delete, or None: the account generation has no delete (docs/verisoul.md)."""
+    return getattr(client, "delete_account", None)
+
 
 FLAVORS: dict[str, Callable[[Transport], VerisoulClient]] = {"account": AccountApi, "lists": ListsApi}
 

@@ -39,6 +39,10 @@ LIFECYCLE_TIMESTAMPS = (
     "updated_at",
 )
 QUEUED_PREFIXES = ("inquiry.", "verification.")
+# Events about other objects that the worker acts on: Persona redacted an account, so all its inquiries
+# (docs/contracts.md §10: the gate never resumes a redacted inquiry).
+ACCOUNT_REDACTED = "account.redacted"
+QUEUED_NAMES = frozenset({ACCOUNT_REDACTED})
 
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
@@ -159,8 +163,14 @@ def _normalise_shape(value: Any, shape: dict | list) -> Any:
 
 
 def is_queued_name(name: str) -> bool:
-    """`inquiry.*` and `verification.*`, including names Persona adds later."""
-    return name.startswith(QUEUED_PREFIXES)
+    """`inquiry.*` and `verification.*`, including names Persona adds later, and `account.redacted`."""
+    return name.startswith(QUEUED_PREFIXES) or name in QUEUED_NAMES
+
+
+def is_redaction(event: QueuedEvent) -> bool:
+    """Persona redacted the event's object: told by `redacted-at`, never by the status (docs/persona.md), or by
+    the event's name when the timestamp was not sent."""
+    return event["name"].endswith(".redacted") or "redacted_at" in event.get("timestamps", {})
 
 
 def body_sha256(body: bytes) -> str:

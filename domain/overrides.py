@@ -61,8 +61,8 @@ class OverrideRequest:
 _BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
 
 
-def _text(max_length: int = MAX_TEXT_LENGTH):
-    """An audit field: the rule of kept text, not blank, and no bidirectional controls."""
+def audit_text(max_length: int = MAX_TEXT_LENGTH):
+    """An audit field's check (overrides, erasures): the rule of kept text, not blank, no bidirectional controls."""
 
     def check(value: str) -> None:
         problem = text_problem(value, max_length)
@@ -83,9 +83,9 @@ class OverrideRequestSchema(Schema):
         unknown = RAISE
 
     action = fields.String(required=True, validate=validate.OneOf(ACTIONS))
-    reason = fields.String(required=True, validate=_text(MAX_REASON_LENGTH))
-    operator = fields.String(required=True, validate=_text())
-    inquiry_id = fields.String(load_default=None, validate=_text())
+    reason = fields.String(required=True, validate=audit_text(MAX_REASON_LENGTH))
+    operator = fields.String(required=True, validate=audit_text())
+    inquiry_id = fields.String(load_default=None, validate=audit_text())
 
     @validates_schema
     def _inquiry_named_when_forgiving(self, data: dict, **kwargs) -> None:

@@ -115,6 +115,8 @@ class Config:
     gate_resume_expired_hours: int = DEFAULT_GATE_RESUME_EXPIRED_HOURS
     reconcile_grace_minutes: int = DEFAULT_RECONCILE_GRACE_MINUTES
     retry_after_block: bool = RETRY_AFTER_BLOCK
+    # Logged events of decided inquiries older than this many days are deleted daily (docs/contracts.md §10); None: kept.
+    event_retention_days: int | None = None
 
     @property
     def policy(self) -> Policy:
@@ -174,6 +176,11 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ConfigError(f"{name} must be a positive integer, got {raw!r}")
     return value
+
+
+def _optional_positive_int(env: Mapping[str, str], name: str) -> int | None:
+    """A positive integer, or None when unset (the feature is off)."""
+    return _positive_int(env, name, 0) or None if env.get(name, "").strip() else None
 
 
 TRUE_WORDS = ("true", "1", "yes", "on")
@@ -320,6 +327,7 @@ def load_config(
         gate_resume_expired_hours=_positive_int(env, "GATE_RESUME_EXPIRED_HOURS", DEFAULT_GATE_RESUME_EXPIRED_HOURS),
         reconcile_grace_minutes=_positive_int(env, "RECONCILE_GRACE_MINUTES", DEFAULT_RECONCILE_GRACE_MINUTES),
         retry_after_block=_flag(env, "RETRY_AFTER_BLOCK", RETRY_AFTER_BLOCK),
+        event_retention_days=_optional_positive_int(env, "EVENT_RETENTION_DAYS"),
     )
 
 

@@ -13,7 +13,10 @@ It fakes the part of Persona's API that docs/persona.md describes (client base U
   is in the call log); 422 for a value that is not a template id, 404 for one in ``unknown_templates``;
 - ``POST /api/v1/inquiries/<id>/resume``: ``meta.session-token`` for a created, pending or expired inquiry (an
   expired one becomes pending), 422 for any other or a redacted one;
-- ``POST /api/v1/inquiries/<id>/generate-one-time-link``: ``meta.one-time-link`` for a created or pending one.
+- ``POST /api/v1/inquiries/<id>/generate-one-time-link``: ``meta.one-time-link`` for a created or pending one;
+- ``DELETE /api/v1/inquiries/<id>``: redacts the stored inquiry (``redacted-at`` set, every attribute but the
+  status and the lifecycle times dropped, ``included`` emptied) and answers it; 404 for one not stored. Redacting
+  again answers the redacted inquiry.
 
 Stored documents are answered exactly as they were stored, in whatever key casing they came in. Every API
 request needs ``Authorization: Bearer <api_key>`` (401 otherwise); its ``Persona-Version`` header is recorded,
@@ -226,10 +229,27 @@ def _one_time_link(state: FakeState, inquiry_id: str) -> tuple[int, dict]:
     return 200, {**document, "meta": {"one-time-link": link}}
 
 
+# What a redaction keeps of an inquiry's attributes: nothing personal, in any key casing.
+KEPT_WHEN_REDACTED = ("status", *CREATED_AT_KEYS, "completed-at", "completed_at", "completedAt")
+
+
+def _redact_inquiry(state: FakeState, inquiry_id: str) -> tuple[int, dict]:
+    """`DELETE /api/v1/inquiries/<id>`: Persona removes the inquiry's personal data; the inquiry itself stays."""
+    document = state.inquiries.get(inquiry_id)
+    if document is None:
+        return _error(404, NOT_FOUND)
+    attributes = document["data"].get("attributes") or {}
+    kept = {key: value for key, value in attributes.items() if key in KEPT_WHEN_REDACTED}
+    kept["redacted-at"] = attributes.get("redacted-at") or _now()
+    state.inquiries[inquiry_id] = {"data": {**document["data"], "attributes": kept}, "included": []}
+    return 200, state.inquiries[inquiry_id]
+
+
 API_ROUTES = [
     ("/api/v1/events", "list_events", _list_events, "GET"),
     ("/api/v1/events/<segment:event_id>", "get_event", _get_event, "GET"),
     ("/api/v1/inquiries/<segment:inquiry_id>", "get_inquiry", _get_inquiry, "GET"),
+    ("/api/v1/inquiries/<segment:inquiry_id>", "redact_inquiry", _redact_inquiry, "DELETE"),
     ("/api/v1/inquiries", "create_inquiry", _create_inquiry, "POST"),
     ("/api/v1/inquiries/<segment:inquiry_id>/resume", "resume_inquiry", _resume_inquiry, "POST"),
     ("/api/v1/inquiries/<segment:inquiry_id>/generate-one-time-link", "one_time_link", _one_time_link, "POST"),

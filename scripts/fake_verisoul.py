@@ -7,7 +7,9 @@ It fakes the two generations described in docs/verisoul.md:
   ``POST /unblock/<id>``;
 - lists flavor, under ``/lists`` (client base URL ``http://host:port/lists``):
   ``GET /lists/account/<id>``, ``PUT /lists/account/<id>`` ``{"id": <id>, "metadata": {...}}`` (merged),
-  ``POST /lists/list/block/account/<id>``, ``DELETE /lists/list/block/account/<id>``.
+  ``POST /lists/list/block/account/<id>``, ``DELETE /lists/list/block/account/<id>``, and
+  ``DELETE /lists/account/<id>``, which deletes the account (400 "Account not found" for one it does not hold:
+  a delete never creates one). The account flavor has no delete, as Verisoul's has none (404).
 
 Both flavors share one account store: an account's linked-account count is ``numAccounts`` in the account flavor
 and ``accounts_linked`` in the lists flavor; a block made through either flavor is visible in both. The fake does
@@ -252,6 +254,14 @@ def _lists_unblock(state: FakeState, account: FakeAccount, body) -> dict:
     return _lists_ok("Account removed from block list")
 
 
+def _lists_delete(state: FakeState, account: FakeAccount, body) -> dict:
+    del state.accounts[account.id]
+    return _lists_ok("Account deleted")
+
+
+# Actions on an account that must exist already: never auto-created.
+_EXISTING_ONLY = frozenset({"delete"})
+
 # rule, method, flavor, action, body check, handler
 API_ROUTES = [
     ("/account/<segment:account_id>", "GET", "account", "get", None, _account_view),
@@ -262,6 +272,7 @@ API_ROUTES = [
     ("/lists/account/<segment:account_id>", "PUT", "lists", "update", _require_update, _lists_update),
     ("/lists/list/block/account/<segment:account_id>", "POST", "lists", "block", None, _lists_block),
     ("/lists/list/block/account/<segment:account_id>", "DELETE", "lists", "unblock", None, _lists_unblock),
+    ("/lists/account/<segment:account_id>", "DELETE", "lists", "delete", None, _lists_delete),
 ]
 
 
@@ -270,7 +281,7 @@ def _serve(state: FakeState, flavor: str, action: str, check, handler, account_i
     if state.config.delay_seconds:
         time.sleep(state.config.delay_seconds)
     with state.lock:
-        status, payload = _gate(state) or _handle(state, check, handler, account_id, body)
+        status, payload = _gate(state) or _handle(state, action, check, handler, account_id, body)
         state.calls.append({
             "method": request.method,
             "path": request.path,
@@ -289,11 +300,11 @@ def _reply(status: int, payload):
     return jsonify(payload), status
 
 
-def _handle(state: FakeState, check, handler, account_id: str, body) -> tuple[int, dict]:
+def _handle(state: FakeState, action: str, check, handler, account_id: str, body) -> tuple[int, dict]:
     problem = check(account_id, body) if check else None
     if problem:
         return _error(400, problem)
-    account = _find_account(state, account_id)
+    account = state.accounts.get(account_id) if action in _EXISTING_ONLY else _find_account(state, account_id)
     if account is None:
         return _error(400, ACCOUNT_NOT_FOUND)
     return 200, handler(state, account, body)

@@ -15,9 +15,10 @@ from store.pending import enqueue_unless_pending
 
 DELIVER_NOTIFICATION = "workers.jobs.deliver_notification"
 PENDING_PREFIX = "persona-events:notify-pending:"
-# Longer than the whole retry schedule (about 28 h): while a delivery waits for its retry, its user is pending,
-# so neither a new change nor the sweep queues a second one that would send out of the schedule.
-PENDING_TTL = 30 * 3600
+# The delivery clears the mark as it starts, so a change made while a delivery waits for its retry queues another,
+# which sends the latest at once (the waiting retry then finds nothing newer, or sends it again: at least once).
+# The TTL only frees a mark whose job was lost; the sweep then finds the notification never tried.
+PENDING_TTL = 3600
 # One POST with the client's timeouts (clients/host_webhook.py) and two short transactions.
 DELIVERY_TIMEOUT = 30
 # A dead-lettered delivery stays in the failed registry for operators to see and requeue.

@@ -26,13 +26,15 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Row, String, and_, bindparam, or_, select, text
+from sqlalchemy import Row, String, and_, bindparam, exists, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from domain.events import QueuedEvent
+from domain.erasure import ERASED, digests
+from domain.events import ACCOUNT_REDACTED, QueuedEvent, is_redaction
 from domain.policy import InquiryFacts
 from domain.state_machine import (
+    APPLIED,
     IGNORED,
     Snapshot,
     StatusRun,
@@ -46,7 +48,7 @@ from domain.times import as_utc, parse_time, to_iso
 from runtime.config import RecordSettings
 from store.db import Database
 from store.event_log import event_insert, is_duplicate
-from store.models import Event, History, Inquiry, Outbox, User, Verification
+from store.models import ErasedId, Event, History, Inquiry, Outbox, User, Verification
 from store.outbox import announce, announce_current, announcement
 from store.sync_state import standing_columns, sync_state
 from store.writes import NewUser, Write, delete_rows, insert_row, run, update_rows
@@ -73,11 +75,14 @@ def lock(session: Session, *names: str) -> None:
 
 
 def kind_of(event: QueuedEvent) -> str | None:
-    """`inquiry` or `verification` when the event is about one; None for anything else."""
+    """`inquiry` or `verification` when the event is about one, `account` for an account's redaction; None for
+    anything else."""
     if event["name"].startswith("inquiry.") and event["object_type"] == "inquiry":
         return "inquiry"
     if event["name"].startswith("verification.") and event.get("verification_type"):
         return "verification"
+    if event["name"] == ACCOUNT_REDACTED and event["object_type"] == "account":
+        return "account"
     return None
 
 
@@ -112,6 +117,8 @@ def apply_event(session: Session, event: QueuedEvent, now: datetime, settings: R
         return _apply_inquiry(session, event, now, settings)
     if kind == "verification":
         return _apply_verification(session, event)
+    if kind == "account":
+        return _apply_account_redaction(session, event)
     verdict = Verdict(IGNORED, None, None)
     return Applied(None, verdict, writes=[_history(None, None, event, verdict)])
 
@@ -170,12 +177,25 @@ def _users_named(with_account: bool):
     return or_(condition, and_(_USERS.c.persona_account_id == account, _USERS.c.reference_id != account))
 
 
+# Whether any id the event names was erased (docs/contracts.md §10): one row, joined to the first read after
+# the locks, so the check costs no round trip and sees an erasure committed while the event waited for them.
+_ERASED = ErasedId.__table__
+_ERASED_FLAG = select(exists().where(_ERASED.c.sha256.in_(bindparam("digests", expanding=True))).label("erased"))
+
+
+def _flagged(condition):
+    """The inquiries matching `condition`, each with the erased flag; a single row of NULLs and the flag when none
+    match (a LEFT JOIN from the flag's one row)."""
+    flag = _ERASED_FLAG.subquery("erased_flag")
+    return select(_INQUIRIES, flag.c.erased).select_from(flag.outerjoin(_INQUIRIES, condition))
+
+
 # The reads, built once: Core rows (attributes named as the columns), not ORM objects, which cost more to
 # make than the query to run.
 @cache
 def _inquiries_query(with_account: bool):
     owners = select(_USERS.c.id).where(_users_named(with_account))
-    return select(_INQUIRIES).where(or_(_INQUIRIES.c.id == bindparam("inquiry_id"), _INQUIRIES.c.user_id.in_(owners)))
+    return _flagged(or_(_INQUIRIES.c.id == bindparam("inquiry_id"), _INQUIRIES.c.user_id.in_(owners)))
 
 
 @cache
@@ -183,15 +203,24 @@ def _users_query(with_account: bool):
     return select(_USERS).where(_users_named(with_account))
 
 
-_INQUIRY_BY_ID = select(_INQUIRIES).where(_INQUIRIES.c.id == bindparam("id"))
+_INQUIRY_BY_ID = _flagged(_INQUIRIES.c.id == bindparam("id"))
 _VERIFICATION_BY_ID = select(_VERIFICATIONS).where(_VERIFICATIONS.c.id == bindparam("id"))
 
 
-def _read_inquiries(session: Session, inquiry_id: str, keys: set[str], account_id: str | None) -> dict[str, Row]:
-    """The event's inquiry and every inquiry of the users it may resolve to (their facts decide the sync)."""
-    params = {"inquiry_id": inquiry_id, "keys": sorted(keys), "account_id": account_id}
-    rows = session.connection().execute(_inquiries_query(bool(account_id)), params)
-    return {row.id: row for row in rows}
+def _read_inquiries(
+    session: Session, inquiry_id: str, keys: set[str], account_id: str | None, named: list[str]
+) -> tuple[dict[str, Row], bool]:
+    """The event's inquiry and every inquiry of the users it may resolve to (their facts decide the sync), and
+    whether an id in `named` (SHA-256 digests) was erased."""
+    params = {"inquiry_id": inquiry_id, "keys": sorted(keys), "account_id": account_id, "digests": named}
+    rows = list(session.connection().execute(_inquiries_query(bool(account_id)), params))
+    return {row.id: row for row in rows if row.id is not None}, any(row.erased for row in rows)
+
+
+def _erased(kind: str) -> Applied:
+    """An event naming an erased id: dropped, nothing written (not even the event log's row, which would keep
+    the ids), so the user is never re-created."""
+    return Applied(kind, Verdict(ERASED, None, None))
 
 
 def _read_users(session: Session, keys: set[str], account_id: str | None) -> _Users:
@@ -201,6 +230,14 @@ def _read_users(session: Session, keys: set[str], account_id: str | None) -> _Us
 
 def _row(session: Session, query, key: str | None) -> Row | None:
     return session.connection().execute(query, {"id": key}).first() if key else None
+
+
+def _inquiry_unless_erased(session: Session, inquiry_id: str | None) -> tuple[Row | None, bool]:
+    """The inquiry's row (None when unknown), and whether the inquiry was erased."""
+    if not inquiry_id:
+        return None, False
+    row = session.connection().execute(_INQUIRY_BY_ID, {"id": inquiry_id, "digests": digests([inquiry_id])}).one()
+    return (row if row.id is not None else None), bool(row.erased)
 
 
 @dataclass
@@ -230,13 +267,18 @@ def _apply_inquiry(session: Session, event: QueuedEvent, now: datetime, settings
     inquiry_id = event["object_id"]
     keys = _user_keys(event.get("reference_id") or event.get("account_reference_id"), event.get("account_id"))
     lock(session, inquiry_lock(inquiry_id), *(user_lock(key) for key in keys))
-    inquiries = _read_inquiries(session, inquiry_id, keys, event.get("account_id"))
+    named = digests([inquiry_id, *keys, event.get("account_reference_id")])
+    inquiries, erased = _read_inquiries(session, inquiry_id, keys, event.get("account_id"), named)
+    if erased:
+        return _erased("inquiry")
     stored = inquiries.get(inquiry_id)
     ids = _InquiryIds.of(stored, event)
     if missing := _user_keys(ids.reference_id, ids.account_id) - keys:
         keys |= missing  # the inquiry's own reference id, which this event did not name (see the module docstring)
         lock(session, *(user_lock(key) for key in missing))
-        inquiries = _read_inquiries(session, inquiry_id, keys, ids.account_id)
+        inquiries, erased = _read_inquiries(session, inquiry_id, keys, ids.account_id, digests(missing))
+        if erased:
+            return _erased("inquiry")
     users = _read_users(session, keys, ids.account_id)
 
     newest, incoming = _stored_snapshot(stored), snapshot_of(event)
@@ -249,6 +291,8 @@ def _apply_inquiry(session: Session, event: QueuedEvent, now: datetime, settings
     }
     if verdict.changes_state:
         columns.update(_snapshot_columns(incoming))
+    if is_redaction(event):
+        columns["redacted"] = True  # whatever the verdict: a redaction is never undone
     run = _status_run(session, stored, newest, incoming)
     if run is not None:
         columns.update(status_since=parse_time(run.start.at), status_run=_run_json(run))
@@ -269,9 +313,12 @@ def _status_run(session: Session, stored: Row | None, newest: Snapshot | None, i
     if stored is None or not stored.status_run:
         return advance_run(None, newest, incoming, lambda _late: incoming)  # without a run it looks nothing up
     inquiry_id = stored.id
-    return advance_run(
-        _run_of(stored.status_run), newest, incoming, lambda late: min(_logged_snapshots(session, inquiry_id, late))
-    )
+
+    def first_after(late: Snapshot) -> Snapshot:
+        # The log may no longer hold the run's events (EVENT_RETENTION_DAYS): the newest snapshot stands in.
+        return min(_logged_snapshots(session, inquiry_id, late), default=newest or incoming)
+
+    return advance_run(_run_of(stored.status_run), newest, incoming, first_after)
 
 
 def _logged_snapshots(session: Session, inquiry_id: str, after: Snapshot | None) -> list[Snapshot]:
@@ -409,7 +456,9 @@ def _mark_sync(
 def _apply_verification(session: Session, event: QueuedEvent) -> Applied:
     inquiry_id, verification_id = event.get("inquiry_id"), event["object_id"]
     lock(session, *([inquiry_lock(inquiry_id)] if inquiry_id else []), f"verification:{verification_id}")
-    inquiry = _row(session, _INQUIRY_BY_ID, inquiry_id)
+    inquiry, erased = _inquiry_unless_erased(session, inquiry_id)
+    if erased:
+        return _erased("verification")
     row = _row(session, _VERIFICATION_BY_ID, verification_id)
     incoming = snapshot_of(event)
     verdict = judge_verification(_stored_snapshot(row), incoming)
@@ -429,6 +478,25 @@ def _apply_verification(session: Session, event: QueuedEvent) -> Applied:
             writes.append(update_rows(Verification, "id", verification_id, **columns))
     writes.append(_history(inquiry.user_id if inquiry else None, inquiry_id, event, verdict))
     return Applied("verification", verdict, writes=writes)
+
+
+# --- an account's redaction --------------------------------------------------------------------------
+
+
+def _apply_account_redaction(session: Session, event: QueuedEvent) -> Applied:
+    """`account.redacted`: every inquiry of the account is marked redacted (the gate never resumes one); dropped
+    when the account or its reference id was erased. `applied` when an inquiry was marked, else `ignored`."""
+    account_id, reference_id = event["object_id"], event.get("reference_id")
+    lock(session, *(user_lock(key) for key in _user_keys(reference_id, account_id)))
+    named = digests([account_id, reference_id])
+    if session.connection().execute(_ERASED_FLAG, {"digests": named}).scalar():
+        return _erased("account")
+    owners = select(_USERS.c.id).where(_USERS.c.persona_account_id == account_id)
+    marked = session.connection().execute(
+        update(Inquiry).where(or_(Inquiry.account_id == account_id, Inquiry.user_id.in_(owners))).values(redacted=True)
+    )
+    verdict = Verdict(APPLIED if marked.rowcount else IGNORED, None, None)
+    return Applied("account", verdict, writes=[_history(None, None, event, verdict)])
 
 
 def _history(user_id, inquiry_id: str | None, event: QueuedEvent, verdict: Verdict) -> Write:
@@ -552,8 +620,9 @@ def apply_and_log(database: Database, event: QueuedEvent, now: datetime, setting
     COMMIT in one round trip (store/db.py). Raises DuplicateEvent when the event is already recorded."""
     with database.sessions() as session:
         applied = apply_event(session, event, now, settings)
+        logged = [] if applied.outcome == ERASED else [event_insert(event, now, applied.outcome)]
         try:
-            Database.commit_pipelined(session, [*applied.writes, event_insert(event, now, applied.outcome)])
+            Database.commit_pipelined(session, [*applied.writes, *logged])
         except IntegrityError as error:
             if is_duplicate(error):
                 raise DuplicateEvent from None

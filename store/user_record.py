@@ -72,6 +72,7 @@ def load_user_view(
                 "template_id": i.template_id,
                 "updated_at": to_iso(i.snapshot_at),
                 "forgiven": i.forgiven,
+                "redacted": i.redacted,  # Persona redacted it: the gate never resumes it
             }
             for i in sorted(inquiries, key=lambda i: (facts[i.id].created_at, i.id))
         ],

@@ -8,6 +8,8 @@
     persona-events resync REF --reason TEXT --operator NAME
     persona-events failed [--since T] [--until T] [--function NAME]
     persona-events refresh-standing
+    persona-events erase REF --reason TEXT --operator NAME
+    persona-events erasure ERASURE_ID [--json]
 
 The same actions as the API (docs/contracts.md §7), on the database and Redis of the configuration; each
 command says first which. `--operator` defaults to $PERSONA_EVENTS_OPERATOR. Exit status: 0 done, 1 not
@@ -27,12 +29,14 @@ from redis.exceptions import RedisError
 from rq import Queue
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from domain.erasure import load_erasure_request
 from domain.overrides import CLEAR_DUPLICATE, FORGIVE_INQUIRY, LIFT_BLOCK, RESYNC, load_override_request
 from domain.policy import DECISION_NAMES
 from domain.schemas import first_error
 from domain.times import iso_millis
 from runtime.config import Config, load_config_or_exit
 from store.db import Database
+from store.erasures import load_receipt, queue_erasure, start_erasure
 from store.failed_jobs import failed_jobs
 from store.notify_queue import request_delivery_unless_away
 from store.operator_actions import override_user
@@ -245,6 +249,55 @@ def refresh_standing(ctx) -> None:
     context = _opened(ctx)
     read, changed = refresh_standings(context.database, datetime.now(UTC), context.config.record_settings)
     click.echo(f"{read} users read, {changed} changed")
+
+
+@cli.command()
+@click.argument("reference_id")
+@REASON
+@OPERATOR
+@click.pass_context
+def erase(ctx, reference_id, reason, operator) -> None:
+    """Erase a user on the person's request (as DELETE /users/REF): redact at Persona, delete at Verisoul, delete
+    every row and Redis key about them, keep a receipt. Asked again while unfinished, resumes the same erasure."""
+    context = _opened(ctx)
+    try:
+        request = load_erasure_request({"reason": reason, "operator": operator})
+    except ValidationError as error:
+        context.fail(first_error(error.messages), USAGE)
+        return
+    started = start_erasure(context.database, reference_id, request, datetime.now(UTC))
+    if started is None:
+        context.fail(f"no user with reference id {reference_id!r}")
+        return
+    connection = connect_redis(context.config.redis_url)
+    try:
+        queue_erasure(connection, Queue(context.config.sync_queue, connection=connection), started.erasure_id)
+    except RedisError as error:
+        context.fail(f"erasure {started.erasure_id} recorded, its job not queued ({type(error).__name__}); run again")
+        return
+    click.echo(f"{started.erasure_id}: erasure {'queued' if started.new else 'already under way, resumed'}")
+    click.echo(f"follow it: {PROGRAM} erasure {started.erasure_id}")
+
+
+@cli.command("erasure")
+@click.argument("erasure_id")
+@click.option("--json", "as_json", is_flag=True, help="The receipt as GET /erasures/ID gives it.")
+@click.pass_context
+def show_erasure(ctx, erasure_id, as_json) -> None:
+    """An erasure's receipt: its status, each step and what it counted, who asked and why."""
+    context = _opened(ctx)
+    found = load_receipt(context.database, erasure_id)
+    if found is None:
+        context.fail(f"no erasure {erasure_id!r}")
+        return
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    top = ("erasure_id", "status", "reference_sha256", "operator", "reason", "requested_at", "finished_at")
+    _table([{"field": name, "value": found[name]} for name in top], ("field", "value"))
+    click.echo("\nsteps")
+    _table(found["steps"], ("at", "step", "status", "detail"))
+    click.echo(f"\ncounts: {json.dumps(found['counts'], sort_keys=True)}")
 
 
 def main() -> None:

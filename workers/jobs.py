@@ -27,6 +27,7 @@ from clients.host_webhook import HostWebhook
 from clients.persona import make_persona_client
 from clients.rate_limit import RateLimited, RateLimiter
 from clients.verisoul import VerisoulError, VerisoulUnavailable, make_client
+from domain.erasure import ERASED
 from domain.events import QueuedEvent
 from runtime import metrics
 from runtime.config import RecordSettings, load_config
@@ -176,6 +177,13 @@ def _count(applied: Applied | None) -> str:
     return outcome
 
 
+def _forget_current_job() -> None:
+    """The job's hash and result are deleted as it ends instead of kept a day: its event names erased ids."""
+    job = get_current_job()
+    if job is not None:
+        job.result_ttl = 0
+
+
 @metrics.timed_job("process_event")
 def process_event(event: QueuedEvent) -> str:
     """Apply a queued event once: `applied`, `unexpected`, `stale` or `ignored`; `duplicate` if already logged."""
@@ -186,6 +194,8 @@ def process_event(event: QueuedEvent) -> str:
             raise  # RQ's Retry, set at enqueue, backs off and runs the job again
         raise _fail_permanently(event.get("event_id") if isinstance(event, dict) else None, error) from error
     outcome = _count(applied)
+    if outcome == ERASED:
+        _forget_current_job()
     if applied is not None and applied.needs_sync and applied.user is not None:
         # After the commit, so the sync reads this event's effect. The event is applied whatever
         # happens here: if Redis fails, the sweep finds the record unsynced and queues the sync.

@@ -24,11 +24,13 @@ from sqlalchemy import ColumnElement, delete, false, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from domain.erasure import ERASED
 from domain.events import QueuedEvent
 from domain.policy import Policy
 from domain.summary import summarise
 from runtime.config import DEFAULT_SETTINGS, RecordSettings
 from store.db import Database
+from store.erasures import erased_among
 from store.event_log import inquiry_of, record_event
 from store.models import Event, History, Inquiry, User, Verification
 from store.overrides import overrides_of
@@ -191,6 +193,18 @@ def plan_units(session: Session, stored: list[Event], fetched: list[QueuedEvent]
     return [units[key] for key in sorted(units)]
 
 
+def _naming_erased(session: Session, events: list[QueuedEvent]) -> set[str]:
+    """The ids of the fetched events that name an erased inquiry, reference id or account (docs/contracts.md §10)."""
+    names = {event["event_id"]: _ids_named(event) for event in events}
+    erased = erased_among(session, sorted({name for named in names.values() for name in named}))
+    return {event_id for event_id, named in names.items() if named & erased}
+
+
+def _ids_named(event: QueuedEvent) -> set[str]:
+    named = (inquiry_of(event), event.get("reference_id"), event.get("account_id"), event.get("account_reference_id"))
+    return {name for name in named if name}
+
+
 class _RollBack(Exception):
     """Raised inside a dry run's transaction so that it is rolled back."""
 
@@ -270,14 +284,17 @@ class Replayer:
     def _rebuild(self, session: Session, unit: Unit) -> tuple[dict[str, str], list[UserChange], list[str]]:
         now = self.clock()
         lock(session, *(inquiry_lock(inquiry_id) for inquiry_id in unit.inquiry_ids))
+        dropped = _naming_erased(session, unit.new_events)
         for event in unit.new_events:
-            record_event(session, event, now, outcome=FETCHED)
+            if event["event_id"] not in dropped:  # never logged: the log's row would keep the erased ids
+                record_event(session, event, now, outcome=FETCHED)
         rows = self._events(session, unit)
         touched = self._users(session, unit) | self._named_users(session, rows)
         before = self._summaries(session, touched, now)
         statuses = self._statuses(session, unit)
         self._reset(session, unit, rows)
-        outcomes, reconciled, applied_to = {}, [], set()
+        outcomes: dict[str, str] = dict.fromkeys(dropped, ERASED)
+        reconciled, applied_to = [], set()
         # The host is told the end state (mark_sync below), never the states the rebuild passes through.
         rebuilding = dataclasses.replace(self.settings, notify=False)
         for row in sorted(rows, key=lambda row: snapshot_of(row.payload)):

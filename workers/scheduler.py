@@ -4,8 +4,9 @@ It owns everything that happens at a time rather than on an event, on the servic
 - scheduled jobs that are due (RQ's retries with back-off, the unblock at a block's expiry) are moved to
   their queue every second, by RQ's own RQScheduler;
 - jobs of dead workers are put back at the front of their queue every few seconds (workers/abandoned.py);
-- the periodic jobs are enqueued by RQ's CronScheduler: the Verisoul sweep every minute and, when
-  PERSONA_API_KEY is set, reconciliation every hour. A failed run is just a failed job: the next run
+- the periodic jobs are enqueued by RQ's CronScheduler: the Verisoul sweep every minute, when
+  PERSONA_API_KEY is set reconciliation every hour, and when EVENT_RETENTION_DAYS is set the event log's
+  retention every day. A failed run is just a failed job: the next run
   is enqueued on time regardless, because no job schedules its successor.
 
 Workers run without `--with-scheduler`, so a worker's death never strands the scheduling, and no
@@ -51,10 +52,13 @@ TICK_SECONDS = 1
 ABANDONED_EVERY_SECONDS = 5.0
 # Reconciliation asks Persona about inquiries once per expiry window; an hourly pass keeps the lag under the grace.
 RECONCILE_EVERY_SECONDS = 3600
+# The event log's retention is in days: once a day is often enough.
+PRUNE_EVERY_SECONDS = 24 * 3600
 # Periodic jobs' time limits: the sweep reads the users table and queues syncs; reconciliation makes up
 # to 200 Persona calls, each retried on 429 for up to a minute.
 SWEEP_TIMEOUT = 60
 RECONCILE_TIMEOUT = 900
+PRUNE_TIMEOUT = 900  # a batch of inquiries' events per transaction, however many are due
 
 
 def periodic_jobs(cron: CronScheduler, config: Config) -> None:
@@ -78,6 +82,16 @@ def periodic_jobs(cron: CronScheduler, config: Config) -> None:
             interval=int(SWEEP_EVERY.total_seconds()),
             job_timeout=SWEEP_TIMEOUT,
             result_ttl=3600,
+        )
+    if config.event_retention_days is not None:
+        from workers import retention
+
+        cron.register(
+            retention.prune_event_log,
+            config.sync_queue,
+            interval=PRUNE_EVERY_SECONDS,
+            job_timeout=PRUNE_TIMEOUT,
+            result_ttl=24 * 3600,
         )
     if config.persona_api_key:
         cron.register(
