@@ -11,6 +11,7 @@ A call answers within GATE_BUDGET seconds, or 503 with Retry-After.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -59,8 +60,10 @@ class GateRequest(Schema):
     mode = fields.String(load_default="embedded", validate=validate.OneOf(["embedded", "hosted"]))
 
 
-def _unavailable(detail: str):
-    return json_error(503, "persona_unavailable", detail, **{"Retry-After": str(RETRY_AFTER)})
+def _unavailable(detail: str, retry_after: float | None = None):
+    """503 with Retry-After: our usual pause, or the longer one Persona's rate limit asked for."""
+    seconds = max(RETRY_AFTER, math.ceil(retry_after or 0))
+    return json_error(503, "persona_unavailable", detail, **{"Retry-After": str(seconds)})
 
 
 @bp.post("/users/<reference_id:reference_id>/inquiries", merge_slashes=False)
@@ -92,8 +95,9 @@ def ask(reference_id: str):
         return _unavailable("the queue is unavailable; retry later")
     try:
         return _answer(client, reference_id, asked["template_id"], asked["mode"], deadline, config)
-    except PersonaUnavailable:
-        return _unavailable("Persona did not answer in time; retry (a retry never creates a second inquiry)")
+    except PersonaUnavailable as error:
+        detail = "Persona did not answer in time; retry (a retry never creates a second inquiry)"
+        return _unavailable(detail, error.retry_after)
     finally:
         client.close()
         try:

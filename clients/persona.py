@@ -35,6 +35,8 @@ BACKOFF_BASE = 0.5
 MAX_PAGE_SIZE = 100
 # Persona's window is a minute; a larger reset value is a bug or an attack on our worker's time.
 MAX_RATELIMIT_WAIT = 60
+# Seconds an attempt needs after a wait, before the caller's deadline: a wait that leaves less is not taken.
+MIN_ATTEMPT_TIME = 0.5
 
 
 class PersonaError(Exception):
@@ -50,7 +52,12 @@ class PersonaNotFound(PersonaError):
 
 
 class PersonaUnavailable(Exception):
-    """Persona did not answer usefully after every attempt."""
+    """Persona did not answer usefully after every attempt. `retry_after`: the seconds Persona's rate limit
+    asked to wait, when that wait did not fit before the deadline (None otherwise)."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class InvalidEvent(ValueError):
@@ -149,13 +156,15 @@ class PersonaClient:
 
     def _request(self, method: str, path: str, body: dict | None, headers: dict, deadline: float | None) -> dict:
         """One call, retried on a connection error, a 5xx or a 429 (after `ratelimit-reset`) until the attempts
-        or the deadline run out."""
+        run out, or the deadline leaves no time to wait and try again (then at once, not late)."""
         problem, wait = "no attempt made", 0.0
         for attempt in range(self.attempts):
             if attempt:
-                if deadline is not None and time.monotonic() + wait >= deadline:
-                    problem += ", and no time left to wait for another attempt"
-                    break
+                if deadline is not None and time.monotonic() + wait + MIN_ATTEMPT_TIME > deadline:
+                    raise PersonaUnavailable(
+                        f"{method} {path}: {problem} after {attempt} attempts, and no time left to wait for another",
+                        retry_after=wait if problem == "HTTP 429" else None,
+                    )
                 self.sleep(wait)
             timeouts = TIMEOUTS if deadline is None else _within(deadline)
             try:
@@ -173,7 +182,7 @@ class PersonaClient:
                 problem, wait = f"HTTP {response.status_code}", _backoff(attempt)
                 continue
             return self._answer(response)
-        raise PersonaUnavailable(f"{method} {path}: {problem} after {attempt + 1} attempts")
+        raise PersonaUnavailable(f"{method} {path}: {problem} after {self.attempts} attempts")
 
     def _answer(self, response: requests.Response) -> dict:
         try:

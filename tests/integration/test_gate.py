@@ -127,6 +127,39 @@ def test_persona_away_is_a_503_and_the_retry_creates_one_inquiry(app, persona):
     assert ask(app, "u_retry").get_json()["inquiry_id"] == retried.get_json()["inquiry_id"]
 
 
+def create_attempts(persona: FakePersonaControl) -> list[int]:
+    """The status of every create Persona was asked for, in order."""
+    return [c["status"] for c in persona.calls() if c["method"] == "POST" and c["path"] == "/api/v1/inquiries"]
+
+
+def test_a_429_whose_reset_fits_the_budget_is_waited_out_and_creates_one_inquiry(app, persona):
+    persona.configure(fail_next=[429], reset_seconds=0.2)
+    answer = ask(app, "u_429_short")
+    assert answer.status_code == 201, answer.get_json()
+    assert create_attempts(persona) == [429, 201]
+    assert ask(app, "u_429_short").get_json()["inquiry_id"] == answer.get_json()["inquiry_id"]
+
+
+@pytest.mark.parametrize(
+    "reset, retry_after",
+    [
+        (30, "30"),  # past the budget: Persona's reset is the host's pause
+        (4.2, "5"),  # within 4.5 s, but no time left for the attempt after the wait
+    ],
+)
+def test_a_429_whose_reset_is_past_the_budget_is_a_503_at_once_and_its_retry_creates_one_inquiry(
+    app, persona, reset, retry_after
+):
+    persona.configure(fail_next=[429], reset_seconds=reset)
+    away = ask(app, "u_429_long")
+    assert (away.status_code, away.headers.get("Retry-After")) == (503, retry_after), away.get_json()
+    assert create_attempts(persona) == [429]  # answered without waiting for the reset
+    retried = ask(app, "u_429_long")
+    assert retried.status_code == 201, retried.get_json()
+    assert ask(app, "u_429_long").get_json()["inquiry_id"] == retried.get_json()["inquiry_id"]
+    assert create_attempts(persona) == [429, 201]
+
+
 def test_hosted_mode_answers_a_one_time_link(app):
     answer = ask(app, "u_hosted", mode="hosted").get_json()
     assert answer["action"] == "create" and answer["link"].startswith("https://withpersona.com/verify")

@@ -579,9 +579,24 @@ def test_a_create_refused_by_a_5xx_is_retried_with_the_same_key_and_makes_one_in
 
 def test_no_wait_runs_past_the_deadline(fake, client_for, sleeps):
     fake.configure(fail_next=[429], reset_seconds=30)
-    with pytest.raises(PersonaUnavailable, match="no time left"):
+    with pytest.raises(PersonaUnavailable, match="no time left") as refused:
         client_for().create_inquiry("itmpl_kyc", "u_3", "key-3", later(2))
     assert sleeps == []  # a 30 s ratelimit-reset does not fit in 2 s: answered now, not late
+    assert refused.value.retry_after == 30  # for the caller's Retry-After
+
+
+def test_a_wait_that_leaves_no_time_for_the_attempt_after_it_is_not_taken(fake, client_for, sleeps):
+    fake.configure(fail_next=[429], reset_seconds=1.8)
+    with pytest.raises(PersonaUnavailable, match="no time left"):
+        client_for().create_inquiry("itmpl_kyc", "u_3", "key-3", later(2))
+    assert sleeps == []
+
+
+def test_a_5xx_out_of_time_names_no_rate_limit_wait(fake, client_for, sleeps):
+    fake.configure(fail_next=[503])
+    with pytest.raises(PersonaUnavailable) as refused:
+        client_for().create_inquiry("itmpl_kyc", "u_3", "key-3", later(0.1))
+    assert refused.value.retry_after is None
 
 
 def test_resume_and_one_time_link_answer_their_meta(fake, client):
