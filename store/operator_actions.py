@@ -23,7 +23,9 @@ def override_user(
     None when there is no such user, else whether Verisoul should now be synced (always, for `resync`).
     Raises UnknownInquiry."""
     with database.transaction() as session:
-        lock(session, reference_id, *filter(None, [request.inquiry_id]))
+        # The names an event's transaction locks (store/records.py `_apply_inquiry`): an event for the user waits for
+        # the override and the override for it, so the two never write the user's same next sequence to the outbox.
+        lock(session, f"user:{reference_id}", *(f"inquiry:{i}" for i in filter(None, [request.inquiry_id])))
         user = session.scalar(select(User).where(User.reference_id == reference_id))
         if user is None:
             return None
