@@ -6,6 +6,7 @@ outbox in the change's own transaction, only when the announced summary changed,
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,12 +14,17 @@ from rq import Queue, SimpleWorker
 from sqlalchemy import create_engine, text
 
 from app import create_app
+from domain.overrides import OverrideRequest
 from domain.times import iso_millis
 from scripts.fake_host import DEFAULT_SECRET
+from store.db import Database
 from store.notify_queue import PENDING_PREFIX
+from store.operator_actions import override_user
+from store.records import apply_event
 from tests.helpers.events import inquiry_event, verification_event
 from tests.helpers.in_process import clear_job_caches, cli_environment, set_clock
 from tests.helpers.replay_event import replay, track_cli_databases
+from tests.helpers.waiting import wait_until
 from tests.servers import FakeHostControl
 from workers import jobs
 from workers.notify import HostUnavailable
@@ -191,6 +197,49 @@ def test_an_override_is_announced(env, host, real_config, real_redis):
     assert answer.status_code == 200
     deliver_queued(real_redis)
     assert host.accepted()[-1]["data"]["decision"] == "verify"
+
+
+def test_an_override_waits_for_an_event_of_the_same_user_and_announces_the_next_sequence(env, real_config):
+    """An event applying to a user holds the user's lock until its commit (store/records.py); an override of that
+    user must wait for it, or both write the user's next sequence and the later commit fails on the outbox's
+    unique (reference_id, sequence). PostgreSQL only: SQLite's writers run alone."""
+    if not real_config.database_url.startswith("postgresql"):
+        pytest.skip("advisory locks are PostgreSQL's; SQLite's writers run alone")
+    jobs.process_event(inquiry_event("inq_11", "declined", minutes_ago(20), "u_race"))  # sequence 1, blocked
+    database, overrides = Database(real_config.database_url), Database(real_config.database_url)
+    lift = OverrideRequest("lift_block", "ticket 2", "ops")
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            with database.sessions() as session:  # the event's transaction, held open until the override waits
+                applied = apply_event(
+                    session,
+                    inquiry_event("inq_12", "created", minutes_ago(10), "u_race"),
+                    datetime.now(UTC),
+                    jobs.record_settings(),
+                )
+                for statement, params in applied.writes:
+                    session.connection().execute(statement, params)
+                lifted = pool.submit(
+                    override_user, overrides, "u_race", lift, datetime.now(UTC), jobs.record_settings()
+                )
+                wait_until(lambda: waiting_for_a_lock(session), 10, "the override waiting for the event's commit")
+                session.commit()
+            lifted.result(timeout=10)
+    finally:
+        database.dispose()
+        overrides.dispose()
+    rows = outbox(real_config.database_url)
+    assert [row["sequence"] for row in rows] == [1, 2, 3]
+    assert (rows[2]["data"]["status"], rows[2]["data"]["decision"]) == ("created", "resume")  # the event's, lifted
+
+
+def waiting_for_a_lock(session) -> bool:
+    """Some other session of this database waits for a lock (the override, on the user's or on the outbox row)."""
+    query = text(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE NOT l.granted AND a.datname = current_database() AND a.pid <> pg_backend_pid()"
+    )
+    return bool(session.connection().execute(query).scalar())
 
 
 def test_replay_event_notify_re_sends_the_current_state_with_a_new_sequence(env, host, real_config, real_redis):
