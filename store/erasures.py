@@ -110,8 +110,9 @@ def start_erasure(database: Database, reference_id: str, request: ErasureRequest
                 requested_at=now,
             )
         )
-        known = set(session.scalars(select(ErasedId.sha256)))
-        for digest in digests([reference_id, *inquiry_ids, *accounts]):
+        named = digests([reference_id, *inquiry_ids, *accounts])
+        known = set(session.scalars(select(ErasedId.sha256).where(ErasedId.sha256.in_(named))))
+        for digest in named:
             if digest not in known:
                 session.add(ErasedId(sha256=digest, erasure_id=erasure_id))
         return Started(erasure_id, True)
@@ -199,9 +200,17 @@ def record_pending(database: Database, erasure_id: str, pending: dict) -> None:
 
 
 def finish(database: Database, erasure_id: str, now: datetime) -> None:
-    """Done: the ids still held in `pending` are forgotten, and the receipt names nobody."""
+    """Done: the ids still held in `pending` are forgotten, and the receipt names nobody.
+
+    Only the erased inquiries stay erased (docs/contracts.md §10: their late events are dropped for good). The
+    reference id and the Persona accounts are erased while the erasure runs, so that nothing about the user is
+    recorded meanwhile, and no longer: a person who comes back under the same host id (and so the same Persona
+    account) is verified afresh, as a new record."""
     with database.transaction() as session:
         erasure = _locked(session, erasure_id)
+        pending = erasure.pending or {}
+        returning = digests([pending.get("reference_id"), *pending.get("account_ids", [])])
+        session.execute(delete(ErasedId).where(ErasedId.erasure_id == erasure_id, ErasedId.sha256.in_(returning)))
         erasure.status, erasure.pending, erasure.finished_at = DONE, None, now
 
 
