@@ -27,6 +27,7 @@ from dotenv import load_dotenv
 
 from runtime.config import ENV_FILE, ConfigError, load_config, share_metrics_dir
 from scripts.embedded_redis import EmbeddedRedis, free_port
+from scripts.fake_host import DEFAULT_SECRET as FAKE_HOST_SECRET
 from scripts.fake_persona import DEFAULT_API_KEY as FAKE_PERSONA_API_KEY
 from scripts.fake_verisoul import DEFAULT_API_KEY as FAKE_VERISOUL_API_KEY
 from store.db import migrate
@@ -54,6 +55,8 @@ STACK_SETTINGS = (
     "VERISOUL_API_URL",
     "VERISOUL_API_KEY",
     "VERISOUL_API_FLAVOR",
+    "HOST_WEBHOOK_URL",
+    "HOST_WEBHOOK_SECRET",
 )
 # The user the banner's sample event is about, and the one its gate command asks for (new: the gate creates).
 SAMPLE_USER = "user_sample_1"
@@ -108,6 +111,17 @@ def _start_fake_verisoul(env: dict[str, str]) -> subprocess.Popen | None:
     fake, url = _start_fake("verisoul", env)
     env.update(VERISOUL_API_URL=url, VERISOUL_API_KEY=FAKE_VERISOUL_API_KEY, VERISOUL_API_FLAVOR="account")
     print(f"persona-events: VERISOUL_API_URL not set; started the fake Verisoul at {url} (calls: {url}/_control/calls)")
+    return fake
+
+
+def _start_fake_host(env: dict[str, str]) -> subprocess.Popen | None:
+    """No host webhook configured: run the fake host application (scripts/fake_host.py), which verifies the
+    notifications' signatures and lists what it received, and notify it."""
+    if env.get("HOST_WEBHOOK_URL") or env.get("HOST_WEBHOOK_SECRET"):
+        return None
+    fake, url = _start_fake("host", env)
+    env.update(HOST_WEBHOOK_URL=f"{url}/webhooks", HOST_WEBHOOK_SECRET=FAKE_HOST_SECRET)
+    print(f"persona-events: HOST_WEBHOOK_URL not set; started the fake host at {url} (received: {url}/_control/calls)")
     return fake
 
 
@@ -263,6 +277,7 @@ def _banner(port: int, env: dict[str, str], fake_persona: bool) -> None:
         f"  replay (dry run):    {stack} .venv/bin/replay-event --user {SAMPLE_USER} --dry-run\n"
         f"  from Persona:        {stack} .venv/bin/replay-event --from-persona {from_persona} --dry-run\n"
         f"  reconcile (dry run): {stack} .venv/bin/replay-event --reconcile --dry-run\n"
+        f"  host notifications:  curl {env['HOST_WEBHOOK_URL'].removesuffix('/webhooks')}/_control/calls\n"
         f"  metrics:             curl http://127.0.0.1:{port}/metrics\n"
         f"Ctrl-C stops everything.\n",
         flush=True,
@@ -317,7 +332,7 @@ def start_stack(port: int, env: dict[str, str], processes: list[subprocess.Popen
     # The fakes are stopped after the worker, which may be mid-sync: appended once the others are.
     fakes: list[subprocess.Popen] = []
     try:
-        fakes.extend(fake for fake in (_start_fake_verisoul(env),) if fake is not None)
+        fakes.extend(fake for fake in (_start_fake_verisoul(env), _start_fake_host(env)) if fake is not None)
         fake_persona = _start_fake_persona(env)
         fakes.extend([fake_persona] if fake_persona is not None else [])
         migrate(config.database_url)

@@ -7,6 +7,7 @@ import os
 import shlex
 import socket
 import subprocess
+import time
 
 import pytest
 import requests
@@ -83,7 +84,8 @@ def dev_stack(monkeypatch, tmp_path, capsys, redis_server_url, real_redis):
     monkeypatch.setattr(devstack, "VAR", var)
     monkeypatch.setattr(devstack, "STACK_ENV", var / "stack.env")
     monkeypatch.setattr(devstack, "DOTENV", tmp_path / "no.env")  # not the developer's .env
-    for name in ("PERSONA_API_URL", "PERSONA_API_KEY", "HOST_API_TOKEN", "ADMIN_API_TOKEN", "VERISOUL_API_URL"):
+    unset = ("PERSONA_API_URL", "PERSONA_API_KEY", "HOST_API_TOKEN", "ADMIN_API_TOKEN", "VERISOUL_API_URL")
+    for name in (*unset, "HOST_WEBHOOK_URL", "HOST_WEBHOOK_SECRET"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("REDIS_URL", redis_server_url)
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'stack.db'}")
@@ -120,6 +122,24 @@ def test_the_banners_gate_command_creates_an_inquiry_at_the_fake_persona_then_re
     assert (status, resumed["action"], resumed["inquiry_id"]) == (200, "resume", created["inquiry_id"])
     calls = requests.get(f"{env['PERSONA_API_URL']}/_control/calls", timeout=5).json()
     assert [c["status"] for c in calls if c["method"] == "POST" and c["path"] == "/api/v1/inquiries"] == [201]
+
+
+def test_the_fake_host_receives_the_gates_new_user_signed(dev_stack):
+    """The stack notifies its fake host (scripts/fake_host.py, which verifies every signature); the banner says where
+    to read what it received."""
+    banner, env = dev_stack
+    status, created = _curl(_banner_command(banner, "ask the gate"))
+    assert status == 201, created
+    received = _banner_command(banner, "host notifications").split()[-1]
+    deadline = time.monotonic() + 30
+    accepted: list[dict] = []
+    while not accepted and time.monotonic() < deadline:
+        calls = requests.get(received, timeout=5).json()
+        accepted = [c["body"]["data"] for c in calls if c["verified"] and c["status"] < 300]
+        time.sleep(0.2)
+    assert accepted, "no notification reached the fake host"
+    assert accepted[0]["sequence"] == 1
+    assert (accepted[0]["reference_id"], accepted[0]["inquiry_id"]) == (devstack.GATE_USER, created["inquiry_id"])
 
 
 def test_the_banners_replays_from_persona_find_the_sample_event_at_the_fake(dev_stack):
