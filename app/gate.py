@@ -20,7 +20,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
-from app.users import json_error, queue_notification, refusal_of, unknown_user, unstorable
+from app.users import json_error, queue_notification, refusal_of
 from clients.persona import (
     InvalidEvent,
     PersonaError,
@@ -72,10 +72,14 @@ def ask(reference_id: str):
     refusal = refusal_of(host_may=True)
     if refusal is not None:
         return refusal
-    if unstorable(reference_id):
-        return unknown_user(reference_id)
+    problem = gate.reference_problem(reference_id)
+    if problem:
+        return json_error(400, "invalid_request", f"reference_id: {problem}")
     try:
-        asked = GateRequest().load(request.get_json(silent=True) or {})
+        document = request.get_json(silent=True)
+        if document is None:
+            return json_error(400, "invalid_request", 'body: expected JSON such as {"template_id": "itmpl_..."}')
+        asked = GateRequest().load(document)
     except (ValidationError, RecursionError) as error:
         detail = first_error(error.messages) if isinstance(error, ValidationError) else "body: nested too deeply"
         return json_error(400, "invalid_request", detail)

@@ -95,6 +95,14 @@ def retention_cutoff(now: datetime, days: int) -> datetime:
     return now - timedelta(days=days)
 
 
+def user_key(reference_id: str | None, account_reference_id: str | None, account_id: str | None) -> str | None:
+    """The id that decides whose record an event changes (docs/contracts.md §4): its reference id, else its Persona
+    account's, else the account itself. An event is dropped for an erased user by this key alone, never for an id it
+    merely mentions: the reference id of the account it includes may be another person's (found by a trial, where
+    erasing one user dropped every later event of others sharing the sample's account)."""
+    return reference_id or account_reference_id or account_id
+
+
 def digests(identifiers: Iterable[str | None]) -> list[str]:
     """The SHA-256 of each id given (None and empty ones skipped), sorted and without repeats."""
     return sorted({sha256_of(identifier) for identifier in identifiers if identifier})

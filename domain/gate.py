@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from domain.events import text_problem
 from domain.policy import RETRY_AFTER_BLOCK, Decision, InquiryFacts, latest
 from domain.times import parse_time
 
@@ -21,6 +22,19 @@ ALLOW, RESUME, CREATE, DENY, REVIEW = "allow", "resume", "create", "deny", "revi
 OPEN_STATUSES = frozenset({"created", "pending"})
 PASSED_STATUSES = frozenset({"completed", "approved"})
 FAILED_STATUSES = frozenset({"failed", "declined"})
+
+
+def reference_problem(reference_id: str) -> str | None:
+    """Why the gate refuses `reference_id` (None when it takes it). The gate is where a host's id first reaches
+    Persona, whose webhooks then carry it back: an id the webhook would refuse (domain/events.py `text_problem`)
+    would have its inquiry's events refused for the two days Persona retries them. A blank id is a host's bug, and
+    U+FFFD is what invalid UTF-8 in the path decodes to: two different byte strings would name one user."""
+    problem = text_problem(reference_id)
+    if problem is None and not reference_id.strip():
+        problem = "must not be blank"
+    if problem is None and "\ufffd" in reference_id:
+        problem = "must be valid UTF-8 (U+FFFD found)"
+    return problem
 
 
 @dataclass(frozen=True)

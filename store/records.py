@@ -30,7 +30,7 @@ from sqlalchemy import Row, String, and_, bindparam, exists, or_, select, text, 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from domain.erasure import ERASED, digests
+from domain.erasure import ERASED, digests, user_key
 from domain.events import ACCOUNT_REDACTED, QueuedEvent, is_redaction
 from domain.policy import InquiryFacts
 from domain.state_machine import (
@@ -267,7 +267,8 @@ def _apply_inquiry(session: Session, event: QueuedEvent, now: datetime, settings
     inquiry_id = event["object_id"]
     keys = _user_keys(event.get("reference_id") or event.get("account_reference_id"), event.get("account_id"))
     lock(session, inquiry_lock(inquiry_id), *(user_lock(key) for key in keys))
-    named = digests([inquiry_id, *keys, event.get("account_reference_id")])
+    owner = user_key(event.get("reference_id"), event.get("account_reference_id"), event.get("account_id"))
+    named = digests([inquiry_id, owner])
     inquiries, erased = _read_inquiries(session, inquiry_id, keys, event.get("account_id"), named)
     if erased:
         return _erased("inquiry")
@@ -276,7 +277,8 @@ def _apply_inquiry(session: Session, event: QueuedEvent, now: datetime, settings
     if missing := _user_keys(ids.reference_id, ids.account_id) - keys:
         keys |= missing  # the inquiry's own reference id, which this event did not name (see the module docstring)
         lock(session, *(user_lock(key) for key in missing))
-        inquiries, erased = _read_inquiries(session, inquiry_id, keys, ids.account_id, digests(missing))
+        owner = user_key(ids.reference_id, None, ids.account_id)  # the inquiry's own
+        inquiries, erased = _read_inquiries(session, inquiry_id, keys, ids.account_id, digests([owner]))
         if erased:
             return _erased("inquiry")
     users = _read_users(session, keys, ids.account_id)

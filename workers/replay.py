@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, delete, false, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from domain.erasure import ERASED
+from domain.erasure import ERASED, user_key
 from domain.events import QueuedEvent
 from domain.policy import Policy
 from domain.summary import summarise
@@ -201,8 +201,9 @@ def _naming_erased(session: Session, events: list[QueuedEvent]) -> set[str]:
 
 
 def _ids_named(event: QueuedEvent) -> set[str]:
-    named = (inquiry_of(event), event.get("reference_id"), event.get("account_id"), event.get("account_reference_id"))
-    return {name for name in named if name}
+    """The ids an event is dropped for (store/records.py does the same): its inquiry and its user's key."""
+    key = user_key(event.get("reference_id"), event.get("account_reference_id"), event.get("account_id"))
+    return {name for name in (inquiry_of(event), key) if name}
 
 
 class _RollBack(Exception):

@@ -362,6 +362,20 @@ def test_events_naming_an_erased_id_are_dropped_from_the_request_on(api, fakes, 
     assert rows_naming(real_config.database_url, names() | {"inq_e_new", "inq_e_acc"}) == []
 
 
+def test_erasing_a_user_drops_no_event_of_another_that_merely_mentions_its_ids(api, fakes, real_config, real_redis):
+    """Found by a trial: every sample event includes one Persona account, whose reference id was erased; from then on
+    every other user's events were dropped as `erased` (and a replay would have emptied their records). An event is
+    dropped for its inquiry and the key of the user it changes, never for the included account's reference id."""
+    build_user(fakes, api, real_config, real_redis)
+    other = inquiry_event("inq_other", "declined", hours_ago(1), "user_other", ACCOUNT, account_reference_id=REF)
+    delete(api)  # pending
+    assert jobs.process_event(other) == "applied"
+    drain(real_config, real_redis)
+    later = inquiry_event("inq_other", "approved", hours_ago(0.5), "user_other", ACCOUNT, account_reference_id=REF)
+    assert jobs.process_event(later) == "applied"
+    assert api.get("/users/user_other", headers=AUTH).get_json()["status"] == "approved"
+
+
 def test_a_person_who_comes_back_under_the_same_id_is_recorded_afresh(api, fakes, real_config, real_redis):
     """Only the erased inquiries stay erased once the erasure is done: the same host id (and so the same Persona
     account) with a new inquiry is a new record, holding nothing of the old one."""
