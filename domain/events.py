@@ -196,6 +196,15 @@ def _kept(value: Any, field: str) -> str | None:
     return value
 
 
+def _reference(value: Any, field: str) -> str | None:
+    """`_kept` for a reference id, which decides whose record an event changes: absent (null or empty) is None, but
+    any other non-string is refused, not dropped as missing, which would give the event to another id (the
+    account's)."""
+    if value is not None and value != "" and not isinstance(value, str):
+        raise InvalidEvent(field, f"must be a string, got {type(value).__name__}")
+    return _kept(value, field)
+
+
 def _required(value: Any, field: str) -> str:
     """`_kept` for a value the envelope schema has already required to be a non-empty string."""
     kept = _kept(value, field)
@@ -234,7 +243,7 @@ def _account_reference_id(included: Any, account_id: str | None) -> str | None:
     for index, item in enumerate(included):
         if isinstance(item, dict) and item.get("type") == "account" and item.get("id") == account_id:
             field = f"data.attributes.payload.included.{index}.attributes.reference_id"
-            return _kept(_dig(item, "attributes", "reference_id"), field)
+            return _reference(_dig(item, "attributes", "reference_id"), field)
     return None
 
 
@@ -283,7 +292,7 @@ def minimise(envelope: dict, body_hash: str) -> QueuedEvent:
         # notice and the worker ignores those it does not know (domain/state_machine.py), so refusing one
         # would lose an authentic event; but it is still queued and stored in the event's JSON payload.
         "status": _kept(obj_attributes.get("status"), f"{path}.attributes.status"),
-        "reference_id": _kept(obj_attributes.get("reference_id"), f"{path}.attributes.reference_id"),
+        "reference_id": _reference(obj_attributes.get("reference_id"), f"{path}.attributes.reference_id"),
         "account_id": account_id,
         "account_reference_id": _account_reference_id(attributes["payload"].get("included"), account_id),
         "template_id": _related_id(obj, path, "inquiry_template", "template"),

@@ -8,6 +8,7 @@ import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from marshmallow import ValidationError
 
 from domain import events
 from domain.events import (
@@ -437,7 +438,8 @@ def test_missing_or_odd_relationships_give_none(relationships):
 
 
 def test_non_string_attribute_values_are_not_copied():
-    attributes = {"status": {"nested": "x"}, "reference-id": 12, "created-at": ["2024"], "completed-at": ""}
+    """Except a reference id, which decides whose record changes (below)."""
+    attributes = {"status": {"nested": "x"}, "created-at": ["2024"], "completed-at": ""}
     event = minimise_doc(envelope(attributes=attributes))
     assert (event["status"], event["reference_id"], event["timestamps"]) == (None, None, {})
 
@@ -711,3 +713,31 @@ def test_other_unusable_lifecycle_times_are_dropped_and_usable_ones_canonical():
         "created_at": "2024-07-08T14:28:41.000Z",
         "completed_at": "2024-07-08T14:29:21.000Z",
     }
+
+
+@pytest.mark.parametrize("value", [12, 1.5, True, ["a"], {"id": "a"}])
+@pytest.mark.parametrize("where", ["inquiry", "included account"])
+def test_a_reference_id_that_is_not_a_string_is_refused_naming_it_not_given_to_another_id(value, where):
+    """Found by a trial: `"reference-id": 12` was dropped as missing, and the event went to the reference id of the
+    account it included, another person's record."""
+    attributes = {"status": "approved", "reference-id": "user_1"}
+    document = envelope(attributes=attributes)
+    if where == "inquiry":
+        attributes["reference-id"] = value
+    else:
+        document["data"]["attributes"]["payload"]["included"] = [
+            {"type": "account", "id": "act_1", "attributes": {"reference-id": value}}
+        ]
+        document["data"]["attributes"]["payload"]["data"]["relationships"] = {
+            "account": {"data": {"type": "account", "id": "act_1"}}
+        }
+    with pytest.raises(ValidationError) as raised:
+        minimise_doc(document)
+    [(field, [problem])] = raised.value.messages.items()
+    assert field.endswith("reference_id") and problem.startswith("must be a string")
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_an_absent_reference_id_is_none(value):
+    event = minimise_doc(envelope(attributes={"status": "approved", "reference-id": value}))
+    assert event["reference_id"] is None
