@@ -73,12 +73,14 @@ def refusal_of(host_may: bool = False):
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     sent = given.strip().encode()
     # every token compared, so the time taken does not tell which one came close
-    matches = [hmac.compare_digest(sent, token.encode()) for token in tokens]
-    if scheme.lower() != "bearer" or not any(matches):
-        return json_error(
-            401, "unauthorized", "a valid Authorization: Bearer token is required", **{"WWW-Authenticate": "Bearer"}
-        )
-    return None
+    matches = [hmac.compare_digest(sent, token.encode()) for token in [*tokens, config.host_api_token or ""]]
+    if scheme.lower() == "bearer" and any(matches[:-1]):
+        return None
+    if scheme.lower() == "bearer" and config.host_api_token and matches[-1]:
+        return json_error(403, "forbidden", "the host's token may read a user's record and ask the gate, nothing else")
+    return json_error(
+        401, "unauthorized", "a valid Authorization: Bearer token is required", **{"WWW-Authenticate": "Bearer"}
+    )
 
 
 # merge_slashes=False: `a//b` and ids starting or ending with `/` are ids too, not untidy URLs to redirect.

@@ -132,9 +132,12 @@ def test_the_hosts_token_reads_a_record_and_nothing_else(config, redis):
     _add_user(app, "u_host")
     client, host = app.test_client(), {"Authorization": "Bearer host-t"}
     assert client.get("/users/u_host", headers=host).status_code == 200
-    assert client.get("/users", headers=host).status_code == 401
+    listed = client.get("/users", headers=host)
+    assert (listed.status_code, listed.json["error"]) == (403, "forbidden")  # a valid token, not allowed here
+    assert "nothing else" in listed.json["detail"] and "WWW-Authenticate" not in listed.headers
     body = {"action": "resync", "reason": "r", "operator": "o"}
-    assert client.post("/users/u_host/actions", json=body, headers=host).status_code == 401
+    assert client.post("/users/u_host/actions", json=body, headers=host).status_code == 403
+    assert client.get("/users", headers={"Authorization": "Bearer host-x"}).status_code == 401
     assert client.get("/users/u_host", headers={"Authorization": "Bearer admin-t"}).status_code == 200
 
 
