@@ -57,6 +57,9 @@ LOGGERS = ("app", "workers", "rq")
 
 # RQ colours queue names and job ids when stdout is a terminal; the codes do not belong in JSON.
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# gunicorn names the client in its error lines ("Invalid request from ip=203.0.113.7: ..."): an IP address is
+# personal data, and never reaches our logs.
+_CLIENT_ADDRESS = re.compile(r"\bip=[^\s:,]*(?::[0-9a-fA-F:.]*[0-9a-fA-F])?")
 # The event jobs' ids (store/queue.py `job_id_for`): `e_<event id>`, or `h-<sha256>` for an odd event id.
 _EVENT_JOB_ID = re.compile(r"e_[A-Za-z0-9_-]+|h-[0-9a-f]{64}")
 
@@ -78,6 +81,8 @@ def _rq_job_id(record: logging.LogRecord) -> str | None:
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
+        if record.name.startswith("gunicorn") and "ip=" in message:
+            message = _CLIENT_ADDRESS.sub("ip=<hidden>", message)
         entry = {
             "at": iso_millis(datetime.fromtimestamp(record.created, UTC)),
             "level": record.levelname.lower(),

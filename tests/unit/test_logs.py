@@ -143,3 +143,15 @@ def test_without_configure_rq_would_add_its_own_handler(restore_loggers, monkeyp
         logging.getLogger(name).handlers[:] = []
     setup_loghandlers(None, name="rq.worker")
     assert len(logging.getLogger("rq.worker").handlers) == 2
+
+
+@pytest.mark.parametrize(
+    "address", ["127.0.0.1", "203.0.113.7", "::1", "2001:db8::1", "::ffff:10.0.0.1", "[2001:db8::1]", "unix"]
+)
+def test_gunicorn_never_writes_the_clients_address(address):
+    """Found by a trial: gunicorn's "Invalid request from ip=127.0.0.1: ..." reached the logs."""
+    record = logging.LogRecord(
+        "gunicorn.error", logging.WARNING, __file__, 1, "Invalid request from ip=%s: %s", (address, "Bad Request"), None
+    )
+    line = json.loads(JsonFormatter().format(record))
+    assert address.strip("[]") not in line["message"] and "Bad Request" in line["message"]
