@@ -8,6 +8,7 @@ later negative event still counts as usual. Pure: no I/O.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -61,12 +62,17 @@ class OverrideRequest:
 _BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
 
 
+def _blank(value: str) -> bool:
+    """Nothing a reader could see: spaces, and format characters such as U+200B (zero-width space)."""
+    return all(character.isspace() or unicodedata.category(character) == "Cf" for character in value)
+
+
 def audit_text(max_length: int = MAX_TEXT_LENGTH):
     """An audit field's check (overrides, erasures): the rule of kept text, not blank, no bidirectional controls."""
 
     def check(value: str) -> None:
         problem = text_problem(value, max_length)
-        if problem is None and not value.strip():
+        if problem is None and _blank(value):
             problem = "must not be blank"
         if problem is None and _BIDI_CONTROLS.search(value):
             problem = "must not contain bidirectional control characters"

@@ -201,6 +201,8 @@ def test_any_body_is_answered_200_400_or_404_never_a_5xx(api, body):
     ("body", "names_the"),
     [
         ({"action": "lift_block", "reason": "   ", "operator": "ops"}, "reason"),
+        ({"action": "lift_block", "reason": "\u200b", "operator": "ops"}, "reason"),  # zero-width: blank
+        ({"action": "lift_block", "reason": "ok", "operator": " \ufeff\u2060 "}, "operator"),
         ({"action": "lift_block", "reason": "ok \u202egnp.exe", "operator": "ops"}, "reason"),
         ({"action": "lift_block", "reason": "ok", "operator": "\u202eadmin"}, "operator"),
         ({"action": "lift_block", "inquiry_id": "inq_b_1", **WHY}, "inquiry_id"),
