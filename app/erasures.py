@@ -7,14 +7,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from flask import Blueprint, current_app, jsonify, request
-from marshmallow import ValidationError
 from redis.exceptions import RedisError
 from rq import Queue
 
-from app.users import MAX_BODY_BYTES, json_error, refusal_of, unknown_user, unstorable
+from app.users import MAX_BODY_BYTES, admin_request, json_error, refusal_of, unknown_user
 from domain.erasure import load_erasure_request
 from domain.events import text_problem
-from domain.schemas import first_error
 from store.erasures import load_receipt, queue_erasure, start_erasure
 
 bp = Blueprint("erasures", __name__)
@@ -31,19 +29,10 @@ def _small_bodies() -> None:
 def erase_user(reference_id: str):
     """202 `{"erasure_id"}`; the same id while that erasure is unfinished; 400 naming the field; 404 unknown user;
     503 when the job could not be queued (the erasure stands: asking again queues it)."""
-    refusal = refusal_of()
+    refusal, asked = admin_request(reference_id, load_erasure_request)
     if refusal is not None:
         return refusal
-    if unstorable(reference_id):
-        return unknown_user(reference_id)
-    try:
-        document = request.get_json(silent=True)
-    except RecursionError:
-        return json_error(400, "invalid_request", "body: JSON nested too deeply")
-    try:
-        asked = load_erasure_request(document)
-    except ValidationError as error:
-        return json_error(400, "invalid_request", first_error(error.messages))
+    assert asked is not None
     started = start_erasure(current_app.extensions["database"], reference_id, asked, datetime.now(UTC))
     if started is None:
         return unknown_user(reference_id)

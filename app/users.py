@@ -8,7 +8,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from flask import Blueprint, current_app, jsonify, request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
@@ -26,6 +28,7 @@ from store.sync_queue import request_sync_unless_away
 from store.user_list import UserFilter, list_users
 from store.user_record import load_user_record
 
+T = TypeVar("T")
 bp = Blueprint("users", __name__)
 
 
@@ -90,6 +93,24 @@ def _small_bodies() -> None:
     request.max_content_length = MAX_BODY_BYTES
 
 
+def admin_request(reference_id: str, load: Callable[[object], T]) -> tuple[Any, T | None]:
+    """An admin route's checks on a user, in order: the admin token, an id no record can have (404), the JSON body
+    as `load` reads it (400 naming the field). `(refusal, None)`, or `(None, what load made of the body)`."""
+    refusal = refusal_of()
+    if refusal is not None:
+        return refusal, None
+    if unstorable(reference_id):
+        return unknown_user(reference_id), None
+    try:
+        document = request.get_json(silent=True)
+    except RecursionError:
+        return json_error(400, "invalid_request", "body: JSON nested too deeply"), None
+    try:
+        return None, load(document)
+    except ValidationError as error:
+        return json_error(400, "invalid_request", first_error(error.messages)), None
+
+
 def unstorable(reference_id: str) -> bool:
     """An id no record can have: empty, over 255 characters (the column's size), or holding a NUL, which
     PostgreSQL refuses in text outright (a query with one fails instead of finding nothing)."""
@@ -121,19 +142,10 @@ def get_user(reference_id: str):
 def act_on_user(reference_id: str):
     """An operator's override (docs/contracts.md §7): 200 and the record; 400 naming the field at fault; 404 for an
     unknown user or an inquiry not the user's. Verisoul follows through the ordinary sync, queued here."""
-    refusal = refusal_of()
+    refusal, action = admin_request(reference_id, load_override_request)
     if refusal is not None:
         return refusal
-    if unstorable(reference_id):
-        return unknown_user(reference_id)
-    try:
-        document = request.get_json(silent=True)
-    except RecursionError:
-        return json_error(400, "invalid_request", "body: JSON nested too deeply")
-    try:
-        action = load_override_request(document)
-    except ValidationError as error:
-        return json_error(400, "invalid_request", first_error(error.messages))
+    assert action is not None
     config = current_app.config["PERSONA"]
     database = current_app.extensions["database"]
     now = datetime.now(UTC)
