@@ -149,14 +149,19 @@ def logout():
 
 
 def _flag(name: str) -> bool | None:
+    """A yes/no filter: empty is any; anything but true or false is a 400 naming it, as GET /users answers."""
     value = request.args.get(name, "")
+    if value not in ("", "true", "false"):
+        abort(400, description=f"{name}: true or false")
     return {"true": True, "false": False}.get(value)
 
 
 @bp.get("/")
 def index():
     decision = request.args.get("decision") or None
-    chosen = UserFilter(decision if decision in DECISION_NAMES else None, _flag("blocked"), _flag("synced"))
+    if decision is not None and decision not in DECISION_NAMES:
+        abort(400, description=f"decision: one of {', '.join(sorted(DECISION_NAMES))}")
+    chosen = UserFilter(decision, _flag("blocked"), _flag("synced"))
     after = request.args.get("after") or None
     if after is not None and text_problem(after):
         abort(400, description="after: not a reference id from the list")

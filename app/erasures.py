@@ -13,7 +13,7 @@ from rq import Queue
 from app.users import MAX_BODY_BYTES, admin_request, json_error, refusal_of, unknown_user
 from domain.erasure import load_erasure_request
 from domain.events import text_problem
-from store.erasures import load_receipt, queue_erasure, start_erasure
+from store.erasures import last_erasure_of, load_receipt, queue_erasure, start_erasure
 
 bp = Blueprint("erasures", __name__)
 RETRY_AFTER = 5
@@ -33,9 +33,14 @@ def erase_user(reference_id: str):
     if refusal is not None:
         return refusal
     assert asked is not None
-    started = start_erasure(current_app.extensions["database"], reference_id, asked, datetime.now(UTC))
+    database = current_app.extensions["database"]
+    started = start_erasure(database, reference_id, asked, datetime.now(UTC))
     if started is None:
-        return unknown_user(reference_id)
+        erased = last_erasure_of(database, reference_id)
+        if erased is None:
+            return unknown_user(reference_id)
+        detail = f"no user with reference id {reference_id!r}: erased by {erased} (GET /erasures/{erased})"
+        return jsonify(error="user_not_found", detail=detail, erasure_id=erased), 404
     current_app.logger.info("erasure requested", extra={"outcome": started.erasure_id})
     connection = current_app.extensions["event_queue"].connection
     try:

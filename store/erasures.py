@@ -61,6 +61,13 @@ def _unfinished(session: Session, reference_sha256: str) -> Erasure | None:
     return session.scalars(query.order_by(Erasure.requested_at)).first()
 
 
+def last_erasure_of(database: Database, reference_id: str) -> str | None:
+    """The id of the latest finished erasure of `reference_id` (found by its SHA-256), if any."""
+    query = select(Erasure.id).where(Erasure.reference_sha256 == sha256_of(reference_id), Erasure.status == DONE)
+    with database.sessions() as session:
+        return session.scalars(query.order_by(Erasure.requested_at.desc()).limit(1)).first()
+
+
 def _user_ids(session: Session, reference_id: str) -> tuple[User | None, list[Inquiry]]:
     """The user and every inquiry about it: its own, and those that name its reference id."""
     user = session.scalar(select(User).where(User.reference_id == reference_id))

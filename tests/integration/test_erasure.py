@@ -176,7 +176,9 @@ def test_an_erasure_forgets_the_user_everywhere_and_keeps_a_receipt(api, fakes, 
     assert erased == {sha256_of(name) for name in INQUIRIES}  # the reference id and account only while it ran
     assert pending is None
     assert api.get(f"/users/{REF}", headers=AUTH).status_code == 404
-    assert delete(api).status_code == 404, "erased: no such user any more"
+    again = delete(api)
+    assert again.status_code == 404, "erased: no such user any more"
+    assert again.get_json()["erasure_id"] == erasure_id  # found by a trial: there was no way back to the receipt
 
 
 def test_unknown_users_and_erasures_are_json_404s(api):

@@ -216,3 +216,15 @@ def test_pages_are_never_framed_cached_or_sniffed_and_an_impossible_id_is_a_404(
     assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
     assert console.get("/console/user", query_string={"ref": "nul\x00x"}).status_code == 404
     assert console.get("/console/search", query_string={"q": "nul\x00x"}).status_code == 302
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [("decision=bogus", b"decision: one of"), ("blocked=maybe", b"blocked: true or false"), ("synced=1", b"synced")],
+)
+def test_a_bad_filter_is_a_400_page_naming_it_not_silently_ignored(console, query, named):
+    """Found by a trial: the console listed every user for `?decision=bogus`, where the API answers 400."""
+    sign_in(console)
+    page = console.get(f"/console/?{query}")
+    assert page.status_code == 400 and named in page.data
+    assert console.get("/console/?decision=&blocked=&synced=").status_code == 200  # the form's "any"
