@@ -31,6 +31,19 @@ def pytest_configure(config):
     os.environ[ENV_FILE] = ""
 
 
+@pytest.fixture(autouse=True)
+def _environment_as_found() -> Iterator[None]:
+    """Each test leaves the process environment as it found it. monkeypatch undoes only what it set, but a
+    configuration read from an env file (runtime/config.py, through python-dotenv) writes that file's settings into
+    os.environ: a dev stack's `var/stack.env` read by one test turned the host notifications on for every test
+    after it."""
+    found = dict(os.environ)
+    yield
+    if os.environ != found:
+        os.environ.clear()
+        os.environ.update(found)
+
+
 def pytest_report_header(config) -> list[str]:
     """Which Redis and databases the integration tests use, first thing, so a skipped half is no surprise."""
     redis_url, database_url = os.environ.get("TEST_REDIS_URL"), os.environ.get("TEST_DATABASE_URL")
