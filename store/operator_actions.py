@@ -13,7 +13,7 @@ from runtime.config import RecordSettings
 from store.db import Database
 from store.models import User
 from store.overrides import overrides_of, record_override
-from store.records import facts_of, inquiries_of, inquiry_lock, lock, mark_sync, user_lock
+from store.records import inquiry_lock, lock, mark_sync, user_facts, user_lock
 
 
 def override_user(
@@ -27,8 +27,7 @@ def override_user(
         user = session.scalar(select(User).where(User.reference_id == reference_id))
         if user is None:
             return None
-        facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
-        block = block_for(facts, settings.policy, overrides_of(user))
+        block = block_for(user_facts(session, user), settings.policy, overrides_of(user))
         record_override(session, user, request, now, block if block is not None and block.in_force(now) else None)
         session.flush()
         return mark_sync(session, user, now, settings) or request.action == RESYNC

@@ -14,48 +14,36 @@ from sqlalchemy import Row, func, select, update
 from sqlalchemy.orm import Session
 
 from domain.notifications import announced, digest
-from domain.overrides import NO_OVERRIDES
-from domain.policy import InquiryFacts
-from domain.summary import summarise
-from runtime.config import RecordSettings
+from domain.summary import Summary
 from store.models import Outbox, User
-from store.overrides import overrides_of
 
 # The cut a delivery error is kept to (Outbox.last_error's width).
 MAX_ERROR = 500
 
 
 def announcement(
-    user: User | Row | None,
-    reference_id: str,
-    account_id: str | None,
-    facts: list[InquiryFacts],
-    now: datetime,
-    settings: RecordSettings,
+    user: User | Row | None, reference_id: str, account_id: str | None, summary: Summary, notify: bool
 ) -> tuple[dict, dict | None]:
-    """The user's notification columns and the outbox row's values when the announced fields changed; `({}, None)`
-    when they did not, when the host is not notified, or for a record not yet keyed by the host's id (`user` None:
-    a record about to be created with `account_id`)."""
+    """The user's notification columns and the outbox row's values when the announced fields of `summary` changed;
+    `({}, None)` when they did not, when the host is not notified (`notify` false), or for a record not yet keyed by
+    the host's id (`user` None: a record about to be created with `account_id`)."""
     known_account = user.persona_account_id if user is not None else account_id
-    if not settings.notify or reference_id == known_account:
+    if not notify or reference_id == known_account:
         return {}, None
     enrolled, blocked = (user.verisoul_enrolled, user.verisoul_blocked) if user is not None else (False, False)
-    duplicate = bool(user.verisoul_duplicate_account) if user is not None else False
-    overrides = overrides_of(user) if user is not None else NO_OVERRIDES
-    summary = summarise(facts, now, duplicate, overrides, settings.policy)
     data = announced(reference_id, summary, enrolled, blocked)
     fingerprint = digest(data)
     if user is not None and user.notified_digest == fingerprint:
         return {}, None
     sequence = (user.notified_sequence or 0) + 1 if user is not None else 1
-    row = {"reference_id": reference_id, "sequence": sequence, "data": data, "created_at": now}
+    row = {"reference_id": reference_id, "sequence": sequence, "data": data, "created_at": summary.now}
     return {"notified_sequence": sequence, "notified_digest": fingerprint}, row
 
 
-def announce(session: Session, user: User, facts: list[InquiryFacts], now: datetime, settings: RecordSettings) -> bool:
+def announce(session: Session, user: User, summary: Summary, notify: bool) -> bool:
     """`announcement` for a user read through the ORM (replays, overrides, syncs): the row added to the session, the
     user's columns set; True when a notification was written."""
-    columns, row = announcement(user, user.reference_id, user.persona_account_id, facts, now, settings)
+    columns, row = announcement(user, user.reference_id, user.persona_account_id, summary, notify)
     for name, value in columns.items():
         setattr(user, name, value)
     if row is not None:
@@ -63,16 +51,12 @@ def announce(session: Session, user: User, facts: list[InquiryFacts], now: datet
     return row is not None
 
 
-def announce_current(
-    session: Session, user: User, facts: list[InquiryFacts], now: datetime, settings: RecordSettings
-) -> Outbox:
-    """A notification of the user's current state whether or not it changed (`replay-event --notify`)."""
+def announce_current(session: Session, user: User, summary: Summary) -> int:
+    """A notification of the user's current state whether or not it changed (`replay-event --notify`); its
+    sequence."""
     user.notified_digest = None
-    announce(session, user, facts, now, settings)
-    session.flush()
-    return session.scalars(
-        select(Outbox).where(Outbox.reference_id == user.reference_id).order_by(Outbox.sequence.desc()).limit(1)
-    ).one()
+    announce(session, user, summary, notify=True)
+    return user.notified_sequence
 
 
 def latest_undelivered(session: Session, reference_id: str) -> Outbox | None:

@@ -44,13 +44,14 @@ from domain.state_machine import (
     judge_verification,
     status_run,
 )
+from domain.summary import Summary
 from domain.times import as_utc, parse_time, to_iso
 from runtime.config import RecordSettings
 from store.db import Database
 from store.event_log import event_insert, is_duplicate
 from store.models import ErasedId, Event, History, Inquiry, Outbox, User, Verification
 from store.outbox import announce, announce_current, announcement
-from store.sync_state import standing_columns, sync_state
+from store.sync_state import summary_of, sync_state
 from store.writes import NewUser, Write, delete_rows, insert_row, run, update_rows
 
 # One statement for every key: unnest yields the (sorted) keys in order, so locks are taken in that order.
@@ -443,8 +444,9 @@ def _mark_sync(
     if plan.reference_id is None:
         return [], False, False
     values, needed = sync_state(plan.user, plan.reference_id, plan.account_id, facts, now, settings.verisoul)
-    values |= standing_columns(plan.user, facts, now, settings.policy)
-    notified, outbox = announcement(plan.user, plan.reference_id, plan.account_id, facts, now, settings)
+    summary = summary_of(plan.user, facts, now, settings.policy)
+    values |= summary.standing()
+    notified, outbox = announcement(plan.user, plan.reference_id, plan.account_id, summary, settings.notify)
     values |= notified
     if plan.user is not None:
         values = {name: value for name, value in values.items() if _differs(getattr(plan.user, name), value)}
@@ -524,6 +526,11 @@ def inquiries_of(session: Session, user: User) -> list[Inquiry]:
     )
 
 
+def user_facts(session: Session, user: User) -> list[InquiryFacts]:
+    """What the policy needs of each of the user's inquiries."""
+    return [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
+
+
 def facts_of(inquiry: Inquiry | Row) -> InquiryFacts:
     return _facts_from(inquiry.id, *(getattr(inquiry, name) for name in _FACT_COLUMNS))
 
@@ -544,24 +551,28 @@ def _facts_from(
 def mark_sync(session: Session, user: User, now: datetime, settings: RecordSettings) -> bool:
     """`sync_state` and the standing written to a user read through the ORM (replays, overrides); True when a
     sync is needed."""
-    facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
+    facts = user_facts(session, user)
     values, needed = sync_state(user, user.reference_id, user.persona_account_id, facts, now, settings.verisoul)
-    values |= standing_columns(user, facts, now, settings.policy)
     for name, value in values.items():
         setattr(user, name, value)
-    announce(session, user, facts, now, settings)
+    _stand(session, user, summary_of(user, facts, now, settings.policy), settings)
     return needed
 
 
 def refresh_standing(session: Session, user: User, now: datetime, settings: RecordSettings) -> bool:
-    """The standing again, after something other than the inquiries changed it (Verisoul flagged a duplicate, the
-    deployment changed RETRY_AFTER_BLOCK); True when it changed."""
-    facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
+    """The standing again, and the host told of any change, after something other than the inquiries changed (what
+    Verisoul said, the deployment's RETRY_AFTER_BLOCK); True when the standing changed."""
+    return _stand(session, user, summary_of(user, user_facts(session, user), now, settings.policy), settings)
+
+
+def _stand(session: Session, user: User, summary: Summary, settings: RecordSettings) -> bool:
+    """The user's standing columns set from `summary`, and its change announced (store/outbox.py); True when the
+    standing changed."""
     changed = False
-    for name, value in standing_columns(user, facts, now, settings.policy).items():
+    for name, value in summary.standing().items():
         changed |= _differs(getattr(user, name), value)
         setattr(user, name, value)
-    announce(session, user, facts, now, settings)
+    announce(session, user, summary, settings.notify)
     return changed
 
 
@@ -591,8 +602,7 @@ def announce_ended_blocks(session: Session, now: datetime, settings: RecordSetti
     lock(session, *(user_lock(name) for name in names))
     announced = []
     for user in session.scalars(select(User).where(User.reference_id.in_(names)).order_by(User.reference_id)):
-        facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
-        if announce(session, user, facts, now, settings):
+        if announce(session, user, summary_of(user, user_facts(session, user), now, settings.policy), settings.notify):
             announced.append(user.reference_id)
     return announced
 
@@ -605,8 +615,7 @@ def announce_again(database: Database, reference_id: str, now: datetime, setting
         user = session.scalar(select(User).where(User.reference_id == reference_id))
         if user is None:
             return None
-        facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
-        return announce_current(session, user, facts, now, settings).sequence
+        return announce_current(session, user, summary_of(user, user_facts(session, user), now, settings.policy))
 
 
 # The sweep that announces ended blocks runs every minute: a day's window rides out a scheduler down for hours.

@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import Row
 
 from domain.policy import InquiryFacts, Policy
-from domain.summary import summarise
+from domain.summary import Summary, summarise
 from domain.sync_plan import Known, Target, plan, target_for
 from domain.times import as_utc
 from store.models import User
@@ -66,8 +66,9 @@ def sync_state(
     return {"verisoul_synced": not needed}, needed
 
 
-def standing_columns(user: User | Row | None, facts: list[InquiryFacts], now: datetime, policy: Policy) -> dict:
-    """The user's standing columns (domain/summary.py `standing`) under `policy` once the user's inquiries are `facts`."""
+def summary_of(user: User | Row | None, facts: list[InquiryFacts], now: datetime, policy: Policy) -> Summary:
+    """The user's summary under `policy` once its inquiries are `facts` (`user` None: a record about to be created).
+    Its standing columns and the host's notification are both read off it (domain/summary.py)."""
     known = user if user is not None else _NEW_USER
     duplicate = bool(known.verisoul_duplicate_account)
-    return summarise(facts, now, duplicate, overrides_of(known), policy).standing()
+    return summarise(facts, now, duplicate, overrides_of(known), policy)

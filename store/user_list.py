@@ -1,6 +1,6 @@
 """`GET /users`: users by standing (docs/contracts.md §7), a page at a time in reference id order (keyset).
 
-The standing is kept on each user's row (store/sync_state.py `standing_columns`), so the only thing read
+The standing is kept on each user's row (store/sync_state.py `summary_of`), so the only thing read
 at the clock is whether a block is still in force: `deny` is an unblocked `deny` or a block in force, any
 other decision is that unblocked decision with no block in force. Each filter pages along an index that
 starts with its column and ends with the reference id (store/models.py), so a page costs the same at a

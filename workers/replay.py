@@ -27,14 +27,13 @@ from sqlalchemy.orm import Session
 from domain.erasure import ERASED, user_key
 from domain.events import QueuedEvent
 from domain.policy import Policy
-from domain.summary import summarise
 from runtime.config import DEFAULT_SETTINGS, RecordSettings
 from store.db import Database
 from store.erasures import erased_among
 from store.event_log import inquiry_of, record_event
 from store.models import Event, History, Inquiry, User, Verification
-from store.overrides import overrides_of
-from store.records import apply_event, facts_of, inquiries_of, inquiry_lock, lock, mark_sync, snapshot_of
+from store.records import apply_event, inquiry_lock, lock, mark_sync, snapshot_of, user_facts
+from store.sync_state import summary_of
 
 RECONCILED = "reconciled"
 # A reconciliation snapshot's event name: an `inquiry.*` name, so it is applied like any inquiry event.
@@ -107,8 +106,7 @@ class Report:
 
 def user_summary(session: Session, user: User, now: datetime, policy: Policy) -> dict:
     """What a replay can change about a user: the record's verdict and Verisoul's desired state."""
-    facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
-    summary = summarise(facts, now, user.verisoul_duplicate_account, overrides_of(user), policy)
+    summary = summary_of(user, user_facts(session, user), now, policy)
     # "target": what Verisoul should say, not what it confirmed (the record's `verisoul` part)
     return summary.verdict() | {f"verisoul_target_{name}": value for name, value in summary.verisoul_target().items()}
 

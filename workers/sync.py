@@ -22,9 +22,8 @@ from domain.sync_plan import BLOCK, ENROLL, UNBLOCK, VERIFIED_STATUSES, Known, T
 from runtime.config import RecordSettings
 from store.db import Database
 from store.models import User
-from store.outbox import announce
 from store.overrides import overrides_of
-from store.records import facts_of, inquiries_of, lock, refresh_standing, user_lock
+from store.records import lock, refresh_standing, user_facts, user_lock
 from store.sync_queue import PENDING_PREFIX, RETRY_PENDING_TTL, SYNC_TIMEOUT, request_sync, schedule_unblock
 from store.sync_state import NOT_CONFIGURED, known_of
 
@@ -89,7 +88,7 @@ class Syncer:
             user = session.scalar(select(User).where(User.reference_id == reference_id))
             if user is None:
                 return None
-            facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
+            facts = user_facts(session, user)
             verified = [fact for fact in facts if fact.status in VERIFIED_STATUSES]
             inquiry_id = max(verified, key=lambda fact: fact.created_at).id if verified else None
             return target_for(facts, overrides=overrides_of(user)), known_of(user), inquiry_id
@@ -148,11 +147,11 @@ class Syncer:
             if user is not None:
                 for name, value in fields.items():
                     setattr(user, name, value)
-                if "verisoul_duplicate_account" in fields:  # the decision once unblocked moves to review
-                    refresh_standing(session, user, self.clock(), self.settings)
-                # What Verisoul confirmed is part of the host's notification (docs/contracts.md §9).
-                facts = [facts_of(inquiry) for inquiry in inquiries_of(session, user)]
-                announced = announce(session, user, facts, self.clock(), self.settings)
+                # A flagged duplicate moves the decision once unblocked to review; what Verisoul confirmed is part
+                # of the host's notification (docs/contracts.md §9).
+                sequence = user.notified_sequence
+                refresh_standing(session, user, self.clock(), self.settings)
+                announced = user.notified_sequence != sequence
         if announced:
             self.request_notification(reference_id)
 
