@@ -174,12 +174,8 @@ def _queue_sync(reference_id: str, sync_queue: str) -> None:
 def queue_notification(reference_id: str) -> None:
     """After a commit that may have written the user's notification, queue its delivery (a delivery that finds
     nothing new sends nothing); with Redis away the notification waits in the outbox for the sweep."""
-    config = current_app.config["PERSONA"]
-    if not config.host_webhook_url:
-        return
     connection = current_app.extensions["event_queue"].connection
-    queue = Queue(config.notify_queue, connection=connection)
-    away = request_delivery_unless_away(connection, queue, reference_id, config.host_webhook_retries)
+    away = request_delivery_unless_away(connection, current_app.config["PERSONA"], reference_id)
     if away:
         current_app.logger.warning("notification not queued; the sweep will", extra={"reason": away})
 

@@ -11,6 +11,7 @@ from redis.client import Pipeline
 from redis.exceptions import RedisError
 from rq import Queue, Retry
 
+from runtime.config import Config
 from store.pending import enqueue_unless_pending
 
 DELIVER_NOTIFICATION = "workers.jobs.deliver_notification"
@@ -44,11 +45,16 @@ def request_delivery(connection: Redis, queue: Queue, reference_id: str, retries
     return enqueue_unless_pending(connection, PENDING_PREFIX + reference_id, PENDING_TTL, enqueue)
 
 
-def request_delivery_unless_away(connection: Redis, queue: Queue, reference_id: str, retries) -> str | None:
-    """`request_delivery` after a commit: with Redis away, why (the error's name) instead of raising; the
-    notification is in the outbox, and the sweep queues its delivery once Redis is back."""
+def request_delivery_unless_away(connection: Redis, config: Config, reference_id: str) -> str | None:
+    """`request_delivery` after a commit that may have written the user's notification, on `config`'s queue and
+    retry schedule (nothing without HOST_WEBHOOK_URL; a delivery that finds nothing new sends nothing). With Redis
+    away, why (the error's name) instead of raising: the notification is in the outbox, and the sweep queues its
+    delivery once Redis is back."""
+    if not config.host_webhook_url:
+        return None
     try:
-        request_delivery(connection, queue, reference_id, retries)
+        request_delivery(connection, Queue(config.notify_queue, connection=connection), reference_id,
+                         config.host_webhook_retries)  # fmt: skip
     except RedisError as error:
         return type(error).__name__
     return None

@@ -38,7 +38,6 @@ from runtime.config import Config, load_config_or_exit
 from store.db import Database
 from store.erasures import load_receipt, queue_erasure, start_erasure
 from store.failed_jobs import failed_jobs
-from store.notify_queue import request_delivery_unless_away
 from store.operator_actions import override_user
 from store.overrides import UnknownInquiry
 from store.queue import connect_redis
@@ -46,7 +45,7 @@ from store.records import refresh_standings
 from store.sync_queue import request_sync_unless_away
 from store.user_list import UserFilter, list_users
 from store.user_record import load_user_record
-from workers.cli import Moment
+from workers.cli import Moment, notification_requester
 
 PROGRAM = "persona-events"
 NOT_FOUND, USAGE = 1, 2
@@ -168,7 +167,7 @@ def _override(action: str):
             return
         if to_sync:
             _queue_sync(context, reference_id)
-        _queue_notification(context, reference_id)
+        notification_requester(context.config, PROGRAM)(reference_id)
         with context.database.sessions() as session:
             record = load_user_record(session, reference_id, now, context.config.policy)
         assert record is not None
@@ -184,18 +183,6 @@ def _queue_sync(context: Context, reference_id: str) -> None:
         click.echo(f"{PROGRAM}: {reference_id}: sync not queued ({away}); the sweep will", err=True)
     else:
         click.echo(f"{reference_id}: Verisoul sync queued")
-
-
-def _queue_notification(context: Context, reference_id: str) -> None:
-    """The override's notification to the host, if it wrote one; Redis away, the sweep queues it."""
-    config = context.config
-    if not config.host_webhook_url:
-        return
-    connection = connect_redis(config.redis_url)
-    queue = Queue(config.notify_queue, connection=connection)
-    away = request_delivery_unless_away(connection, queue, reference_id, config.host_webhook_retries)
-    if away:
-        click.echo(f"{PROGRAM}: {reference_id}: notification not queued ({away}); the sweep will", err=True)
 
 
 REASON = click.option("--reason", required=True, help="Why, for the audit trail (no personal data).")

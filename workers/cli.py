@@ -161,7 +161,7 @@ def _notify(config: Config, params: dict, output: Output) -> None:
     else:
         with database.sessions() as session:
             users = notified_between(session, params["since"], params["until"])
-    request = _notification_requester(config)
+    request = notification_requester(config)
     sent = {}
     for reference_id in users:
         sequence = announce_again(database, reference_id, jobs.now(), config.record_settings)
@@ -175,15 +175,15 @@ def _notify(config: Config, params: dict, output: Output) -> None:
     output.document({"notified": sent})
 
 
-def _notification_requester(config: Config):
-    """After each committed user, queue the delivery of its notification; if Redis is down the sweep queues it."""
+def notification_requester(config: Config, program: str = PROGRAM):
+    """After each committed user, queue the delivery of its notification; if Redis is down the sweep queues it
+    (`program` names the command in that line)."""
     connection = connect_redis(config.redis_url)
-    queue = Queue(config.notify_queue, connection=connection)
 
     def request(reference_id: str) -> None:
-        away = request_delivery_unless_away(connection, queue, reference_id, config.host_webhook_retries)
+        away = request_delivery_unless_away(connection, config, reference_id)
         if away:
-            click.echo(f"{PROGRAM}: {reference_id}: notification not queued ({away}); the sweep will", err=True)
+            click.echo(f"{program}: {reference_id}: notification not queued ({away}); the sweep will", err=True)
 
     return request
 
@@ -414,7 +414,7 @@ def _replay(config: Config, params: dict, output: Output) -> None:
         params["dry_run"],
         requester,
         config.record_settings,
-        None if params["dry_run"] else _notification_requester(config),
+        None if params["dry_run"] else notification_requester(config),
     )
     if params["reconcile"]:
         return _reconcile(database, config, replayer, output)

@@ -256,14 +256,10 @@ def _forget_failed_syncs(reference_id: str) -> None:
     redis().delete(key)
 
 
-def notify_queue() -> Queue:
-    return Queue(load_config().notify_queue, connection=redis())
-
-
 def request_notification(reference_id: str) -> None:
     """Queue the delivery of the user's latest notification, after its commit. With Redis away the notification
     waits in the outbox, and the sweep queues its delivery (`sweep_notifications`)."""
-    away = request_delivery_unless_away(redis(), notify_queue(), reference_id, load_config().host_webhook_retries)
+    away = request_delivery_unless_away(redis(), load_config(), reference_id)
     if away:
         log.warning("notification not queued; the sweep will", extra={"user": reference_id, "reason": away})
 
